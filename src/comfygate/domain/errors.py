@@ -1,0 +1,242 @@
+"""The domain error tree.
+
+Every error carries a stable machine ``code`` (part of the public interface: the API
+puts it in problem+json, the CLI prints it) and a human message. The API layer maps
+codes to HTTP status in one table; nothing below the entrypoints knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class ComfygateError(Exception):
+    """Base of every error comfygate raises on purpose."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: Mapping[str, Any] = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- input -------------------------------------------------------------------------
+
+
+class InvalidInputError(ComfygateError):
+    """A request or command argument is malformed."""
+
+    code = "invalid_input"
+
+
+class ValidationFailedError(InvalidInputError):
+    """Data (a price book, a workflow pack) failed validation; carries every problem."""
+
+    code = "validation_failed"
+
+    def __init__(self, message: str, /, errors: Sequence[str], **details: Any) -> None:
+        super().__init__(message, errors=list(errors), **details)
+        self.errors: list[str] = list(errors)
+
+
+class UnknownCapabilityError(InvalidInputError):
+    code = "unknown_capability"
+
+
+class InvalidOptionError(InvalidInputError):
+    code = "invalid_option"
+
+
+class InvalidImageSizeError(InvalidInputError):
+    code = "invalid_image_size"
+
+
+# --- images (upload) ---------------------------------------------------------------
+
+
+class ImageError(InvalidInputError):
+    code = "invalid_image"
+
+
+class EmptyUploadError(ImageError):
+    code = "empty_upload"
+
+
+class NotAnImageError(ImageError):
+    code = "not_an_image"
+
+
+class UnsupportedImageFormatError(ImageError):
+    code = "unsupported_format"
+
+
+class TruncatedImageError(ImageError):
+    code = "truncated_image"
+
+
+class CorruptImageError(ImageError):
+    code = "corrupt_image"
+
+
+class UploadTooLargeError(ImageError):
+    code = "upload_too_large"
+
+
+class TooManyPixelsError(ImageError):
+    code = "too_many_pixels"
+
+
+class ImageTooSmallError(ImageError):
+    code = "image_too_small"
+
+
+class DeclaredSizeMismatchError(ImageError):
+    code = "declared_size_mismatch"
+
+
+# --- lookups -----------------------------------------------------------------------
+
+
+class NotFoundError(ComfygateError):
+    code = "not_found"
+
+
+class AccountNotFoundError(NotFoundError):
+    code = "account_not_found"
+
+
+class HoldNotFoundError(NotFoundError):
+    code = "hold_not_found"
+
+
+class JobNotFoundError(NotFoundError):
+    code = "job_not_found"
+
+
+class QuoteNotFoundError(NotFoundError):
+    code = "quote_not_found"
+
+
+class PlanNotFoundError(NotFoundError):
+    code = "unknown_plan"
+
+
+class PriceBookNotFoundError(NotFoundError):
+    code = "price_book_not_found"
+
+
+# --- money -------------------------------------------------------------------------
+
+
+class LedgerError(ComfygateError):
+    code = "ledger_error"
+
+
+class InsufficientBalanceError(LedgerError):
+    code = "insufficient_balance"
+
+    def __init__(self, message: str, /, *, available: int, required: int, **details: Any):
+        super().__init__(message, available=available, required=required, **details)
+        self.available = available
+        self.required = required
+
+
+class HoldNotOpenError(LedgerError):
+    """Capture or release of a hold that is already settled or expired."""
+
+    code = "hold_not_open"
+
+
+class CaptureExceedsHoldError(LedgerError):
+    code = "capture_exceeds_hold"
+
+
+class IdempotencyConflictError(LedgerError):
+    """The same idempotency key was reused with different parameters."""
+
+    code = "idempotency_conflict"
+
+
+class QuoteExpiredError(ComfygateError):
+    code = "quote_expired"
+
+
+class QuoteMismatchError(ComfygateError):
+    """A locked quote was presented for a different request or account."""
+
+    code = "quote_mismatch"
+
+
+class ConcurrencyLimitError(ComfygateError):
+    """A fair-use limit (e.g. VIP concurrent jobs) is reached."""
+
+    code = "concurrency_limit"
+
+
+# --- identity ------------------------------------------------------------------------
+
+
+class AuthenticationError(ComfygateError):
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(ComfygateError):
+    code = "forbidden"
+
+
+class RateLimitedError(ComfygateError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, /, *, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+# --- jobs and workers ----------------------------------------------------------------
+
+
+class JobStateError(ComfygateError):
+    """An action that the job's current state does not allow (e.g. cancel after finish)."""
+
+    code = "invalid_job_state"
+
+
+class WorkerError(ComfygateError):
+    """A worker or engine failed a job. ``retryable`` says whether another instance may."""
+
+    code = "worker_error"
+
+    def __init__(self, message: str, /, *, retryable: bool = False, **details: Any) -> None:
+        super().__init__(message, retryable=retryable, **details)
+        self.retryable = retryable
+
+
+class WorkerUnavailableError(WorkerError):
+    code = "worker_unavailable"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=True, **details)
+
+
+class WorkflowError(WorkerError):
+    """ComfyUI rejected or failed the workflow (validation, node error): never retried."""
+
+    code = "workflow_error"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
+
+
+class JobTimeoutError(WorkerError):
+    code = "job_timeout"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
