@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
@@ -82,4 +83,3 @@ def read_only(conn: sa.Connection) -> sa.Connection:
 def is_backend(conn_or_engine: sa.Connection | Engine, name: str) -> bool:
     """Whether the dialect is ``name`` ("sqlite", "postgresql", "mysql")."""
     return conn_or_engine.dialect.name == name
-

@@ -1,0 +1,145 @@
+"""The plan catalog and the periods plans grant over (pure).
+
+Three kinds of plan:
+
+- ``tokens``: a number of tokens each period (``calendar_month``: the month that
+  contains the start, expiring at its end; ``year`` / ``month``: from the start);
+- ``unlimited``: no tokens taken during the period (jobs still metered at list price)
+  with a fair-use limit on concurrent jobs;
+- ``topup``: a one-off grant valid for ``valid_days``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from comfygate.domain.errors import PlanNotFoundError, ValidationFailedError
+
+KINDS = ("tokens", "unlimited", "topup")
+PERIODS = ("calendar_month", "month", "year")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    title: str
+    kind: str
+    tokens: int
+    period: str | None
+    valid_days: int | None
+    max_concurrent_jobs: int | None
+    price: str
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCatalog:
+    timezone: str
+    plans: Mapping[str, Plan]
+
+    def get(self, name: str) -> Plan:
+        try:
+            return self.plans[name]
+        except KeyError:
+            known = ", ".join(sorted(self.plans))
+            raise PlanNotFoundError(f"unknown plan {name!r} (plans: {known})", plan=name) from None
+
+
+def parse_catalog(doc: Mapping[str, Any]) -> PlanCatalog:
+    """Validate a catalog document (parsed TOML); raise with every problem at once."""
+    errors: list[str] = []
+    tz = str(doc.get("timezone", "UTC"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(f"timezone: unknown time zone {tz!r}")
+    plans: dict[str, Plan] = {}
+    for name, spec in dict(doc.get("plans", {})).items():
+        plan = _parse_plan(name, spec, errors)
+        if plan is not None:
+            plans[name] = plan
+    if not plans and not errors:
+        errors.append("plans: the catalog has no plans")
+    if errors:
+        raise ValidationFailedError("invalid plan catalog", errors=errors)
+    return PlanCatalog(tz, plans)
+
+
+def _parse_plan(name: str, spec: Any, errors: list[str]) -> Plan | None:
+    where = f"plans.{name}"
+    if not isinstance(spec, Mapping):
+        errors.append(f"{where}: must be a table")
+        return None
+    before = len(errors)
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        errors.append(f"{where}.kind: must be one of {', '.join(KINDS)}")
+    tokens = spec.get("tokens", 0)
+    if kind in ("tokens", "topup") and (not isinstance(tokens, int) or tokens <= 0):
+        errors.append(f"{where}.tokens: must be a positive integer")
+    period = spec.get("period")
+    if kind in ("tokens", "unlimited") and period not in PERIODS:
+        errors.append(f"{where}.period: must be one of {', '.join(PERIODS)}")
+    valid_days = spec.get("valid_days")
+    if kind == "topup" and (not isinstance(valid_days, int) or valid_days <= 0):
+        errors.append(f"{where}.valid_days: must be a positive integer")
+    max_jobs = spec.get("max_concurrent_jobs")
+    if kind == "unlimited" and (not isinstance(max_jobs, int) or max_jobs <= 0):
+        errors.append(f"{where}.max_concurrent_jobs: must be a positive integer")
+    if len(errors) > before:
+        return None
+    return Plan(
+        name,
+        str(spec.get("title", name)),
+        str(kind),
+        int(tokens),
+        period,
+        valid_days,
+        max_jobs,
+        str(spec.get("price", "")),
+    )
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    """Same day and time ``months`` later, clamped to the month's last day."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    for day in (moment.day, 30, 29, 28):
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def period_containing(plan: Plan, start: datetime, at: datetime, tz: str) -> Period:
+    """The period of a subscription begun at ``start`` that contains ``at``."""
+    if plan.period == "calendar_month":
+        local = at.astimezone(ZoneInfo(tz))
+        first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return Period(first.astimezone(UTC), _add_months(first, 1).astimezone(UTC))
+    months = 12 if plan.period == "year" else 1
+    n = 0
+    while _add_months(start, months * (n + 1)) <= at:
+        n += 1
+    return Period(_add_months(start, months * n), _add_months(start, months * (n + 1)))
+
+
+def next_period(plan: Plan, start: datetime, at: datetime, tz: str) -> Period:
+    """The period after the one containing ``at`` (what a renewal grants)."""
+    current = period_containing(plan, start, at, tz)
+    return period_containing(plan, start, current.end + timedelta(microseconds=1), tz)
+
+
+def topup_expiry(plan: Plan, at: datetime) -> datetime:
+    assert plan.valid_days is not None
+    return at + timedelta(days=plan.valid_days)

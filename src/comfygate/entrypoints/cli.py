@@ -1,0 +1,128 @@
+"""The ``comfygate`` command line.
+
+A click group with a global ``--database URL``; each area registers its commands
+(``cli_ledger``, ``cli_pricing``, ...). Commands print JSON with ``--json`` (those
+shapes are an interface other tools call) and exit non-zero with a clear message on
+bad input: ``error [code]: message`` on stderr, exit status 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, NoReturn
+
+import click
+
+from comfygate import bootstrap
+from comfygate.config import load_settings
+from comfygate.domain.errors import ComfygateError, ValidationFailedError
+
+
+class AppContext:
+    """Builds the container on first use, so ``--help`` touches no database."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self._database_url = database_url
+        self._container: bootstrap.Container | None = None
+
+    @property
+    def container(self) -> bootstrap.Container:
+        if self._container is None:
+            overrides = {"database_url": self._database_url} if self._database_url else {}
+            self._container = bootstrap.build(load_settings(**overrides))
+            self._container.upgrade_database()
+        return self._container
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+
+
+def app(ctx: click.Context) -> bootstrap.Container:
+    """The container for a command."""
+    return ctx.find_object(AppContext).container  # type: ignore[union-attr]
+
+
+def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one case per type
+    """Dataclasses, datetimes, Decimals and enums as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def emit(data: Any, *, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print ``data`` as JSON, or as text for a person."""
+    if as_json or human is None:
+        click.echo(json.dumps(to_jsonable(data), ensure_ascii=False, indent=None if as_json else 2))
+    else:
+        click.echo(human(data))
+
+
+def fail(error: ComfygateError) -> NoReturn:
+    click.echo(f"error [{error.code}]: {error.message}", err=True)
+    if isinstance(error, ValidationFailedError):
+        for problem in error.errors:
+            click.echo(f"  - {problem}", err=True)
+    sys.exit(1)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """ISO-8601 with a UTC offset (``Z`` allowed); naive times are refused."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"give a UTC offset, e.g. {value}+08:00 or {value}Z")
+    return parsed
+
+
+class ErrorHandlingGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ComfygateError as error:
+            fail(error)
+
+
+@click.group(cls=ErrorHandlingGroup)
+@click.option(
+    "--database",
+    "database_url",
+    envvar="COMFYGATE_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL (default sqlite:///./comfygate.db).",
+)
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """comfygate: sell ComfyUI image work by the token."""
+    app_ctx = AppContext(database_url)
+    ctx.obj = app_ctx
+    ctx.call_on_close(app_ctx.close)
+
+
+def _register_all() -> None:
+    from comfygate.entrypoints import cli_ledger
+
+    cli_ledger.register(main)
+
+
+_register_all()

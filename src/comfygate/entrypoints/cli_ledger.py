@@ -1,0 +1,233 @@
+"""CLI commands for accounts, grants, plans, balances and the ledger's maintenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from comfygate.domain.ids import new_id
+from comfygate.entrypoints.cli import app, emit, parse_time, to_jsonable
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.command("init")
+@json_option
+@click.pass_context
+def init_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Create or upgrade the database (idempotent)."""
+    container = app(ctx)  # building the context upgrades the schema
+    emit(
+        {"database": container.settings.database_url, "ok": True},
+        as_json=as_json,
+        human=lambda d: f"database ready: {d['database']}",
+    )
+
+
+@click.group("accounts")
+def accounts_group() -> None:
+    """Customer accounts."""
+
+
+@accounts_group.command("create")
+@click.argument("name")
+@json_option
+@click.pass_context
+def accounts_create(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Create an account with an empty balance."""
+    account_id = app(ctx).ledger.open_account(name=name)
+    emit({"id": account_id, "name": name}, as_json=as_json, human=lambda d: d["id"])
+
+
+@click.command("grant")
+@click.argument("account")
+@click.argument("tokens", type=int)
+@click.option("--expires-at", help="ISO-8601 with offset; never expires if omitted.")
+@click.option(
+    "--source",
+    default="promotion",
+    type=click.Choice(["plan", "topup", "promotion", "adjustment"]),
+    show_default=True,
+)
+@click.option("--priority", type=int, default=0, help="Lower is spent first among equals.")
+@click.option("--idempotency-key", help="Replays with the same key grant once.")
+@json_option
+@click.pass_context
+def grant_cmd(
+    ctx: click.Context,
+    account: str,
+    tokens: int,
+    expires_at: str | None,
+    source: str,
+    priority: int,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Grant TOKENS to ACCOUNT as a new lot."""
+    receipt = app(ctx).ledger.grant(
+        account_id=account,
+        amount=tokens,
+        source=source,
+        priority=priority,
+        expires_at=parse_time(expires_at),
+        idempotency_key=idempotency_key or new_id("cli"),
+    )
+    emit(receipt, as_json=as_json, human=lambda r: f"granted {r.amount} tokens (lot {r.lot_id})")
+
+
+@click.command("subscribe")
+@click.argument("account")
+@click.argument("plan")
+@json_option
+@click.pass_context
+def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
+    """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
+    receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
+    emit(receipt, as_json=as_json, human=_describe_subscription)
+
+
+@click.command("renew")
+@click.argument("account")
+@click.argument("plan")
+@json_option
+@click.pass_context
+def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
+    """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
+    receipt = app(ctx).plans.renew(account_id=account, plan=plan)
+    emit(receipt, as_json=as_json, human=_describe_subscription)
+
+
+@click.command("topup")
+@click.argument("account")
+@click.argument("plan")
+@click.option("--idempotency-key", help="E.g. the payment order id.")
+@json_option
+@click.pass_context
+def topup_cmd(
+    ctx: click.Context, account: str, plan: str, idempotency_key: str | None, as_json: bool
+) -> None:
+    """Grant a top-up pack PLAN to ACCOUNT."""
+    receipt = app(ctx).plans.buy_topup(
+        account_id=account, plan=plan, idempotency_key=idempotency_key or new_id("cli")
+    )
+    emit(receipt, as_json=as_json, human=_describe_subscription)
+
+
+def _describe_subscription(r: Any) -> str:
+    what = "unlimited" if r.unlimited else f"{r.tokens_granted} tokens"
+    return f"{r.plan}: {what} from {r.period_start:%Y-%m-%d} to {r.period_end:%Y-%m-%d}"
+
+
+@click.command("plans")
+@json_option
+@click.pass_context
+def plans_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the plan catalog."""
+    plans = list(app(ctx).plans.catalog.plans.values())
+    emit(
+        plans,
+        as_json=as_json,
+        human=lambda ps: "\n".join(
+            f"{p.name:12} {p.kind:9} {p.tokens or '-':>6} {p.price:>11}  {p.title}" for p in ps
+        ),
+    )
+
+
+@click.command("balance")
+@click.argument("account")
+@json_option
+@click.pass_context
+def balance_cmd(ctx: click.Context, account: str, as_json: bool) -> None:
+    """Show ACCOUNT's balance: available, held, unlimited, and its lots."""
+    view = app(ctx).accounts.balance(account_id=account)
+    data = {
+        "available": view.available,
+        "held": view.held,
+        "unlimited": view.unlimited,
+        "unlimited_until": view.unlimited_until,
+        "lots": view.lots,
+    }
+    emit(
+        data,
+        as_json=as_json,
+        human=lambda d: (
+            f"available {d['available']}  held {d['held']}"
+            + ("  (unlimited)" if d["unlimited"] else "")
+        ),
+    )
+
+
+@click.command("statement")
+@click.argument("account")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--before", help="Page: transactions older than this transaction id.")
+@json_option
+@click.pass_context
+def statement_cmd(
+    ctx: click.Context, account: str, limit: int, before: str | None, as_json: bool
+) -> None:
+    """ACCOUNT's ledger transactions, newest first."""
+    lines = app(ctx).accounts.statement(account_id=account, limit=limit, before=before)
+    emit(
+        lines,
+        as_json=as_json,
+        human=lambda ls: (
+            "\n".join(
+                f"{x.created_at:%Y-%m-%d %H:%M:%S}  {x.kind:12} available {x.available_delta:+7d}  "
+                f"held {x.held_delta:+7d}  {x.txn_id}"
+                for x in ls
+            )
+            or "no transactions"
+        ),
+    )
+
+
+@click.command("reconcile")
+@json_option
+@click.pass_context
+def reconcile_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Recompute balances from postings; exit 1 if anything drifted."""
+    report = app(ctx).accounts.reconcile()
+    emit(
+        to_jsonable(report),
+        as_json=as_json,
+        human=lambda r: (
+            "ledger consistent" if r["ok"] else f"{len(r['drifts'])} drift(s): {r['drifts']}"
+        ),
+    )
+    if not report.ok:
+        ctx.exit(1)
+
+
+@click.command("expire")
+@json_option
+@click.pass_context
+def expire_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Release overdue holds and write off expired lots (idempotent)."""
+    report = app(ctx).ledger.expire()
+    emit(
+        report,
+        as_json=as_json,
+        human=lambda r: (
+            f"released {r.holds_expired} hold(s) ({r.tokens_released} tokens), "
+            f"wrote off {r.lots_expired} lot(s) ({r.tokens_written_off} tokens)"
+        ),
+    )
+
+
+def register(group: click.Group) -> None:
+    for command in (
+        init_cmd,
+        accounts_group,
+        grant_cmd,
+        subscribe_cmd,
+        renew_cmd,
+        topup_cmd,
+        plans_cmd,
+        balance_cmd,
+        statement_cmd,
+        reconcile_cmd,
+        expire_cmd,
+    ):
+        group.add_command(command)

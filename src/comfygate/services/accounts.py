@@ -1,0 +1,85 @@
+"""Read side of money: balances, statements, and the reconcile check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from comfygate.domain import ledger as dl
+from comfygate.services.clock import Clock
+from comfygate.services.ledger import require_account
+from comfygate.services.ledger_ports import Drift, LedgerStore, StatementLine
+from comfygate.services.plans import PlanService
+
+
+@dataclass(frozen=True, slots=True)
+class LotView:
+    lot_id: str
+    source: str
+    amount: int
+    remaining: int
+    expires_at: datetime | None
+    expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    account_id: str
+    available: int
+    """Spendable now: lots not yet expired (held tokens excluded)."""
+    held: int
+    unlimited: bool
+    unlimited_until: datetime | None
+    lots: list[LotView]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    ok: bool
+    drifts: list[Drift]
+    book_totals: dict[str, int]
+
+
+class AccountQueries:
+    """Balances and statements as customers and operators see them."""
+
+    def __init__(self, *, store: LedgerStore, plans: PlanService, clock: Clock) -> None:
+        self._store = store
+        self._plans = plans
+        self._clock = clock
+
+    def balance(self, *, account_id: str) -> BalanceView:
+        """Derived from the lots (spendable) and the cached balance row (held)."""
+        require_account(self._store, account_id)
+        now = self._clock.now()
+        cached = self._store.balance(account_id)
+        lots = sorted(self._store.lots(account_id), key=dl.burn_key)
+        views = [
+            LotView(
+                lot.id, lot.source, lot.amount, lot.remaining, lot.expires_at, lot.is_expired(now)
+            )
+            for lot in lots
+        ]
+        entitlement = self._plans.entitlement(account_id=account_id)
+        return BalanceView(
+            account_id=account_id,
+            available=sum(v.remaining for v in views if not v.expired),
+            held=cached.held if cached else 0,
+            unlimited=entitlement is not None,
+            unlimited_until=entitlement.ends_at if entitlement else None,
+            lots=views,
+        )
+
+    def statement(
+        self, *, account_id: str, limit: int = 100, before: str | None = None
+    ) -> list[StatementLine]:
+        """The account's ledger transactions, newest first."""
+        require_account(self._store, account_id)
+        return self._store.statement(account_id, limit=max(1, min(limit, 1000)), before=before)
+
+    def reconcile(self) -> ReconcileReport:
+        """Recompute cached balances, lots and holds from postings; report any drift."""
+        drifts = self._store.reconcile()
+        totals = self._store.posting_sums()
+        ok = not drifts and sum(totals.values()) == 0
+        return ReconcileReport(ok, drifts, totals)

@@ -1,0 +1,337 @@
+"""Use cases that move tokens: grant, place a hold, capture, release, expire.
+
+This is the one way tokens move. Each use case runs in one unit of work that first
+locks the account's balance row, then checks the idempotency key (a replay returns
+the first answer and writes nothing; the same key with other parameters is refused),
+then asks ``domain.ledger`` for the postings and appends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from comfygate.domain import ledger as dl
+from comfygate.domain.errors import (
+    AccountNotFoundError,
+    HoldNotFoundError,
+    HoldNotOpenError,
+    IdempotencyConflictError,
+    InvalidInputError,
+)
+from comfygate.domain.ids import new_id
+from comfygate.services.clock import Clock
+from comfygate.services.ledger_ports import LedgerStore, LedgerUnitOfWork, NewTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class GrantReceipt:
+    txn_id: str
+    lot_id: str
+    account_id: str
+    amount: int
+    source: str
+    expires_at: str | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldReceipt:
+    txn_id: str
+    hold_id: str
+    account_id: str
+    amount: int
+    list_tokens: int
+    expires_at: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SettleReceipt:
+    txn_id: str
+    hold_id: str
+    account_id: str
+    state: str
+    captured: int
+    released: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    holds_expired: int
+    tokens_released: int
+    lots_expired: int
+    tokens_written_off: int
+
+
+def _request_hash(op: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps({"op": op, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an integer number of tokens")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInputError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+class LedgerService:
+    """Moves tokens; every public method is one atomic, idempotent ledger transaction."""
+
+    def __init__(self, *, store: LedgerStore, clock: Clock, hold_ttl_s: int) -> None:
+        self._store = store
+        self._clock = clock
+        self._hold_ttl = timedelta(seconds=hold_ttl_s)
+
+    # -- accounts -----------------------------------------------------------------
+
+    def open_account(self, *, name: str, account_id: str | None = None) -> str:
+        """Create a customer account with an empty balance; returns its id."""
+        if not name.strip():
+            raise InvalidInputError("an account needs a name")
+        account_id = account_id or new_id("acct")
+        self._store.create_account(account_id=account_id, name=name, created_at=self._clock.now())
+        return account_id
+
+    # -- movements ------------------------------------------------------------------
+
+    def grant(
+        self,
+        *,
+        account_id: str,
+        amount: int,
+        source: str,
+        idempotency_key: str,
+        expires_at: datetime | None = None,
+        priority: int = 0,
+        memo: dict[str, Any] | None = None,
+    ) -> GrantReceipt:
+        """Add a lot of ``amount`` tokens to the account."""
+        _positive("amount", amount)
+        if source not in set(dl.GrantSource):
+            raise InvalidInputError(f"unknown grant source {source!r}")
+        params = {
+            "amount": amount,
+            "source": source,
+            "expires_at": expires_at,
+            "priority": priority,
+        }
+        with self._store.unit_of_work() as uow:
+            uow.lock_account(account_id)
+            key = f"{account_id}:grant:{idempotency_key}"
+            replay = _replayed(uow, key, _request_hash("grant", params))
+            if replay is not None:
+                return GrantReceipt(**replay, replayed=True)
+            now = self._clock.now()
+            lot = dl.Lot(
+                new_id("lot"), account_id, amount, amount, source, expires_at, priority, now
+            )
+            receipt = GrantReceipt(
+                new_id("txn"), lot.id, account_id, amount, source, _iso(expires_at)
+            )
+            movement = dl.grant_movement(account_id=account_id, lot_id=lot.id, amount=amount)
+            txn = _txn(receipt.txn_id, now, key, _request_hash("grant", params), memo, receipt)
+            uow.append(txn, movement, new_lot=lot)
+            uow.commit()
+        return receipt
+
+    def place_hold(
+        self,
+        *,
+        account_id: str,
+        amount: int,
+        idempotency_key: str,
+        list_tokens: int | None = None,
+        ttl_s: int | None = None,
+        memo: dict[str, Any] | None = None,
+    ) -> HoldReceipt:
+        """Reserve ``amount`` tokens (0 for unlimited plans, with the list price noted)."""
+        _positive("amount", amount, allow_zero=True)
+        list_tokens = amount if list_tokens is None else list_tokens
+        _positive("list_tokens", list_tokens, allow_zero=True)
+        params = {"amount": amount, "list_tokens": list_tokens}
+        request_hash = _request_hash("hold", params)
+        with self._store.unit_of_work() as uow:
+            uow.lock_account(account_id)
+            key = f"{account_id}:hold:{idempotency_key}"
+            replay = _replayed(uow, key, request_hash)
+            if replay is not None:
+                return HoldReceipt(**replay, replayed=True)
+            now = self._clock.now()
+            allocation = dl.allocate(uow.lots(account_id), amount, now)
+            expires_at = now + (timedelta(seconds=ttl_s) if ttl_s else self._hold_ttl)
+            hold = dl.Hold(
+                new_id("hold"),
+                account_id,
+                amount,
+                list_tokens,
+                dl.HoldState.OPEN,
+                0,
+                now,
+                expires_at,
+                allocation,
+            )
+            receipt = HoldReceipt(
+                new_id("txn"), hold.id, account_id, amount, list_tokens, _iso(expires_at) or ""
+            )
+            movement = dl.hold_movement(
+                account_id=account_id, hold_id=hold.id, allocation=allocation
+            )
+            uow.append(
+                _txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement, new_hold=hold
+            )
+            uow.commit()
+        return receipt
+
+    def capture(
+        self, *, hold_id: str, idempotency_key: str, amount: int | None = None
+    ) -> SettleReceipt:
+        """Charge ``amount`` (default: all) of an open hold; the rest goes back."""
+        if amount is not None:
+            _positive("amount", amount, allow_zero=True)
+        return self._settle(hold_id, idempotency_key, amount, dl.TxnKind.CAPTURE, reason=None)
+
+    def release(self, *, hold_id: str, idempotency_key: str, reason: str) -> SettleReceipt:
+        """Return every token of an open hold to the lots it came from."""
+        return self._settle(hold_id, idempotency_key, 0, dl.TxnKind.RELEASE, reason=reason)
+
+    def _settle(
+        self,
+        hold_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        kind: dl.TxnKind,
+        *,
+        reason: str | None,
+    ) -> SettleReceipt:
+        account_id = self._store.account_of_hold(hold_id)
+        if account_id is None:
+            raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
+        params = {"hold_id": hold_id, "amount": amount}
+        request_hash = _request_hash(kind.value, params)
+        expired = False
+        with self._store.unit_of_work() as uow:
+            uow.lock_account(account_id)
+            key = f"{account_id}:{kind.value}:{idempotency_key}"
+            replay = _replayed(uow, key, request_hash)
+            if replay is not None:
+                return SettleReceipt(**replay, replayed=True)
+            hold = uow.hold(hold_id)
+            assert hold is not None  # holds are never deleted
+            if hold.state is not dl.HoldState.OPEN:
+                raise HoldNotOpenError(
+                    f"hold {hold_id} is {hold.state.value}", state=hold.state.value
+                )
+            now = self._clock.now()
+            if hold.expires_at <= now:
+                self._expire_hold(uow, hold, now)
+                expired = True
+            else:
+                capture = hold.amount if amount is None else amount
+                receipt = self._append_settlement(
+                    uow, hold, capture, kind, key, request_hash, reason
+                )
+            uow.commit()
+        if expired:
+            raise HoldNotOpenError(f"hold {hold_id} expired and was released", state="expired")
+        return receipt
+
+    def _append_settlement(
+        self,
+        uow: LedgerUnitOfWork,
+        hold: dl.Hold,
+        capture: int,
+        kind: dl.TxnKind,
+        key: str | None,
+        request_hash: str | None,
+        reason: str | None,
+    ) -> SettleReceipt:
+        now = self._clock.now()
+        movement = dl.settle_movement(hold, capture=capture, kind=kind)
+        state = {
+            dl.TxnKind.CAPTURE: dl.HoldState.CAPTURED,
+            dl.TxnKind.RELEASE: dl.HoldState.RELEASED,
+            dl.TxnKind.EXPIRE_HOLD: dl.HoldState.EXPIRED,
+        }[kind]
+        settled = dl.Hold(
+            hold.id,
+            hold.account_id,
+            hold.amount,
+            hold.list_tokens,
+            state,
+            capture,
+            hold.created_at,
+            hold.expires_at,
+            hold.allocation,
+        )
+        receipt = SettleReceipt(
+            new_id("txn"), hold.id, hold.account_id, state.value, capture, hold.amount - capture
+        )
+        memo = {"reason": reason} if reason else {}
+        uow.append(
+            _txn(receipt.txn_id, now, key, request_hash, memo, receipt),
+            movement,
+            settled_hold=settled,
+        )
+        return receipt
+
+    def _expire_hold(self, uow: LedgerUnitOfWork, hold: dl.Hold, now: datetime) -> SettleReceipt:
+        return self._append_settlement(uow, hold, 0, dl.TxnKind.EXPIRE_HOLD, None, None, "expired")
+
+    def expire(self) -> ExpiryReport:
+        """Release holds past their time limit and write off expired lots. Idempotent."""
+        now = self._clock.now()
+        holds = released = lots = written_off = 0
+        for account_id in self._store.accounts_with_expiring(now):
+            with self._store.unit_of_work() as uow:
+                uow.lock_account(account_id)
+                for hold in uow.open_holds_due(account_id, now):
+                    self._expire_hold(uow, hold, now)
+                    holds += 1
+                    released += hold.amount
+                for lot in uow.lots(account_id):
+                    if lot.is_expired(now) and lot.remaining > 0:
+                        txn = NewTransaction(new_id("txn"), now, None, None, {}, {"lot_id": lot.id})
+                        uow.append(txn, dl.expire_lot_movement(lot))
+                        lots += 1
+                        written_off += lot.remaining
+                uow.commit()
+        return ExpiryReport(holds, released, lots, written_off)
+
+
+def _replayed(uow: LedgerUnitOfWork, key: str, request_hash: str) -> dict[str, Any] | None:
+    stored = uow.find_transaction(key)
+    if stored is None:
+        return None
+    if stored.request_hash != request_hash:
+        raise IdempotencyConflictError(
+            "this idempotency key was used for a different request", idempotency_key=key
+        )
+    return stored.result
+
+
+def _txn(
+    txn_id: str,
+    now: datetime,
+    key: str | None,
+    request_hash: str | None,
+    memo: dict[str, Any] | None,
+    receipt: GrantReceipt | HoldReceipt | SettleReceipt,
+) -> NewTransaction:
+    result = {k: getattr(receipt, k) for k in receipt.__dataclass_fields__ if k != "replayed"}
+    return NewTransaction(txn_id, now, key, request_hash, memo or {}, result)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def require_account(store: LedgerStore, account_id: str) -> None:
+    """Raise ``AccountNotFoundError`` unless the account exists."""
+    if not store.account_exists(account_id):
+        raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)

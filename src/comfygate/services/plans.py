@@ -1,0 +1,161 @@
+"""Plans: subscribe, renew, buy a top-up, and the unlimited (VIP) entitlement.
+
+Every grant a plan makes goes through ``LedgerService.grant`` with an idempotency key
+derived from the plan and the period, so subscribing or renewing twice for the same
+period grants once. Period rows are unique per (account, plan, period start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from comfygate.domain import plans as dp
+from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.ids import new_id
+from comfygate.services.clock import Clock
+from comfygate.services.ledger import LedgerService, require_account
+from comfygate.services.ledger_ports import LedgerStore
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    plan: str
+    starts_at: datetime
+    ends_at: datetime
+    max_concurrent_jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReceipt:
+    account_id: str
+    plan: str
+    kind: str
+    period_start: datetime
+    period_end: datetime
+    tokens_granted: int
+    lot_id: str | None
+    unlimited: bool
+
+
+class SubscriptionStore(Protocol):
+    def first_period_start(self, account_id: str, plan: str) -> datetime | None: ...
+
+    def add_period(
+        self, *, account_id: str, plan: str, period: dp.Period, created_at: datetime
+    ) -> str:
+        """Record a period (a no-op if recorded already); returns the subscription id."""
+        ...
+
+    def add_entitlement(
+        self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
+    ) -> None:
+        """Record an unlimited entitlement for the period (a no-op if there already)."""
+        ...
+
+    def active_entitlement(self, account_id: str, at: datetime) -> Entitlement | None: ...
+
+
+class PlanService:
+    """Turns plans into grants and entitlements."""
+
+    def __init__(
+        self,
+        *,
+        catalog: dp.PlanCatalog,
+        ledger: LedgerService,
+        ledger_store: LedgerStore,
+        subscriptions: SubscriptionStore,
+        clock: Clock,
+    ) -> None:
+        self.catalog = catalog
+        self._ledger = ledger
+        self._ledger_store = ledger_store
+        self._subs = subscriptions
+        self._clock = clock
+
+    def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
+        """Start (or confirm) a subscription: grants the period that contains now."""
+        spec = self._subscribable(plan)
+        require_account(self._ledger_store, account_id)
+        now = self._clock.now()
+        start = self._subs.first_period_start(account_id, plan) or now
+        period = dp.period_containing(spec, start, now, self.catalog.timezone)
+        return self._grant_period(account_id, spec, period)
+
+    def renew(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
+        """Grant the period after the current one (idempotent for that period)."""
+        spec = self._subscribable(plan)
+        require_account(self._ledger_store, account_id)
+        now = self._clock.now()
+        start = self._subs.first_period_start(account_id, plan)
+        if start is None:
+            raise InvalidInputError(f"account has no {plan} subscription to renew", plan=plan)
+        period = dp.next_period(spec, start, now, self.catalog.timezone)
+        return self._grant_period(account_id, spec, period)
+
+    def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
+        """Grant a top-up pack once per idempotency key (e.g. the payment order id)."""
+        spec = self.catalog.get(plan)
+        if spec.kind != "topup":
+            raise InvalidInputError(f"plan {plan} is not a top-up pack", plan=plan)
+        now = self._clock.now()
+        expires_at = dp.topup_expiry(spec, now)
+        receipt = self._ledger.grant(
+            account_id=account_id,
+            amount=spec.tokens,
+            source="topup",
+            expires_at=expires_at,
+            idempotency_key=f"topup:{plan}:{idempotency_key}",
+            memo={"plan": plan},
+        )
+        return SubscriptionReceipt(
+            account_id, plan, spec.kind, now, expires_at, spec.tokens, receipt.lot_id, False
+        )
+
+    def entitlement(self, *, account_id: str) -> Entitlement | None:
+        """The unlimited entitlement in force now, if any."""
+        return self._subs.active_entitlement(account_id, self._clock.now())
+
+    def _subscribable(self, plan: str) -> dp.Plan:
+        spec = self.catalog.get(plan)
+        if spec.kind == "topup":
+            raise InvalidInputError(f"{plan} is a top-up pack: buy it, don't subscribe", plan=plan)
+        return spec
+
+    def _grant_period(
+        self, account_id: str, spec: dp.Plan, period: dp.Period
+    ) -> SubscriptionReceipt:
+        subscription_id = self._subs.add_period(
+            account_id=account_id, plan=spec.name, period=period, created_at=self._clock.now()
+        )
+        if spec.kind == "unlimited":
+            self._subs.add_entitlement(
+                subscription_id=subscription_id, account_id=account_id, plan=spec, period=period
+            )
+            return SubscriptionReceipt(
+                account_id, spec.name, spec.kind, period.start, period.end, 0, None, True
+            )
+        receipt = self._ledger.grant(
+            account_id=account_id,
+            amount=spec.tokens,
+            source="plan",
+            expires_at=period.end,
+            idempotency_key=f"plan:{spec.name}:{period.start.isoformat()}",
+            memo={"plan": spec.name, "subscription_id": subscription_id},
+        )
+        return SubscriptionReceipt(
+            account_id,
+            spec.name,
+            spec.kind,
+            period.start,
+            period.end,
+            spec.tokens,
+            receipt.lot_id,
+            False,
+        )
+
+
+def new_subscription_id() -> str:
+    return new_id("sub")
