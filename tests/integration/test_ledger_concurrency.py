@@ -1,0 +1,96 @@
+"""Holds racing for the last tokens, on every backend, from threads and from processes.
+
+200 holds of 7 tokens against 1,000: exactly 142 succeed (994 tokens) and 6 remain,
+whatever the interleaving. Each thread or process uses its own connection.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from comfygate import bootstrap
+from comfygate.config import Settings
+from comfygate.domain.errors import InsufficientBalanceError
+
+HOLDS, EACH, FUNDS = 200, 7, 1000
+
+
+def _attempt(
+    container: bootstrap.Container, account_id: str, n: int, start: threading.Barrier
+) -> bool:
+    start.wait()
+    try:
+        container.ledger.place_hold(account_id=account_id, amount=EACH, idempotency_key=f"h{n}")
+    except InsufficientBalanceError:
+        return False
+    return True
+
+
+def _race_in_threads(url: str, account_id: str, indices: range, threads: int) -> int:
+    container = bootstrap.build(Settings(database_url=url))
+    try:
+        barrier = threading.Barrier(threads)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            # The barrier only lines up the first wave; later attempts still overlap.
+            wave = [
+                pool.submit(_attempt, container, account_id, n, barrier) for n in indices[:threads]
+            ]
+            rest = [
+                pool.submit(_attempt, container, account_id, n, threading.Barrier(1))
+                for n in indices[threads:]
+            ]
+            return sum(f.result() for f in wave + rest)
+    finally:
+        container.close()
+
+
+def _funded_account(url: str) -> str:
+    container = bootstrap.build(Settings(database_url=url))
+    container.upgrade_database()
+    account_id = container.ledger.open_account(name="race")
+    container.ledger.grant(account_id=account_id, amount=FUNDS, source="topup", idempotency_key="f")
+    container.close()
+    return account_id
+
+
+def _check_outcome(url: str, account_id: str, succeeded: int) -> None:
+    container = bootstrap.build(Settings(database_url=url))
+    try:
+        view = container.accounts.balance(account_id=account_id)
+        assert succeeded == FUNDS // EACH == 142
+        assert (view.available, view.held) == (FUNDS - 142 * EACH, 142 * EACH) == (6, 994)
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()
+
+
+def test_concurrent_holds_from_threads(database_url: str) -> None:
+    account_id = _funded_account(database_url)
+    succeeded = _race_in_threads(database_url, account_id, range(HOLDS), threads=32)
+    _check_outcome(database_url, account_id, succeeded)
+
+
+def _process_main(
+    url: str, account_id: str, start: int, stop: int, out: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
+    out.put(_race_in_threads(url, account_id, range(start, stop), threads=16))
+
+
+def test_concurrent_holds_from_two_processes(database_url: str) -> None:
+    account_id = _funded_account(database_url)
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    half = HOLDS // 2
+    procs = [
+        ctx.Process(target=_process_main, args=(database_url, account_id, lo, hi, results))
+        for lo, hi in ((0, half), (half, HOLDS))
+    ]
+    for p in procs:
+        p.start()
+    succeeded = sum(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    _check_outcome(database_url, account_id, succeeded)

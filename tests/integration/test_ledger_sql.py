@@ -1,0 +1,210 @@
+"""The ledger on SQLite, PostgreSQL and MariaDB: every movement, replay and expiry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from comfygate.bootstrap import Container
+from comfygate.domain.errors import (
+    AccountNotFoundError,
+    CaptureExceedsHoldError,
+    HoldNotFoundError,
+    HoldNotOpenError,
+    IdempotencyConflictError,
+    InsufficientBalanceError,
+    InvalidInputError,
+)
+from tests.fakes import FakeClock
+
+
+def balance(c: Container, account_id: str) -> tuple[int, int]:
+    view = c.accounts.balance(account_id=account_id)
+    return view.available, view.held
+
+
+def assert_consistent(c: Container) -> None:
+    report = c.accounts.reconcile()
+    assert report.drifts == []
+    assert report.ok
+
+
+def test_seed_example_hold_and_capture(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="seed")
+    c.ledger.grant(account_id=acct, amount=50, source="promotion", idempotency_key="g1")
+    hold = c.ledger.place_hold(account_id=acct, amount=11, idempotency_key="job-1")
+    assert balance(c, acct) == (39, 11)
+    settled = c.ledger.capture(hold_id=hold.hold_id, idempotency_key="job-1")
+    assert (settled.captured, settled.released, settled.state) == (11, 0, "captured")
+    assert balance(c, acct) == (39, 0)
+    assert_consistent(c)
+
+
+def test_partial_capture_returns_the_rest_and_release_returns_all(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="a")
+    c.ledger.grant(account_id=acct, amount=100, source="topup", idempotency_key="g")
+    h1 = c.ledger.place_hold(account_id=acct, amount=30, idempotency_key="h1")
+    h2 = c.ledger.place_hold(account_id=acct, amount=20, idempotency_key="h2")
+    assert balance(c, acct) == (50, 50)
+    c.ledger.capture(hold_id=h1.hold_id, amount=12, idempotency_key="c1")
+    c.ledger.release(hold_id=h2.hold_id, idempotency_key="r2", reason="worker failed")
+    assert balance(c, acct) == (88, 0)
+    with pytest.raises(HoldNotOpenError):
+        c.ledger.capture(hold_id=h2.hold_id, idempotency_key="late")
+    with pytest.raises(HoldNotFoundError):
+        c.ledger.capture(hold_id="hold_missing", idempotency_key="x")
+    h3 = c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h3")
+    with pytest.raises(CaptureExceedsHoldError):
+        c.ledger.capture(hold_id=h3.hold_id, amount=6, idempotency_key="c3")
+    assert_consistent(c)
+
+
+def test_insufficient_balance_moves_nothing(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="poor")
+    c.ledger.grant(account_id=acct, amount=10, source="promotion", idempotency_key="g")
+    with pytest.raises(InsufficientBalanceError) as err:
+        c.ledger.place_hold(account_id=acct, amount=11, idempotency_key="h")
+    assert (err.value.available, err.value.required) == (10, 11)
+    assert balance(c, acct) == (10, 0)
+    assert [line.kind for line in c.accounts.statement(account_id=acct)] == ["grant"]
+
+
+def test_bad_arguments_are_refused(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="x")
+    with pytest.raises(InvalidInputError):
+        c.ledger.grant(account_id=acct, amount=0, source="promotion", idempotency_key="g")
+    with pytest.raises(InvalidInputError):
+        c.ledger.grant(account_id=acct, amount=5, source="gift", idempotency_key="g")
+    with pytest.raises(InvalidInputError):
+        c.ledger.place_hold(account_id=acct, amount=-1, idempotency_key="h")
+    with pytest.raises(AccountNotFoundError):
+        c.ledger.grant(account_id="acct_nobody", amount=5, source="promotion", idempotency_key="g")
+    assert c.accounts.statement(account_id=acct) == []
+
+
+def test_replays_return_the_first_answer_and_move_nothing(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="r")
+    g1 = c.ledger.grant(account_id=acct, amount=40, source="promotion", idempotency_key="g")
+    g2 = c.ledger.grant(account_id=acct, amount=40, source="promotion", idempotency_key="g")
+    assert (g2.replayed, g2.lot_id, g2.txn_id) == (True, g1.lot_id, g1.txn_id)
+    h1 = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="job")
+    h2 = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="job")
+    assert h2.replayed and h2.hold_id == h1.hold_id
+    s1 = c.ledger.capture(hold_id=h1.hold_id, idempotency_key="job")
+    s2 = c.ledger.capture(hold_id=h1.hold_id, idempotency_key="job")
+    assert s2.replayed and s2.txn_id == s1.txn_id
+    assert balance(c, acct) == (25, 0)
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.place_hold(account_id=acct, amount=16, idempotency_key="job")
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.grant(account_id=acct, amount=41, source="promotion", idempotency_key="g")
+    # Keys are per account: another account may use the same key.
+    other = c.ledger.open_account(name="o")
+    c.ledger.grant(account_id=other, amount=40, source="promotion", idempotency_key="g")
+    assert balance(c, other) == (40, 0)
+    assert_consistent(c)
+
+
+def test_lots_burn_in_order_and_release_returns_to_the_same_lots(
+    container: Container, clock: FakeClock
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="lots")
+    now = clock.now()
+    late = c.ledger.grant(
+        account_id=acct, amount=100, source="plan", idempotency_key="late",
+        expires_at=now + timedelta(days=30),
+    )  # fmt: skip
+    soon = c.ledger.grant(
+        account_id=acct, amount=10, source="promotion", idempotency_key="soon",
+        expires_at=now + timedelta(days=1),
+    )  # fmt: skip
+    h = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="h")
+    lots = {v.lot_id: v.remaining for v in c.accounts.balance(account_id=acct).lots}
+    assert lots == {late.lot_id: 95}  # the lot expiring first was emptied first
+    c.ledger.release(hold_id=h.hold_id, idempotency_key="r", reason="canceled")
+    lots = {v.lot_id: v.remaining for v in c.accounts.balance(account_id=acct).lots}
+    assert lots == {soon.lot_id: 10, late.lot_id: 100}
+    assert_consistent(c)
+
+
+def test_expiry_writes_off_lots_and_releases_holds_idempotently(
+    container: Container, clock: FakeClock
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="exp")
+    c.ledger.grant(
+        account_id=acct, amount=30, source="promotion", idempotency_key="g",
+        expires_at=clock.now() + timedelta(hours=1),
+    )  # fmt: skip
+    c.ledger.grant(account_id=acct, amount=5, source="adjustment", idempotency_key="g2")
+    h = c.ledger.place_hold(account_id=acct, amount=20, idempotency_key="h", ttl_s=60)
+    clock.advance(minutes=2)
+    with pytest.raises(HoldNotOpenError, match="expired"):
+        c.ledger.capture(hold_id=h.hold_id, idempotency_key="c")
+    assert balance(c, acct) == (35, 0)  # the expired hold was released by the capture attempt
+    h2 = c.ledger.place_hold(account_id=acct, amount=8, idempotency_key="h2", ttl_s=60)
+    clock.advance(hours=1)
+    assert balance(c, acct) == (5, 8)  # the 30-token lot (22 left) is past expiry: not spendable
+    report = c.ledger.expire()
+    assert (report.holds_expired, report.tokens_released) == (1, 8)
+    assert (report.lots_expired, report.tokens_written_off) == (1, 30)
+    assert balance(c, acct) == (5, 0)
+    again = c.ledger.expire()
+    assert (again.holds_expired, again.lots_expired) == (0, 0)
+    with pytest.raises(HoldNotOpenError):
+        c.ledger.release(hold_id=h2.hold_id, idempotency_key="r", reason="late")
+    assert c.ledger_store.posting_sums()["expired"] == 30
+    assert_consistent(c)
+
+
+def test_unlimited_holds_take_nothing_but_record_the_list_price(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="vip")
+    sub = c.plans.subscribe(account_id=acct, plan="vip")
+    assert sub.unlimited and c.accounts.balance(account_id=acct).unlimited
+    h = c.ledger.place_hold(account_id=acct, amount=0, list_tokens=19, idempotency_key="j")
+    assert (h.amount, h.list_tokens) == (0, 19)
+    s = c.ledger.capture(hold_id=h.hold_id, idempotency_key="j")
+    assert s.captured == 0
+    assert balance(c, acct) == (0, 0)
+    assert_consistent(c)
+
+
+def test_subscriptions_grant_once_per_period(container: Container, clock: FakeClock) -> None:
+    c = container
+    acct = c.ledger.open_account(name="sub")
+    first = c.plans.subscribe(account_id=acct, plan="monthly")
+    again = c.plans.subscribe(account_id=acct, plan="monthly")
+    assert first.lot_id == again.lot_id
+    assert balance(c, acct) == (1000, 0)
+    nxt = c.plans.renew(account_id=acct, plan="monthly")
+    c.plans.renew(account_id=acct, plan="monthly")
+    assert nxt.period_start == first.period_end
+    assert c.accounts.balance(account_id=acct).available == 2000
+    c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
+    c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
+    assert c.accounts.balance(account_id=acct).available == 2500
+    with pytest.raises(InvalidInputError):
+        c.plans.subscribe(account_id=acct, plan="topup-500")
+    clock.current = first.period_end + timedelta(seconds=1)
+    c.ledger.expire()
+    assert c.accounts.balance(account_id=acct).available == 1500
+    assert_consistent(c)
+
+
+def test_statement_pages_newest_first(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="s")
+    for i in range(5):
+        c.ledger.grant(account_id=acct, amount=i + 1, source="promotion", idempotency_key=f"g{i}")
+    first = c.accounts.statement(account_id=acct, limit=3)
+    assert [x.available_delta for x in first] == [5, 4, 3]
+    rest = c.accounts.statement(account_id=acct, limit=3, before=first[-1].txn_id)
+    assert [x.available_delta for x in rest] == [2, 1]
