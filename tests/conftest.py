@@ -18,7 +18,9 @@ import sqlalchemy as sa
 PG_ADMIN_URL = os.environ.get(
     "COMFYGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-MARIADB_ADMIN_URL = os.environ.get("COMFYGATE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+MARIADB_ADMIN_URL = os.environ.get(
+    "COMFYGATE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"
+)
 REDIS_URL = os.environ.get("COMFYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("COMFYGATE_TEST_REQUIRE_SERVICES") == "1"
 
@@ -74,7 +76,7 @@ class DatabaseFactory:
         admin = PG_ADMIN_URL if self.backend == "postgresql" else MARIADB_ADMIN_URL
         try:
             url = _create_server_database(admin, name)
-        except Exception as exc:  # noqa: BLE001 - any failure to connect means "not here"
+        except Exception as exc:
             _unavailable(self.backend, exc)
         self._made.append(name)
         return url
@@ -109,7 +111,7 @@ def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.flushdb()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _unavailable("redis", exc)
     finally:
         client.close()

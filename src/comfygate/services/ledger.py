@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from comfygate.domain import ledger as dl
 from comfygate.domain.errors import (
     AccountNotFoundError,
-    HoldNotFoundError,
     HoldNotOpenError,
     IdempotencyConflictError,
+    InsufficientBalanceError,
     InvalidInputError,
 )
 from comfygate.domain.ids import new_id
 from comfygate.services.clock import Clock
-from comfygate.services.ledger_ports import LedgerStore, LedgerUnitOfWork, NewTransaction
+from comfygate.services.ledger_ports import (
+    DuplicateIdempotencyKeyError,
+    LedgerStore,
+    LedgerUnitOfWork,
+    NewTransaction,
+    StoredTransaction,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,9 @@ class SettleReceipt:
     captured: int
     released: int
     replayed: bool = False
+
+
+_R = TypeVar("_R", "GrantReceipt", "HoldReceipt", "SettleReceipt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +131,23 @@ class LedgerService:
             "expires_at": expires_at,
             "priority": priority,
         }
-        with self._store.unit_of_work() as uow:
-            uow.lock_account(account_id)
-            key = f"{account_id}:grant:{idempotency_key}"
-            replay = _replayed(uow, key, _request_hash("grant", params))
-            if replay is not None:
-                return GrantReceipt(**replay, replayed=True)
+        key = f"{account_id}:grant:{idempotency_key}"
+        request_hash = _request_hash("grant", params)
+
+        def body(uow: LedgerUnitOfWork) -> GrantReceipt:
             now = self._clock.now()
-            lot = dl.Lot(
-                new_id("lot"), account_id, amount, amount, source, expires_at, priority, now
-            )
+            lot_id = new_id("lot")
+            lot = dl.Lot(lot_id, account_id, amount, amount, source, expires_at, priority, now)
             receipt = GrantReceipt(
                 new_id("txn"), lot.id, account_id, amount, source, _iso(expires_at)
             )
             movement = dl.grant_movement(account_id=account_id, lot_id=lot.id, amount=amount)
-            txn = _txn(receipt.txn_id, now, key, _request_hash("grant", params), memo, receipt)
-            uow.append(txn, movement, new_lot=lot)
-            uow.commit()
-        return receipt
+            uow.append(_txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement,
+                       new_lot=lot)  # fmt: skip
+            return receipt
+
+        return self._once(key, request_hash, lambda uow: uow.lock_account(account_id), body,
+                          GrantReceipt)  # fmt: skip
 
     def place_hold(
         self,
@@ -154,39 +163,29 @@ class LedgerService:
         _positive("amount", amount, allow_zero=True)
         list_tokens = amount if list_tokens is None else list_tokens
         _positive("list_tokens", list_tokens, allow_zero=True)
-        params = {"amount": amount, "list_tokens": list_tokens}
-        request_hash = _request_hash("hold", params)
-        with self._store.unit_of_work() as uow:
-            uow.lock_account(account_id)
-            key = f"{account_id}:hold:{idempotency_key}"
-            replay = _replayed(uow, key, request_hash)
-            if replay is not None:
-                return HoldReceipt(**replay, replayed=True)
+        key = f"{account_id}:hold:{idempotency_key}"
+        request_hash = _request_hash("hold", {"amount": amount, "list_tokens": list_tokens})
+
+        def body(uow: LedgerUnitOfWork) -> HoldReceipt:
             now = self._clock.now()
             allocation = dl.allocate(uow.lots(account_id), amount, now)
             expires_at = now + (timedelta(seconds=ttl_s) if ttl_s else self._hold_ttl)
             hold = dl.Hold(
-                new_id("hold"),
-                account_id,
-                amount,
-                list_tokens,
-                dl.HoldState.OPEN,
-                0,
-                now,
-                expires_at,
-                allocation,
-            )
+                new_id("hold"), account_id, amount, list_tokens, dl.HoldState.OPEN, 0, now,
+                expires_at, allocation,
+            )  # fmt: skip
             receipt = HoldReceipt(
                 new_id("txn"), hold.id, account_id, amount, list_tokens, _iso(expires_at) or ""
             )
             movement = dl.hold_movement(
                 account_id=account_id, hold_id=hold.id, allocation=allocation
             )
-            uow.append(
-                _txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement, new_hold=hold
-            )
-            uow.commit()
-        return receipt
+            uow.append(_txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement,
+                       new_hold=hold)  # fmt: skip
+            return receipt
+
+        return self._once(key, request_hash, lambda uow: uow.lock_account(account_id), body,
+                          HoldReceipt)  # fmt: skip
 
     def capture(
         self, *, hold_id: str, idempotency_key: str, amount: int | None = None
@@ -209,20 +208,12 @@ class LedgerService:
         *,
         reason: str | None,
     ) -> SettleReceipt:
-        account_id = self._store.account_of_hold(hold_id)
-        if account_id is None:
-            raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
-        params = {"hold_id": hold_id, "amount": amount}
-        request_hash = _request_hash(kind.value, params)
-        expired = False
-        with self._store.unit_of_work() as uow:
-            uow.lock_account(account_id)
-            key = f"{account_id}:{kind.value}:{idempotency_key}"
-            replay = _replayed(uow, key, request_hash)
-            if replay is not None:
-                return SettleReceipt(**replay, replayed=True)
+        key = f"{hold_id}:{kind.value}:{idempotency_key}"
+        request_hash = _request_hash(kind.value, {"hold_id": hold_id, "amount": amount})
+
+        def body(uow: LedgerUnitOfWork) -> SettleReceipt:
             hold = uow.hold(hold_id)
-            assert hold is not None  # holds are never deleted
+            assert hold is not None  # the lock found it, and holds are never deleted
             if hold.state is not dl.HoldState.OPEN:
                 raise HoldNotOpenError(
                     f"hold {hold_id} is {hold.state.value}", state=hold.state.value
@@ -230,16 +221,49 @@ class LedgerService:
             now = self._clock.now()
             if hold.expires_at <= now:
                 self._expire_hold(uow, hold, now)
-                expired = True
-            else:
-                capture = hold.amount if amount is None else amount
-                receipt = self._append_settlement(
-                    uow, hold, capture, kind, key, request_hash, reason
+                raise _CommitThenRaise(
+                    HoldNotOpenError(f"hold {hold_id} expired and was released", state="expired")
                 )
-            uow.commit()
-        if expired:
-            raise HoldNotOpenError(f"hold {hold_id} expired and was released", state="expired")
-        return receipt
+            capture = hold.amount if amount is None else amount
+            return self._append_settlement(uow, hold, capture, kind, key, request_hash, reason)
+
+        return self._once(key, request_hash, lambda uow: uow.lock_hold(hold_id), body,
+                          SettleReceipt)  # fmt: skip
+
+    def _once(
+        self,
+        key: str,
+        request_hash: str,
+        lock: Callable[[LedgerUnitOfWork], object],
+        body: Callable[[LedgerUnitOfWork], _R],
+        receipt_type: type[_R],
+    ) -> _R:
+        """Run ``body`` once per idempotency key, under the account's lock.
+
+        The key is checked optimistically: the journal's unique index on it refuses a
+        second use, and only then (or when the body fails in a way a replay would
+        explain) is the first answer looked up and returned.
+        """
+        try:
+            with self._store.unit_of_work() as uow:
+                lock(uow)
+                try:
+                    receipt = body(uow)
+                except _CommitThenRaise as deferred:
+                    uow.commit()
+                    raise deferred.error from None
+                except (InsufficientBalanceError, HoldNotOpenError):
+                    stored = uow.find_transaction(key)
+                    if stored is None:
+                        raise
+                    return _replay(stored, request_hash, receipt_type)
+                uow.commit()
+                return receipt
+        except DuplicateIdempotencyKeyError:
+            with self._store.unit_of_work() as uow:
+                stored = uow.find_transaction(key)
+            assert stored is not None  # the unique index just said it exists
+            return _replay(stored, request_hash, receipt_type)
 
     def _append_settlement(
         self,
@@ -304,15 +328,18 @@ class LedgerService:
         return ExpiryReport(holds, released, lots, written_off)
 
 
-def _replayed(uow: LedgerUnitOfWork, key: str, request_hash: str) -> dict[str, Any] | None:
-    stored = uow.find_transaction(key)
-    if stored is None:
-        return None
+def _replay(stored: StoredTransaction, request_hash: str, receipt_type: type[_R]) -> _R:
     if stored.request_hash != request_hash:
-        raise IdempotencyConflictError(
-            "this idempotency key was used for a different request", idempotency_key=key
-        )
-    return stored.result
+        raise IdempotencyConflictError("this idempotency key was used for a different request")
+    return receipt_type(**stored.result, replayed=True)
+
+
+class _CommitThenRaise(Exception):
+    """Keep what the body wrote (e.g. an expired hold's release), then raise ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _txn(

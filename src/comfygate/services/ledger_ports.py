@@ -15,6 +15,10 @@ from typing import Any, Protocol
 from comfygate.domain.ledger import Hold, Lot, Movement
 
 
+class DuplicateIdempotencyKeyError(Exception):
+    """Raised by ``append`` when the journal already holds the transaction's key."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTransaction:
     """An earlier transaction found by its idempotency key."""
@@ -68,6 +72,13 @@ class LedgerUnitOfWork(Protocol):
         """Lock the account's balance row for this transaction; raise if unknown."""
         ...
 
+    def lock_hold(self, hold_id: str) -> str:
+        """Lock the balance row of the hold's account; return the account id.
+
+        Raises ``HoldNotFoundError`` if there is no such hold.
+        """
+        ...
+
     def find_transaction(self, idempotency_key: str) -> StoredTransaction | None: ...
 
     def lots(self, account_id: str) -> list[Lot]:
@@ -87,7 +98,10 @@ class LedgerUnitOfWork(Protocol):
         new_hold: Hold | None = None,
         settled_hold: Hold | None = None,
     ) -> None:
-        """Write the transaction, its postings, and keep lots/holds/balance in step."""
+        """Write the transaction, its postings, and keep lots/holds/balance in step.
+
+        Raises ``DuplicateIdempotencyKeyError`` if the key was used before.
+        """
         ...
 
     def commit(self) -> None: ...
@@ -101,8 +115,6 @@ class LedgerStore(Protocol):
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None: ...
 
     def account_exists(self, account_id: str) -> bool: ...
-
-    def account_of_hold(self, hold_id: str) -> str | None: ...
 
     def balance(self, account_id: str) -> CachedBalance | None: ...
 

@@ -42,7 +42,7 @@ def create_engine(url: str | URL, *, pool_size: int = 20, echo: bool = False) ->
         isolation_level="READ COMMITTED",
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_recycle=1800,
         echo=echo,
     )
 

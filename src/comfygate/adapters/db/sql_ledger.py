@@ -28,10 +28,11 @@ from comfygate.adapters.db.tables_ledger import (
     postings,
 )
 from comfygate.domain import ledger as dl
-from comfygate.domain.errors import AccountNotFoundError
+from comfygate.domain.errors import AccountNotFoundError, HoldNotFoundError
 from comfygate.services.ledger_ports import (
     CachedBalance,
     Drift,
+    DuplicateIdempotencyKeyError,
     NewTransaction,
     StatementLine,
     StoredTransaction,
@@ -107,6 +108,22 @@ class SqlLedgerUnitOfWork:
             raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)
         return CachedBalance(row.available, row.held)
 
+    def lock_hold(self, hold_id: str) -> str:
+        query = (
+            sa.select(balances.c.account_id)
+            .join(holds, holds.c.account_id == balances.c.account_id)
+            .where(holds.c.id == hold_id)
+        )
+        # Lock only the balance row: it serialises the account (hold rows change under it).
+        if self._conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=balances)
+        else:
+            query = query.with_for_update()
+        account_id = self._conn.execute(query).scalar_one_or_none()
+        if account_id is None:
+            raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
+        return str(account_id)
+
     def find_transaction(self, idempotency_key: str) -> StoredTransaction | None:
         row = self._conn.execute(_FIND_TXN, {"key": idempotency_key}).first()
         if row is None:
@@ -138,20 +155,12 @@ class SqlLedgerUnitOfWork:
         settled_hold: dl.Hold | None = None,
     ) -> None:
         conn = self._conn
-        conn.execute(
-            ledger_transactions.insert(),
-            {
-                "id": txn.id,
-                "kind": movement.kind.value,
-                "account_id": movement.account_id,
-                "idempotency_key": txn.idempotency_key,
-                "request_hash": txn.request_hash,
-                "hold_id": movement.hold_id,
-                "created_at": txn.created_at,
-                "memo": json.dumps(txn.memo, default=str),
-                "result": json.dumps(txn.result, default=str),
-            },
-        )
+        try:
+            conn.execute(ledger_transactions.insert(), _txn_row(txn, movement))
+        except sa.exc.IntegrityError as error:
+            if txn.idempotency_key is None:
+                raise
+            raise DuplicateIdempotencyKeyError(txn.idempotency_key) from error
         if new_lot is not None:
             conn.execute(lots.insert(), _lot_row(new_lot, txn.memo))
         if new_hold is not None:
@@ -182,6 +191,20 @@ class SqlLedgerUnitOfWork:
 
     def commit(self) -> None:
         self._conn.commit()
+
+
+def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
+    return {
+        "id": txn.id,
+        "kind": movement.kind.value,
+        "account_id": movement.account_id,
+        "idempotency_key": txn.idempotency_key,
+        "request_hash": txn.request_hash,
+        "hold_id": movement.hold_id,
+        "created_at": txn.created_at,
+        "memo": json.dumps(txn.memo, default=str),
+        "result": json.dumps(txn.result, default=str),
+    }
 
 
 def _lot_row(lot: dl.Lot, memo: dict[str, Any]) -> dict[str, Any]:
@@ -247,11 +270,6 @@ class SqlLedgerStore:
         with read_only(self.engine.connect()) as conn:
             query = sa.select(accounts.c.id).where(accounts.c.id == account_id)
             return conn.execute(query).first() is not None
-
-    def account_of_hold(self, hold_id: str) -> str | None:
-        with read_only(self.engine.connect()) as conn:
-            query = sa.select(holds.c.account_id).where(holds.c.id == hold_id)
-            return conn.execute(query).scalar_one_or_none()
 
     def balance(self, account_id: str) -> CachedBalance | None:
         with read_only(self.engine.connect()) as conn:

@@ -1,0 +1,141 @@
+"""Ledger throughput: holds placed + captured per second, beside the simplest debit.
+
+For each backend (SQLite file, PostgreSQL) and each concurrency (1 and 16 clients,
+each on its own account and connection), measures in the same run on the same database:
+
+- ``hold+capture``: ``LedgerService.place_hold`` then ``capture`` (two transactions:
+  a hold must be durable before the job is queued);
+- ``baseline``: the simplest possible debit, one transaction of one conditional
+  ``UPDATE wallet SET balance = balance - n WHERE balance >= n`` and one ``INSERT``.
+
+Prints operations per second and the ratio ours / baseline. Usage:
+
+    .venv/bin/python bench/bench_ledger.py [--seconds 3] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import sqlalchemy as sa
+
+from comfygate import bootstrap
+from comfygate.adapters.db.base import Tokens, UtcDateTime
+from comfygate.config import Settings
+
+bench_meta = sa.MetaData()
+wallet = sa.Table(
+    "bench_wallet",
+    bench_meta,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("balance", Tokens, nullable=False),
+)
+debits = sa.Table(
+    "bench_debits",
+    bench_meta,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=False),
+    sa.Column("amount", Tokens, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+DEBIT = (
+    wallet.update()
+    .where(wallet.c.account_id == sa.bindparam("b_id"), wallet.c.balance >= sa.bindparam("n"))
+    .values(balance=wallet.c.balance - sa.bindparam("n"))
+)
+
+
+def rate(clients: int, seconds: float, op: Callable[[int, int], None]) -> float:
+    """Run ``op(client, i)`` in ``clients`` threads for ``seconds``; operations per second."""
+    stop = time.perf_counter() + seconds
+    counts = [0] * clients
+    start = threading.Barrier(clients)
+
+    def loop(client: int) -> None:
+        start.wait()
+        i = 0
+        while time.perf_counter() < stop:
+            op(client, i)
+            i += 1
+        counts[client] = i
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(loop, range(clients)))
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def bench_backend(name: str, url: str, seconds: float) -> list[tuple[str, int, float, float]]:
+    container = bootstrap.build(Settings(database_url=url))
+    container.upgrade_database()
+    engine = container.engine
+    bench_meta.create_all(engine)
+    rows = []
+    for clients in (1, 16):
+        accounts = [container.ledger.open_account(name=f"bench{c}") for c in range(clients)]
+        for a in accounts:
+            container.ledger.grant(account_id=a, amount=10**12, source="topup",
+                                   idempotency_key="fund")  # fmt: skip
+        wallets = [uuid.uuid4().hex for _ in range(clients)]
+        with engine.begin() as conn:
+            conn.execute(wallet.insert(), [{"account_id": w, "balance": 10**12} for w in wallets])
+
+        def ours(client: int, i: int, accounts: list[str] = accounts) -> None:
+            key = f"{i}-{uuid.uuid4().hex[:8]}"
+            hold = container.ledger.place_hold(account_id=accounts[client], amount=11,
+                                               idempotency_key=key)  # fmt: skip
+            container.ledger.capture(hold_id=hold.hold_id, idempotency_key=key)
+
+        def baseline(client: int, i: int, wallets: list[str] = wallets) -> None:
+            with engine.begin() as conn:
+                done = conn.execute(DEBIT, {"b_id": wallets[client], "n": 11}).rowcount
+                assert done == 1
+                conn.execute(debits.insert(), {"account_id": wallets[client], "amount": 11,
+                                               "created_at": datetime.now(UTC)})  # fmt: skip
+
+        base = rate(clients, seconds, baseline)
+        mine = rate(clients, seconds, ours)
+        rows.append((name, clients, mine, base))
+    assert container.accounts.reconcile().ok
+    bench_meta.drop_all(engine)
+    container.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL; a scratch database is created and dropped",
+    )  # fmt: skip
+    args = parser.parse_args()
+    rows = []
+    with TemporaryDirectory() as tmp:
+        rows += bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds)
+    admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+    scratch = f"cgbench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
+    try:
+        url = sa.make_url(args.postgres).set(database=scratch)
+        rows += bench_backend("postgresql", url.render_as_string(hide_password=False), args.seconds)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
+        admin.dispose()
+    print(f"{'backend':<11} {'clients':>7} {'hold+capture/s':>15} {'baseline/s':>11} {'ratio':>6}")
+    for name, clients, mine, base in rows:
+        print(f"{name:<11} {clients:>7} {mine:>15.0f} {base:>11.0f} {mine / base:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The ledger's command line, run as a real process: JSON shapes and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from comfygate.entrypoints.cli import main
+
+
+@pytest.fixture
+def process_cli(tmp_path: Path) -> Any:
+    """The real ``python -m comfygate`` in a subprocess."""
+    env = {**os.environ, "COMFYGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+    def run(*args: str, ok: bool = True) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-m", "comfygate", *args],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if ok:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    return run
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    """The same commands in process (fast): exit code, stdout and stderr kept apart."""
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def run(*args: str, ok: bool = True) -> Any:
+        done = runner.invoke(main, ["--database", url, *args], catch_exceptions=False)
+        if ok:
+            assert done.exit_code == 0, done.stderr
+        done.returncode = done.exit_code
+        return done
+
+    return run
+
+
+def as_json(done: Any) -> Any:
+    return json.loads(done.stdout)
+
+
+def test_grant_subscribe_balance_statement_reconcile(process_cli: Any) -> None:
+    cli = process_cli
+    assert as_json(cli("init", "--json"))["ok"] is True
+    account = as_json(cli("accounts", "create", "Acme Photo", "--json"))["id"]
+    grant = as_json(cli("grant", account, "50", "--idempotency-key", "promo-1", "--json"))
+    again = as_json(cli("grant", account, "50", "--idempotency-key", "promo-1", "--json"))
+    assert again["replayed"] is True and again["lot_id"] == grant["lot_id"]
+    sub = as_json(cli("subscribe", account, "monthly", "--json"))
+    assert sub["tokens_granted"] == 1000
+    balance = as_json(cli("balance", account, "--json"))
+    assert (balance["available"], balance["held"], balance["unlimited"]) == (1050, 0, False)
+    assert sorted(lot["remaining"] for lot in balance["lots"]) == [50, 1000]
+    statement = as_json(cli("statement", account, "--json"))
+    assert [line["kind"] for line in statement] == ["grant", "grant"]
+    report = as_json(cli("reconcile", "--json"))
+    assert report["ok"] is True and report["drifts"] == []
+    expired = as_json(cli("expire", "--json"))
+    assert expired["lots_expired"] == 0
+    vip = as_json(cli("subscribe", account, "vip", "--json"))
+    assert vip["unlimited"] is True
+    assert as_json(cli("balance", account, "--json"))["unlimited"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("grant", "acct_nobody", "5"), "account_not_found"),
+        (("grant", "{account}", "0"), "invalid_input"),
+        (("grant", "{account}", "5", "--expires-at", "2026-01-01T00:00:00"), None),
+        (("subscribe", "{account}", "platinum"), "unknown_plan"),
+        (("balance", "acct_nobody"), "account_not_found"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_clear_message(
+    cli: Any, args: tuple[str, ...], code: str | None
+) -> None:
+    account = as_json(cli("accounts", "create", "x", "--json"))["id"]
+    done = cli(*(a.format(account=account) for a in args), ok=False)
+    assert done.returncode != 0
+    if code is not None:
+        assert f"error [{code}]" in done.stderr
+    else:
+        assert "UTC offset" in done.stderr
+    assert as_json(cli("balance", account, "--json"))["available"] == 0
