@@ -240,3 +240,122 @@ class JobTimeoutError(WorkerError):
     def __init__(self, message: str, /, **details: Any) -> None:
         details.pop("retryable", None)
         super().__init__(message, retryable=False, **details)
+
+
+# --- built-in engines ----------------------------------------------------------------
+
+
+class ImageDecodeError(WorkerError):
+    """An engine could not decode a job's input although its header passed inspection.
+
+    A worker failure (raised after the hold, so the hold is released) rather than the
+    upload's ``CorruptImageError``: its own code keeps the API's code -> status table
+    unambiguous. Never retried: another instance would read the same bytes.
+    """
+
+    code = "image_decode_failed"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
+
+
+class EngineSetupError(WorkerError):
+    """An engine cannot start: optional dependency missing, model file unusable."""
+
+    code = "engine_setup_failed"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
+
+
+class JobCancelledError(WorkerError):
+    """The job was cancelled while an engine was running it."""
+
+    code = "job_cancelled"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
+
+
+# --- pricing -------------------------------------------------------------------------
+
+
+class DuplicatePriceBookVersionError(InvalidInputError):
+    """A price book version string is already taken (versions are never edited/reused)."""
+
+    code = "duplicate_price_book_version"
+
+
+# --- identity and payments (gateway) -----------------------------------------------
+
+
+class UserNotFoundError(NotFoundError):
+    code = "user_not_found"
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    code = "key_not_found"
+
+
+class OrderNotFoundError(NotFoundError):
+    code = "order_not_found"
+
+
+class PaymentProviderNotFoundError(NotFoundError):
+    code = "unknown_payment_provider"
+
+
+class InvalidSignatureError(AuthenticationError):
+    """A payment provider's webhook failed signature (or timestamp) verification."""
+
+    code = "invalid_signature"
+
+
+class OrderStateError(ComfygateError):
+    """An order action its state does not allow (e.g. confirming a canceled order)."""
+
+    code = "invalid_order_state"
+
+
+class PaymentMismatchError(InvalidInputError):
+    """A provider reported a payment that does not match the order (amount, currency)."""
+
+    code = "payment_mismatch"
+
+
+# --- job results and share links -------------------------------------------------------
+
+
+class WorkerLostError(WorkerError):
+    """The process running a job stopped (crash, kill) before the job finished."""
+
+    code = "worker_lost"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=True, **details)
+
+
+class ResultNotReadyError(JobStateError):
+    """A result was asked for a job that has not succeeded (yet)."""
+
+    code = "result_not_ready"
+
+
+class ResultExpiredError(NotFoundError):
+    """The job succeeded but its result was deleted after the retention period."""
+
+    code = "result_expired"
+
+
+class ShareLinkInvalidError(NotFoundError):
+    """A share token that is malformed, forged, or names no job."""
+
+    code = "invalid_share_link"
+
+
+class ShareLinkExpiredError(NotFoundError):
+    code = "share_link_expired"
