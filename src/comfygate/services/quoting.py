@@ -1,0 +1,296 @@
+"""Quoting and price book administration: the use cases and the ports they need.
+
+Which book prices a request: the account's own (enterprise) book if one is in effect,
+else the newest default version in effect, else the built-in default (the shipped
+TOML or ``Settings.price_book_file``). "In effect" means ``effective_at <= now``.
+Versions are only ever added, never changed; every price names its version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from comfygate.domain.errors import (
+    DuplicatePriceBookVersionError,
+    InvalidInputError,
+    InvalidOptionError,
+    PriceBookNotFoundError,
+    QuoteNotFoundError,
+)
+from comfygate.domain.ids import new_id
+from comfygate.domain.pricing import Price, PriceBook, compute_price
+from comfygate.domain.pricing_options import JsonScalar, normalise_options, to_json_scalar
+from comfygate.domain.pricing_quotes import Quote
+from comfygate.domain.pricing_validation import parse_price_book, validate_price_book
+from comfygate.services.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBookRecord:
+    """A price book version and where it applies. ``effective_at`` is None only for the
+    built-in default, which applies whenever no stored default version does."""
+
+    book: PriceBook
+    account_id: str | None
+    effective_at: datetime | None
+    created_at: datetime | None
+
+    @property
+    def source(self) -> str:
+        return "built-in" if self.effective_at is None else "database"
+
+
+class PriceBookRepository(Protocol):
+    def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord | None:
+        """The newest version with ``effective_at <= at``: the account's own book if it
+        has one in effect, else the newest default; None if there is neither."""
+        ...
+
+    def get(self, version: str) -> PriceBookRecord | None:
+        """A stored version by its version string."""
+        ...
+
+    def add(self, record: PriceBookRecord) -> None:
+        """Store a new version; ``DuplicatePriceBookVersionError`` if the string is taken."""
+        ...
+
+    def history(self, *, account_id: str | None) -> list[PriceBookRecord]:
+        """Stored versions of the default (None) or of one account, newest first."""
+        ...
+
+
+class QuoteRepository(Protocol):
+    def add(self, quote: Quote) -> None: ...
+
+    def get(self, quote_id: str) -> Quote | None: ...
+
+    def purge_expired(self, *, before: datetime) -> int:
+        """Delete locks that expired before ``before``; return how many."""
+        ...
+
+
+def _aware(at: datetime, name: str) -> datetime:
+    if at.tzinfo is None:
+        raise InvalidInputError(f"{name} must be timezone-aware (e.g. 2024-05-01T23:30+08:00)")
+    return at
+
+
+class _Books:
+    """Resolves active and past versions, falling back to the built-in default."""
+
+    def __init__(self, prices: PriceBookRepository, default_book: PriceBook) -> None:
+        self._prices = prices
+        self._default = PriceBookRecord(default_book, None, None, None)
+
+    def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord:
+        return self._prices.active(account_id=account_id, at=at) or self._default
+
+    def version(self, version: str) -> PriceBook:
+        if version == self._default.book.version:
+            return self._default.book
+        record = self._prices.get(version)
+        if record is None:
+            raise PriceBookNotFoundError(f"no price book version {version!r}", version=version)
+        return record.book
+
+
+class QuoteService:
+    """Prices requests and locks quotes so a later submission pays exactly the quote."""
+
+    def __init__(
+        self,
+        *,
+        prices: PriceBookRepository,
+        quotes: QuoteRepository,
+        clock: Clock,
+        lock_s: int,
+        default_book: PriceBook,
+    ) -> None:
+        self._books = _Books(prices, default_book)
+        self._quotes = quotes
+        self._clock = clock
+        self._lock = timedelta(seconds=lock_s)
+
+    def price(
+        self,
+        *,
+        capability: str,
+        width: int,
+        height: int,
+        options: Mapping[str, object] | None = None,
+        account_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Price:
+        """What the request costs at ``at`` (default: now) for ``account_id``; no lock,
+        no write. Raises ``UnknownCapabilityError``, ``InvalidImageSizeError``,
+        ``InvalidOptionError``."""
+        at = _aware(at, "at") if at is not None else self._clock.now()
+        book = self._books.active(account_id=account_id, at=at).book
+        return compute_price(
+            book,
+            capability=capability,
+            width=width,
+            height=height,
+            options=options,
+            account_id=account_id,
+            at=at,
+        )
+
+    def quote(
+        self,
+        *,
+        capability: str,
+        width: int,
+        height: int,
+        options: Mapping[str, object] | None = None,
+        account_id: str | None = None,
+    ) -> Quote:
+        """Price the request now and lock that price for ``lock_s`` under a new quote id."""
+        price = self.price(
+            capability=capability,
+            width=width,
+            height=height,
+            options=options,
+            account_id=account_id,
+        )
+        quote = Quote(new_id("quote"), price, price.priced_at + self._lock)
+        self._quotes.add(quote)
+        return quote
+
+    def redeem(
+        self,
+        *,
+        quote_id: str,
+        account_id: str | None,
+        capability: str,
+        width: int,
+        height: int,
+        options: Mapping[str, object] | None = None,
+        now: datetime | None = None,
+    ) -> Quote:
+        """The locked quote for this exact request, to charge its ``tokens``.
+
+        Raises ``QuoteNotFoundError``, ``QuoteMismatchError`` (another account or another
+        request) or ``QuoteExpiredError``. Does not consume the quote.
+        """
+        now = _aware(now, "now") if now is not None else self._clock.now()
+        quote = self._quotes.get(quote_id)
+        if quote is None:
+            raise QuoteNotFoundError(f"no quote {quote_id!r}", quote_id=quote_id)
+        quote.check_redeemable(
+            account_id=account_id,
+            capability=capability,
+            width=width,
+            height=height,
+            options=self._canonical(quote, capability, options),
+            now=now,
+        )
+        return quote
+
+    def _canonical(
+        self, quote: Quote, capability: str, options: Mapping[str, object] | None
+    ) -> dict[str, JsonScalar] | None:
+        """``options`` as the quote recorded them (defaults filled, per the book version
+        that priced it); None when they cannot be this quote's."""
+        if capability != quote.price.capability:
+            return None
+        cap = self._books.version(quote.price_book_version).capabilities[capability]
+        try:
+            chosen = normalise_options(cap.options, options)
+        except InvalidOptionError:
+            return None
+        return {name: to_json_scalar(value) for name, value in chosen.items()}
+
+    def purge_expired(self) -> int:
+        """Forget locks that have expired; return how many."""
+        return self._quotes.purge_expired(before=self._clock.now())
+
+
+class PriceBookService:
+    """Validate, simulate, activate and show price book versions."""
+
+    def __init__(
+        self, *, prices: PriceBookRepository, clock: Clock, default_book: PriceBook
+    ) -> None:
+        self._prices = prices
+        self._books = _Books(prices, default_book)
+        self._default_version = default_book.version
+        self._clock = clock
+
+    def validate(self, doc: Mapping[str, Any]) -> list[str]:
+        """Every problem with ``doc`` (empty when it is a valid price book)."""
+        return validate_price_book(doc)
+
+    def activate(
+        self,
+        doc: Mapping[str, Any],
+        *,
+        effective_at: datetime | None = None,
+        account_id: str | None = None,
+    ) -> PriceBookRecord:
+        """Store ``doc`` as a new version in effect from ``effective_at`` (default: now),
+        as the default book or as ``account_id``'s own book.
+
+        Raises ``ValidationFailedError`` (all problems), ``DuplicatePriceBookVersionError``,
+        or ``InvalidInputError`` for an effective time in the past.
+        """
+        book = parse_price_book(doc)
+        now = self._clock.now()
+        effective_at = _aware(effective_at, "effective_at") if effective_at else now
+        if effective_at < now:
+            raise InvalidInputError(
+                "effective_at is in the past; a version takes effect now or later",
+                effective_at=effective_at.isoformat(),
+            )
+        if book.version == self._default_version:
+            raise DuplicatePriceBookVersionError(
+                f"version {book.version!r} is the built-in default's; give the book a new version"
+            )
+        if account_id is not None and not 0 < len(account_id) <= 40:
+            raise InvalidInputError(f"invalid account id {account_id!r}")
+        record = PriceBookRecord(book, account_id, effective_at, now)
+        self._prices.add(record)
+        return record
+
+    def show(self, *, account_id: str | None = None, at: datetime | None = None) -> PriceBookRecord:
+        """The version that prices ``account_id``'s requests at ``at`` (default: now)."""
+        at = _aware(at, "at") if at is not None else self._clock.now()
+        return self._books.active(account_id=account_id, at=at)
+
+    def history(self, *, account_id: str | None = None) -> list[PriceBookRecord]:
+        """Stored versions of the default book (or of ``account_id``'s), newest first."""
+        return self._prices.history(account_id=account_id)
+
+    def simulate(
+        self,
+        doc: Mapping[str, Any],
+        *,
+        capability: str,
+        width: int,
+        height: int,
+        options: Mapping[str, object] | None = None,
+        account_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Price:
+        """Price a request with a draft book without activating it."""
+        at = _aware(at, "at") if at is not None else self._clock.now()
+        return compute_price(
+            parse_price_book(doc),
+            capability=capability,
+            width=width,
+            height=height,
+            options=options,
+            account_id=account_id,
+            at=at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PricingServices:
+    """What the entrypoints need for pricing, built once by the composition root."""
+
+    quotes: QuoteService
+    price_books: PriceBookService

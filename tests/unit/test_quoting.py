@@ -1,0 +1,196 @@
+"""Quote and price book services with in-memory fakes: locks, redeem, activation rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from comfygate.domain.errors import (
+    DuplicatePriceBookVersionError,
+    InvalidInputError,
+    QuoteExpiredError,
+    QuoteMismatchError,
+    QuoteNotFoundError,
+    ValidationFailedError,
+)
+from comfygate.domain.pricing_quotes import Quote
+from comfygate.domain.pricing_validation import parse_price_book
+from comfygate.services.quoting import (
+    PriceBookRecord,
+    PriceBookService,
+    QuoteService,
+)
+from tests.fakes import FakeClock
+from tests.unit.test_pricing import default_doc
+
+T0 = datetime(2024, 5, 1, 4, 0, tzinfo=UTC)  # noon in Shanghai
+PERSON = {"capability": "colorize.person", "width": 800, "height": 600}
+
+
+class FakePriceBookRepository:
+    """In memory, with the same "active" rule as the SQL repository."""
+
+    def __init__(self) -> None:
+        self.records: list[PriceBookRecord] = []
+
+    def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord | None:
+        def newest(owner: str | None) -> PriceBookRecord | None:
+            found = [
+                r
+                for r in self.records
+                if r.account_id == owner and r.effective_at is not None and r.effective_at <= at
+            ]
+            return max(found, key=lambda r: (r.effective_at, r.created_at), default=None)
+
+        own = newest(account_id) if account_id is not None else None
+        return own or newest(None)
+
+    def get(self, version: str) -> PriceBookRecord | None:
+        return next((r for r in self.records if r.book.version == version), None)
+
+    def add(self, record: PriceBookRecord) -> None:
+        if self.get(record.book.version):
+            raise DuplicatePriceBookVersionError(f"{record.book.version} exists")
+        self.records.append(record)
+
+    def history(self, *, account_id: str | None) -> list[PriceBookRecord]:
+        mine = [r for r in self.records if r.account_id == account_id]
+        return sorted(mine, key=lambda r: (r.effective_at, r.created_at), reverse=True)
+
+
+class FakeQuoteRepository:
+    def __init__(self) -> None:
+        self.quotes: dict[str, Quote] = {}
+
+    def add(self, quote: Quote) -> None:
+        self.quotes[quote.quote_id] = quote
+
+    def get(self, quote_id: str) -> Quote | None:
+        return self.quotes.get(quote_id)
+
+    def purge_expired(self, *, before: datetime) -> int:
+        gone = [q for q, quote in self.quotes.items() if quote.expires_at < before]
+        for quote_id in gone:
+            del self.quotes[quote_id]
+        return len(gone)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock(T0)
+        self.prices = FakePriceBookRepository()
+        self.quote_repo = FakeQuoteRepository()
+        default = parse_price_book(default_doc())
+        self.quotes = QuoteService(
+            prices=self.prices,
+            quotes=self.quote_repo,
+            clock=self.clock,
+            lock_s=600,
+            default_book=default,
+        )
+        self.books = PriceBookService(prices=self.prices, clock=self.clock, default_book=default)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def book(version: str, person_base: int = 10, **extra: Any) -> dict[str, Any]:
+    doc = default_doc()
+    doc["version"] = version
+    doc["capabilities"]["colorize.person"]["base"] = person_base
+    doc.update(extra)
+    return doc
+
+
+def test_quote_locks_the_price_against_later_versions(world: World) -> None:
+    quote = world.quotes.quote(**PERSON, options={"upscale": 2}, account_id="acct_1")
+    assert (quote.tokens, quote.price_book_version) == (16, "default-1")
+    assert quote.expires_at == T0 + timedelta(seconds=600)
+    world.books.activate(book("v2", person_base=50), effective_at=T0)
+    world.clock.current = T0 + timedelta(seconds=599)
+    assert world.quotes.price(**PERSON, options={"upscale": 2}).tokens == 56
+    redeemed = world.quotes.redeem(
+        quote_id=quote.quote_id, account_id="acct_1", **PERSON, options={"upscale": "2.0"}
+    )
+    assert redeemed == quote and redeemed.tokens == 16
+
+
+def test_redeem_refuses_expired_foreign_and_different_requests(world: World) -> None:
+    quote = world.quotes.quote(**PERSON, account_id="acct_1")
+    qid = quote.quote_id
+    with pytest.raises(QuoteNotFoundError):
+        world.quotes.redeem(quote_id="quote_nope", account_id="acct_1", **PERSON)
+    with pytest.raises(QuoteMismatchError, match="another account"):
+        world.quotes.redeem(quote_id=qid, account_id="acct_2", **PERSON)
+    with pytest.raises(QuoteMismatchError, match="different request"):
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **{**PERSON, "width": 801})
+    with pytest.raises(QuoteMismatchError):
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON, options={"upscale": 2})
+    with pytest.raises(QuoteMismatchError):
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON, options={"tile": 1})
+    with pytest.raises(QuoteMismatchError):
+        other = {**PERSON, "capability": "colorize.building"}
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **other)
+    # the default option value is the same request as leaving it out
+    assert world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON, options={"upscale": 1})
+    world.clock.current = quote.expires_at
+    with pytest.raises(QuoteExpiredError):
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON)
+    assert world.quotes.purge_expired() == 0  # expires_at == now: not yet before now
+    world.clock.current += timedelta(seconds=1)
+    assert world.quotes.purge_expired() == 1
+
+
+def test_enterprise_book_wins_over_default_once_in_effect(world: World) -> None:
+    later = T0 + timedelta(hours=1)
+    world.books.activate(book("ent-1", person_base=2), effective_at=later, account_id="acct_e")
+    world.books.activate(book("v2", person_base=20), effective_at=T0)
+    assert world.quotes.price(**PERSON, account_id="acct_e").price_book_version == "v2"
+    world.clock.current = later
+    enterprise = world.quotes.price(**PERSON, account_id="acct_e")
+    assert (enterprise.price_book_version, enterprise.tokens) == ("ent-1", 10)  # 2.96, minimum
+    assert world.quotes.price(**PERSON, account_id="acct_x").price_book_version == "v2"
+    assert world.books.show(account_id="acct_e").book.version == "ent-1"
+    assert world.books.show(account_id="acct_e", at=T0).book.version == "v2"
+    assert [r.book.version for r in world.books.history(account_id="acct_e")] == ["ent-1"]
+
+
+def test_built_in_default_until_a_version_takes_effect(world: World) -> None:
+    shown = world.books.show()
+    assert (shown.book.version, shown.source, shown.effective_at) == ("default-1", "built-in", None)
+    record = world.books.activate(book("v2", person_base=12), effective_at=T0 + timedelta(days=1))
+    assert record.source == "database"
+    assert world.quotes.quote(**PERSON).price_book_version == "default-1"
+    world.clock.current = T0 + timedelta(days=1)
+    assert world.quotes.quote(**PERSON).tokens == 13
+    at_past = world.quotes.price(**PERSON, at=T0)
+    assert (at_past.tokens, at_past.price_book_version) == (11, "default-1")
+
+
+def test_activation_rules(world: World) -> None:
+    with pytest.raises(ValidationFailedError) as caught:
+        world.books.activate({"version": "bad", "rounding": "up"})
+    assert len(caught.value.errors) == 2
+    with pytest.raises(DuplicatePriceBookVersionError):
+        world.books.activate(book("default-1"))
+    world.books.activate(book("v2"))
+    with pytest.raises(DuplicatePriceBookVersionError):
+        world.books.activate(book("v2"), account_id="acct_1")
+    with pytest.raises(InvalidInputError, match="in the past"):
+        world.books.activate(book("v3"), effective_at=T0 - timedelta(seconds=1))
+    with pytest.raises(InvalidInputError, match="timezone-aware"):
+        world.books.activate(book("v3"), effective_at=datetime(2030, 1, 1))
+    assert [r.book.version for r in world.books.history()] == ["v2"]
+
+
+def test_simulate_prices_a_draft_without_storing_it(world: World) -> None:
+    draft = book("draft-1", time_windows=[{"start": "11:00", "end": "13:00", "multiplier": 2}])
+    price = world.books.simulate(draft, **PERSON)
+    assert (price.tokens, price.price_book_version) == (22, "draft-1")
+    assert world.books.history() == [] and world.books.show().book.version == "default-1"
+    assert world.books.validate(draft) == []
+    assert world.books.validate({**draft, "rounding": "up"}) != []
