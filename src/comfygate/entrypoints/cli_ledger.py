@@ -16,12 +16,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @json_option
 @click.pass_context
 def init_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Create or upgrade the database (idempotent)."""
+    """Create or upgrade the database (idempotent).
+
+    The first time, also creates the operator account, user and API key and prints
+    the key (``operator_key``); it is never shown again (null on later runs).
+    """
     container = app(ctx)  # building the context upgrades the schema
+    issued = container.identity.bootstrap_operator()
     emit(
-        {"database": container.settings.database_url, "ok": True},
+        {
+            "database": container.settings.database_url,
+            "ok": True,
+            "operator_key": issued.api_key if issued else None,
+        },
         as_json=as_json,
-        human=lambda d: f"database ready: {d['database']}",
+        human=lambda d: (
+            f"database ready: {d['database']}"
+            + (f"\noperator API key (shown once): {d['operator_key']}" if d["operator_key"] else "")
+        ),
     )
 
 
@@ -35,9 +47,22 @@ def accounts_group() -> None:
 @json_option
 @click.pass_context
 def accounts_create(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Create an account with an empty balance."""
-    account_id = app(ctx).ledger.open_account(name=name)
-    emit({"id": account_id, "name": name}, as_json=as_json, human=lambda d: d["id"])
+    """Create an account with an empty balance and a first admin user.
+
+    Prints the admin user's API key (``api_key``) once.
+    """
+    made = app(ctx).identity.create_account(name=name, actor="cli")
+    emit(
+        {
+            "id": made.account_id,
+            "name": name,
+            "user_id": made.user.id,
+            "api_key": made.key.api_key,
+            "key_id": made.key.key_id,
+        },
+        as_json=as_json,
+        human=lambda d: f"{d['id']}\nadmin API key (shown once): {d['api_key']}",
+    )
 
 
 @click.command("grant")
@@ -73,7 +98,16 @@ def grant_cmd(
         expires_at=parse_time(expires_at),
         idempotency_key=idempotency_key or new_id("cli"),
     )
+    if not receipt.replayed:
+        _audit(ctx, "ledger.grant", account, tokens=tokens, source=source, lot_id=receipt.lot_id)
     emit(receipt, as_json=as_json, human=lambda r: f"granted {r.amount} tokens (lot {r.lot_id})")
+
+
+def _audit(ctx: click.Context, action: str, account: str, **details: Any) -> None:
+    """Money moved from the command line is audited like money moved over the API."""
+    app(ctx).audit.record(
+        actor="cli", action=action, target=account, account_id=account, details=details
+    )
 
 
 @click.command("subscribe")
@@ -84,6 +118,7 @@ def grant_cmd(
 def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
     receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
+    _audit(ctx, "subscriptions.create", account, plan=plan, tokens=receipt.tokens_granted)
     emit(receipt, as_json=as_json, human=_describe_subscription)
 
 
@@ -95,6 +130,7 @@ def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) ->
 def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
     receipt = app(ctx).plans.renew(account_id=account, plan=plan)
+    _audit(ctx, "subscriptions.renew", account, plan=plan, tokens=receipt.tokens_granted)
     emit(receipt, as_json=as_json, human=_describe_subscription)
 
 
@@ -111,6 +147,7 @@ def topup_cmd(
     receipt = app(ctx).plans.buy_topup(
         account_id=account, plan=plan, idempotency_key=idempotency_key or new_id("cli")
     )
+    _audit(ctx, "ledger.topup", account, plan=plan, tokens=receipt.tokens_granted)
     emit(receipt, as_json=as_json, human=_describe_subscription)
 
 

@@ -1,0 +1,113 @@
+"""Orders and applied payment events on SQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from comfygate.adapters.db.engine import read_only
+from comfygate.adapters.db.tables_payments import orders, payment_events
+from comfygate.services.payments import Order, OrderState, PaymentNotice
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        id=row.id,
+        account_id=row.account_id,
+        user_id=row.user_id,
+        plan=row.plan,
+        provider=row.provider,
+        state=OrderState(row.state),
+        amount=row.amount,
+        currency=row.currency,
+        created_at=row.created_at,
+        paid_at=row.paid_at,
+        provider_ref=row.provider_ref,
+        grant=None if row.grant_info is None else json.loads(row.grant_info),
+    )
+
+
+class SqlOrderStore:
+    """``OrderStore``: state changes are conditional updates from ``pending``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, order: Order) -> None:
+        row = {
+            "id": order.id,
+            "account_id": order.account_id,
+            "user_id": order.user_id,
+            "plan": order.plan,
+            "provider": order.provider,
+            "state": order.state.value,
+            "amount": order.amount,
+            "currency": order.currency,
+            "created_at": order.created_at,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(orders.insert(), row)
+
+    def get(self, order_id: str) -> Order | None:
+        with read_only(self.engine.connect()) as conn:
+            row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
+        return None if row is None else _order(row)
+
+    def list(
+        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+    ) -> list[Order]:
+        query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
+        if account_id is not None:
+            query = query.where(orders.c.account_id == account_id)
+        if state is not None:
+            query = query.where(orders.c.state == state)
+        if before is not None:
+            query = query.where(orders.c.id < before)
+        with read_only(self.engine.connect()) as conn:
+            return [_order(row) for row in conn.execute(query)]
+
+    def settle(self, order: Order) -> bool:
+        period_end = (order.grant or {}).get("period_end")
+        values = {
+            "state": order.state.value,
+            "paid_at": order.paid_at,
+            "provider_ref": order.provider_ref,
+            "grant_info": None if order.grant is None else json.dumps(dict(order.grant)),
+            "period_end": None if period_end is None else datetime.fromisoformat(period_end),
+        }
+        update = (
+            orders.update()
+            .where(orders.c.id == order.id, orders.c.state == OrderState.PENDING.value)
+            .values(**values)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(update).rowcount == 1
+
+    def paid_until(self, account_id: str, plan: str) -> datetime | None:
+        query = sa.select(sa.func.max(orders.c.period_end)).where(
+            orders.c.account_id == account_id,
+            orders.c.plan == plan,
+            orders.c.state == OrderState.PAID.value,
+        )
+        with read_only(self.engine.connect()) as conn:
+            value = conn.execute(query).scalar_one_or_none()
+        return value if isinstance(value, datetime) else None
+
+    def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
+        row = {
+            "provider": notice.provider,
+            "event_id": notice.event_id,
+            "order_id": notice.order_id,
+            "status": notice.status,
+            "received_at": received_at,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(payment_events.insert(), row)
+        except sa.exc.IntegrityError:
+            return False
+        return True

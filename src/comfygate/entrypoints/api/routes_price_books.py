@@ -1,0 +1,129 @@
+"""Price books (operator): validate a draft, simulate a quote with it, activate it, and
+show the active version and the history.
+
+A draft is sent either as a JSON ``document`` (the TOML's tables as JSON) or as the
+``toml`` text itself. Validation returns every problem at once; activation refuses an
+invalid book with 422 ``validation_failed`` listing them all.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from comfygate.domain.errors import ValidationFailedError
+from comfygate.domain.pricing_document import parse_toml, price_book_to_document
+from comfygate.entrypoints.api.deps import ContainerDep, OperatorDep
+from comfygate.services.quoting import PriceBookRecord
+
+router = APIRouter(prefix="/v1/admin/price-books", tags=["price books"])
+
+
+class Draft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    document: dict[str, Any] | None = None
+    toml: str | None = Field(default=None, max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Draft:
+        if (self.document is None) == (self.toml is None):
+            raise ValueError("give exactly one of document or toml")
+        return self
+
+    def parsed(self) -> dict[str, Any]:
+        return self.document if self.document is not None else parse_toml(self.toml or "")
+
+
+class SimulateIn(Draft):
+    capability: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    account_id: str | None = None
+    at: datetime | None = None
+
+
+class ActivateIn(Draft):
+    effective_at: datetime | None = None
+    account_id: str | None = Field(default=None, description="an enterprise account's own book")
+
+
+class ValidationOut(BaseModel):
+    valid: bool
+    errors: list[str]
+
+
+def _record(record: PriceBookRecord, *, with_document: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "version": record.book.version,
+        "account_id": record.account_id,
+        "effective_at": record.effective_at,
+        "created_at": record.created_at,
+        "source": record.source,
+    }
+    if with_document:
+        out["document"] = price_book_to_document(record.book)
+    return out
+
+
+@router.post("/validate", response_model=ValidationOut, summary="Every problem with a draft")
+def validate(body: Draft, container: ContainerDep, principal: OperatorDep) -> ValidationOut:
+    try:
+        errors = container.pricing.price_books.validate(body.parsed())
+    except ValidationFailedError as exc:  # not even TOML
+        errors = exc.errors
+    return ValidationOut(valid=not errors, errors=errors)
+
+
+@router.post("/simulate", summary="Price a request with a draft, without activating it")
+def simulate(body: SimulateIn, container: ContainerDep, principal: OperatorDep) -> dict[str, Any]:
+    price = container.pricing.price_books.simulate(
+        body.parsed(),
+        capability=body.capability,
+        width=body.width,
+        height=body.height,
+        options=body.options,
+        account_id=body.account_id,
+        at=body.at,
+    )
+    return price.to_dict()
+
+
+@router.post(
+    "/activate",
+    status_code=status.HTTP_201_CREATED,
+    summary="Store a draft as a new version in effect from effective_at (default now)",
+)
+def activate(body: ActivateIn, container: ContainerDep, principal: OperatorDep) -> dict[str, Any]:
+    record = container.pricing.price_books.activate(
+        body.parsed(), effective_at=body.effective_at, account_id=body.account_id
+    )
+    container.audit.record(
+        actor=principal,
+        action="price_books.activate",
+        target=record.book.version,
+        account_id=record.account_id,
+        details={"effective_at": record.effective_at, "account_id": record.account_id},
+    )
+    return _record(record)
+
+
+@router.get("/active", summary="The version pricing an account's (or the default) requests now")
+def active(
+    container: ContainerDep,
+    principal: OperatorDep,
+    account_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    return _record(container.pricing.price_books.show(account_id=account_id), with_document=True)
+
+
+@router.get("", summary="Stored versions, newest first")
+def history(
+    container: ContainerDep,
+    principal: OperatorDep,
+    account_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> list[dict[str, Any]]:
+    return [_record(r) for r in container.pricing.price_books.history(account_id=account_id)]

@@ -1,0 +1,120 @@
+"""Stream a ``multipart/form-data`` request: the image to disk, the other fields to memory.
+
+Starlette's ``request.form()`` would spool the whole file before we could count it;
+here the request body is parsed as it arrives (python-multipart's streaming parser) and
+the image part's bytes go straight into ``adapters.images.receive_upload``, which
+hashes them, writes them to a temporary file and stops at the size cap. Text fields are
+capped too. Nothing is kept when anything fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from comfygate.adapters.images import receive_upload
+from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.images import ReceivedFile
+
+MAX_FIELDS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UploadForm:
+    file: ReceivedFile
+    fields: dict[str, str]
+
+
+class _Collector:
+    """Parser callbacks: routes each part's bytes to the file buffer or a text field."""
+
+    def __init__(self, file_field: str) -> None:
+        self.file_field = file_field
+        self.fields: dict[str, str] = {}
+        self.file_seen = False
+        self.file_data = bytearray()
+        self.fields_bytes = 0
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._part_name: str | None = None
+        self._part_is_file = False
+        self._value = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._header_name.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._part_name, self._part_is_file = None, False
+        self._value = bytearray()
+
+    def _header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            _, params = parse_options_header(bytes(self._header_value))
+            name = params.get(b"name", b"").decode("utf-8", "replace")
+            self._part_name = name
+            self._part_is_file = name == self.file_field
+            if self._part_is_file and self.file_seen:
+                raise InvalidInputError(f"send one {self.file_field!r} file, not several")
+            self.file_seen = self.file_seen or self._part_is_file
+        self._header_name, self._header_value = bytearray(), bytearray()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part_is_file:
+            self.file_data += data[start:end]
+            return
+        self.fields_bytes += end - start
+        if self.fields_bytes > MAX_FIELDS_BYTES:
+            raise InvalidInputError(f"form fields exceed {MAX_FIELDS_BYTES} bytes")
+        self._value += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._part_name and not self._part_is_file:
+            self.fields[self._part_name] = self._value.decode("utf-8", "replace")
+
+
+def _boundary(request: Request) -> bytes:
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise InvalidInputError("expected multipart/form-data with a boundary")
+    return params[b"boundary"]
+
+
+async def read_upload(
+    request: Request, *, file_field: str, dest_dir: Path, max_bytes: int
+) -> UploadForm:
+    """The file part ``file_field`` on disk (hashed, size-capped) and the text fields.
+
+    Raises ``InvalidInputError`` for a malformed body or a missing file part,
+    ``UploadTooLargeError`` past ``max_bytes``, ``EmptyUploadError`` for an empty file.
+    """
+    collector = _Collector(file_field)
+    parser = MultipartParser(_boundary(request), collector.callbacks())  # type: ignore[arg-type]
+
+    async def file_chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.stream():
+            try:
+                parser.write(chunk)
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # the parser's own errors: a malformed body
+                raise InvalidInputError(f"malformed multipart body: {exc}") from None
+            if collector.file_data:
+                data, collector.file_data = bytes(collector.file_data), bytearray()
+                yield data
+        parser.finalize()
+        if not collector.file_seen:
+            raise InvalidInputError(f"the form has no {file_field!r} file part", field=file_field)
+
+    received = await receive_upload(file_chunks(), dest_dir=dest_dir, max_bytes=max_bytes)
+    return UploadForm(received, collector.fields)

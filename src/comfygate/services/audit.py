@@ -1,0 +1,95 @@
+"""The audit log: who did which money or admin action to what, and when.
+
+Every grant, subscription, order confirmation, key or user change, price-book
+activation and job settlement records one entry. Entries are only ever appended. An
+entry is written after the action it describes has committed, so a crash in between
+can lose an entry but never invent one for an action that did not happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from comfygate.domain.ids import new_id
+from comfygate.services.clock import Clock
+from comfygate.services.identity_types import Principal
+
+Actor = Principal | str
+"""A caller (``Principal``) or a trusted system actor such as ``"cli"``,
+``"system:dispatcher"`` or ``"provider:stripe"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: str
+    at: datetime
+    actor: str
+    """``role:user_id`` for a principal, else the system actor's name."""
+    actor_account_id: str | None
+    action: str
+    """Dotted verb, e.g. ``ledger.grant``, ``keys.revoke``, ``jobs.settle``."""
+    target: str
+    """What it acted on: an id such as ``acct_...``, ``key_...``, ``job_...``."""
+    account_id: str | None
+    """The account the action concerns, so an account's admins can list its entries."""
+    details: Mapping[str, Any]
+
+
+class AuditStore(Protocol):
+    def append(self, entry: AuditEntry) -> None: ...
+
+    def entries(
+        self, *, account_id: str | None, limit: int, before: str | None
+    ) -> list[AuditEntry]:
+        """Newest first; ``account_id`` None means every account."""
+        ...
+
+
+def describe_actor(actor: Actor) -> tuple[str, str | None]:
+    """``(actor, actor_account_id)`` as stored in an entry."""
+    if isinstance(actor, Principal):
+        return f"{actor.role.value}:{actor.user_id}", actor.account_id
+    return actor, None
+
+
+class AuditLog:
+    """Records and lists audit entries."""
+
+    def __init__(self, *, store: AuditStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def record(
+        self,
+        *,
+        actor: Actor,
+        action: str,
+        target: str,
+        details: Mapping[str, Any] | None = None,
+        account_id: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry; ``details`` must be JSON-serialisable."""
+        who, who_account = describe_actor(actor)
+        entry = AuditEntry(
+            id=new_id("aud"),
+            at=self._clock.now(),
+            actor=who,
+            actor_account_id=who_account,
+            action=action,
+            target=target,
+            account_id=account_id,
+            details=dict(details or {}),
+        )
+        self._store.append(entry)
+        return entry
+
+    def entries(
+        self, *, account_id: str | None = None, limit: int = 100, before: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest first, paged by ``before`` (an entry id)."""
+        return self._store.entries(
+            account_id=account_id, limit=max(1, min(limit, 1000)), before=before
+        )

@@ -1,0 +1,289 @@
+"""Orders and payments: a user orders a plan, a payment provider (or an operator, for
+the ``manual`` provider) says it is paid, and the plan is granted exactly once.
+
+Granting is idempotent by construction: a top-up is granted with the order id as its
+idempotency key; a subscription plan through ``PlanService.subscribe``, which grants
+each period once. The grant happens before the order is marked paid, so a crash in
+between leaves a pending order whose confirmation can simply be repeated. A provider
+tells us through a signed webhook (``PaymentProvider.verify``); the ``manual`` provider
+has none: an operator confirms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Protocol
+
+from comfygate.domain.errors import (
+    InvalidInputError,
+    OrderNotFoundError,
+    OrderStateError,
+    PaymentMismatchError,
+    PaymentProviderNotFoundError,
+)
+from comfygate.domain.ids import new_id
+from comfygate.services.audit import Actor, AuditLog
+from comfygate.services.clock import Clock
+from comfygate.services.identity_types import Principal
+from comfygate.services.plans import PlanService
+
+MANUAL = "manual"
+
+
+class OrderState(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    account_id: str
+    user_id: str
+    plan: str
+    provider: str
+    state: OrderState
+    amount: str
+    """The price as a decimal string (``"29.00"``); informational, tokens are granted."""
+    currency: str
+    created_at: datetime
+    paid_at: datetime | None = None
+    provider_ref: str | None = None
+    grant: Mapping[str, Any] | None = None
+    """What confirming granted: plan kind, tokens, lot, period end."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentNotice:
+    """A verified message from a provider about one order."""
+
+    provider: str
+    event_id: str
+    order_id: str
+    status: str
+    """``paid``, ``failed`` or ``canceled``."""
+    amount: str | None
+    currency: str | None
+    provider_ref: str | None
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    def verify(self, *, body: bytes, headers: Mapping[str, str], now: datetime) -> PaymentNotice:
+        """Check the signature and parse the body; ``InvalidSignatureError`` if forged."""
+        ...
+
+
+class OrderStore(Protocol):
+    def insert(self, order: Order) -> None: ...
+
+    def get(self, order_id: str) -> Order | None: ...
+
+    def list(
+        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+    ) -> list[Order]:
+        """Newest first."""
+        ...
+
+    def settle(self, order: Order) -> bool:
+        """Move a pending order to ``order.state`` (with its fields); False if not pending."""
+        ...
+
+    def paid_until(self, account_id: str, plan: str) -> datetime | None:
+        """The latest period end granted by a paid order for this plan."""
+        ...
+
+    def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
+        """Remember a provider event; False if its (provider, event_id) was seen."""
+        ...
+
+
+def split_price(price: str) -> tuple[str, str]:
+    """``"29.00 CNY"`` -> ``("29.00", "CNY")``."""
+    amount, _, currency = price.strip().partition(" ")
+    try:
+        Decimal(amount)
+    except InvalidOperation:
+        raise InvalidInputError(f"plan price {price!r} is not 'AMOUNT CURRENCY'") from None
+    return amount, currency.strip()
+
+
+class PaymentService:
+    """Creates orders and turns confirmed payments into plan grants."""
+
+    def __init__(
+        self,
+        *,
+        store: OrderStore,
+        plans: PlanService,
+        audit: AuditLog,
+        clock: Clock,
+        providers: Mapping[str, PaymentProvider],
+    ) -> None:
+        self._store = store
+        self._plans = plans
+        self._audit = audit
+        self._clock = clock
+        self._providers = dict(providers)
+
+    @property
+    def provider_names(self) -> list[str]:
+        return [MANUAL, *sorted(self._providers)]
+
+    def create_order(self, *, actor: Principal, plan: str, provider: str = MANUAL) -> Order:
+        """A pending order for ``plan`` by the caller's account; refused while a paid
+        period of the same subscription plan is still running."""
+        account_id, user_id = actor.account_id, actor.user_id
+        if provider != MANUAL and provider not in self._providers:
+            raise PaymentProviderNotFoundError(f"no payment provider {provider!r}")
+        spec = self._plans.catalog.get(plan)
+        now = self._clock.now()
+        until = self._store.paid_until(account_id, plan) if spec.kind != "topup" else None
+        if until is not None and until > now:
+            # A second subscription order in the same period would grant nothing.
+            raise OrderStateError(
+                f"plan {plan} is paid until {until.isoformat()}; order it again after that",
+                plan=plan,
+                paid_until=until.isoformat(),
+            )
+        amount, currency = split_price(spec.price)
+        order = Order(
+            new_id("ord"),
+            account_id,
+            user_id,
+            plan,
+            provider,
+            OrderState.PENDING,
+            amount,
+            currency,
+            now,
+        )
+        self._store.insert(order)
+        self._audit.record(
+            actor=actor,
+            action="orders.create",
+            target=order.id,
+            account_id=account_id,
+            details={"plan": plan, "provider": provider},
+        )
+        return order
+
+    def order(self, *, order_id: str, actor: Actor) -> Order:
+        """One order, if the actor may see it."""
+        found = self._store.get(order_id)
+        if found is None or (
+            isinstance(actor, Principal) and not actor.can_see_account(found.account_id)
+        ):
+            raise OrderNotFoundError(f"no order {order_id}", order_id=order_id)
+        return found
+
+    def orders(
+        self,
+        *,
+        account_id: str | None,
+        state: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Order]:
+        """Orders of one account (None: every account), newest first."""
+        if state is not None and state not in set(OrderState):
+            raise InvalidInputError(f"unknown order state {state!r}", state=state)
+        return self._store.list(
+            account_id=account_id, state=state, limit=max(1, min(limit, 500)), before=before
+        )
+
+    def confirm(self, *, order_id: str, actor: Actor, provider_ref: str | None = None) -> Order:
+        """Grant the order's plan and mark it paid; confirming again changes nothing."""
+        order = self.order(order_id=order_id, actor=actor)
+        if order.state is OrderState.PAID:
+            return order
+        if order.state is OrderState.CANCELED:
+            raise OrderStateError(f"order {order_id} is canceled", state=order.state.value)
+        grant = self._grant(order)
+        paid = replace(
+            order,
+            state=OrderState.PAID,
+            paid_at=self._clock.now(),
+            provider_ref=provider_ref,
+            grant=grant,
+        )
+        if not self._store.settle(paid):
+            return self.order(order_id=order_id, actor=actor)  # a concurrent confirm won
+        self._audit.record(
+            actor=actor,
+            action="orders.confirm",
+            target=order_id,
+            account_id=order.account_id,
+            details={"plan": order.plan, **grant},
+        )
+        return paid
+
+    def cancel(self, *, order_id: str, actor: Actor, reason: str = "") -> Order:
+        """Cancel a pending order (a paid one cannot be canceled here)."""
+        order = self.order(order_id=order_id, actor=actor)
+        if order.state is OrderState.CANCELED:
+            return order
+        canceled = replace(order, state=OrderState.CANCELED)
+        if order.state is OrderState.PAID or not self._store.settle(canceled):
+            raise OrderStateError(f"order {order_id} is paid", state=OrderState.PAID.value)
+        self._audit.record(
+            actor=actor,
+            action="orders.cancel",
+            target=order_id,
+            account_id=order.account_id,
+            details={"reason": reason},
+        )
+        return canceled
+
+    def handle_webhook(self, *, provider: str, body: bytes, headers: Mapping[str, str]) -> Order:
+        """Verify a provider's signed notice and apply it (idempotent per event)."""
+        verifier = self._providers.get(provider)
+        if verifier is None:
+            raise PaymentProviderNotFoundError(f"no payment provider {provider!r} with a webhook")
+        notice = verifier.verify(body=body, headers=headers, now=self._clock.now())
+        actor = f"provider:{provider}"
+        order = self._store.get(notice.order_id)
+        if order is None or order.provider != provider:
+            raise OrderNotFoundError(f"no order {notice.order_id} for {provider}")
+        if notice.status == "paid":
+            self._check_amount(order, notice)
+            order = self.confirm(order_id=order.id, actor=actor, provider_ref=notice.provider_ref)
+        elif notice.status in ("failed", "canceled") and order.state is OrderState.PENDING:
+            order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
+        self._store.record_event(notice, self._clock.now())
+        return order
+
+    @staticmethod
+    def _check_amount(order: Order, notice: PaymentNotice) -> None:
+        try:
+            same_amount = notice.amount is None or Decimal(notice.amount) == Decimal(order.amount)
+        except InvalidOperation:
+            same_amount = False
+        same_currency = notice.currency is None or notice.currency == order.currency
+        if not (same_amount and same_currency):
+            raise PaymentMismatchError(
+                f"paid {notice.amount} {notice.currency}, order is {order.amount} {order.currency}",
+                order_id=order.id,
+            )
+
+    def _grant(self, order: Order) -> dict[str, Any]:
+        spec = self._plans.catalog.get(order.plan)
+        if spec.kind == "topup":
+            receipt = self._plans.buy_topup(
+                account_id=order.account_id, plan=order.plan, idempotency_key=f"order:{order.id}"
+            )
+        else:
+            receipt = self._plans.subscribe(account_id=order.account_id, plan=order.plan)
+        return {
+            "kind": receipt.kind,
+            "tokens_granted": receipt.tokens_granted,
+            "lot_id": receipt.lot_id,
+            "unlimited": receipt.unlimited,
+            "period_end": receipt.period_end.isoformat(),
+        }

@@ -1,0 +1,282 @@
+"""Orders and payments with fakes: confirm grants once, webhooks are verified and idempotent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from comfygate.adapters.payments import HmacWebhookProvider, sign
+from comfygate.domain.errors import (
+    InvalidInputError,
+    InvalidSignatureError,
+    OrderNotFoundError,
+    OrderStateError,
+    PaymentMismatchError,
+    PaymentProviderNotFoundError,
+)
+from comfygate.domain.plans import PlanCatalog, parse_catalog
+from comfygate.services.audit import AuditLog
+from comfygate.services.identity_types import Principal, Role
+from comfygate.services.payments import Order, OrderState, PaymentNotice, PaymentService
+from comfygate.services.plans import SubscriptionReceipt
+from tests.fakes import FakeClock
+from tests.unit.test_identity_service import FakeAuditStore
+
+SECRET = "whsec_test"
+CATALOG = {
+    "timezone": "UTC",
+    "plans": {
+        "monthly": {"title": "M", "kind": "tokens", "tokens": 1000, "period": "calendar_month",
+                    "price": "29.00 CNY"},
+        "topup-500": {"title": "T", "kind": "topup", "tokens": 500, "valid_days": 365,
+                      "price": "19.00 CNY"},
+    },
+}  # fmt: skip
+
+
+class FakeOrderStore:
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.events: set[tuple[str, str]] = set()
+
+    def insert(self, order: Order) -> None:
+        self.orders[order.id] = order
+
+    def get(self, order_id: str) -> Order | None:
+        return self.orders.get(order_id)
+
+    def list(
+        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+    ) -> list[Order]:
+        found = [o for o in self.orders.values() if account_id in (None, o.account_id)]
+        return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
+
+    def settle(self, order: Order) -> bool:
+        if self.orders[order.id].state is not OrderState.PENDING:
+            return False
+        self.orders[order.id] = order
+        return True
+
+    def paid_until(self, account_id: str, plan: str) -> datetime | None:
+        ends = [
+            datetime.fromisoformat(o.grant["period_end"])
+            for o in self.orders.values()
+            if (o.account_id, o.plan, o.state) == (account_id, plan, OrderState.PAID) and o.grant
+        ]
+        return max(ends, default=None)
+
+    def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
+        key = (notice.provider, notice.event_id)
+        seen = key in self.events
+        self.events.add(key)
+        return not seen
+
+
+class FakePlans:
+    """Records grants; idempotent like the real PlanService (top-ups per key)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.catalog: PlanCatalog = parse_catalog(CATALOG)
+        self.clock = clock
+        self.topups: dict[str, int] = {}
+        self.subscribed: list[tuple[str, str]] = []
+
+    def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
+        self.topups.setdefault(idempotency_key, self.catalog.get(plan).tokens)
+        now = self.clock.now()
+        return SubscriptionReceipt(
+            account_id, plan, "topup", now, now + timedelta(days=365), 500, "lot_1", False
+        )
+
+    def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
+        self.subscribed.append((account_id, plan))
+        now = self.clock.now()
+        return SubscriptionReceipt(
+            account_id, plan, "tokens", now, now + timedelta(days=30), 1000, "lot_2", False
+        )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def parts(clock: FakeClock) -> tuple[PaymentService, FakeOrderStore, FakePlans, FakeAuditStore]:
+    store, plans, audit = FakeOrderStore(), FakePlans(clock), FakeAuditStore()
+    service = PaymentService(
+        store=store,
+        plans=plans,  # type: ignore[arg-type]
+        audit=AuditLog(store=audit, clock=clock),
+        clock=clock,
+        providers={"acme": HmacWebhookProvider(name="acme", secret=SECRET)},
+    )
+    return service, store, plans, audit
+
+
+USER = Principal("acct_a", "user_a", Role.USER, "key_a")
+OTHER = Principal("acct_b", "user_b", Role.ADMIN, "key_b")
+OPERATOR = Principal("acct_operator", "user_operator", Role.OPERATOR, "key_o")
+
+
+def test_manual_order_is_confirmed_once(parts) -> None:  # type: ignore[no-untyped-def]
+    service, _, plans, audit = parts
+    order = service.create_order(actor=USER, plan="topup-500")
+    assert (order.state, order.amount, order.currency) == (OrderState.PENDING, "19.00", "CNY")
+    paid = service.confirm(order_id=order.id, actor=OPERATOR)
+    again = service.confirm(order_id=order.id, actor=OPERATOR)
+    assert paid.state is OrderState.PAID and again == paid
+    assert plans.topups == {f"order:{order.id}": 500}
+    assert [e.action for e in audit.entries_list] == ["orders.create", "orders.confirm"]
+
+
+def test_foreign_orders_do_not_exist(parts) -> None:  # type: ignore[no-untyped-def]
+    service, *_ = parts
+    order = service.create_order(actor=USER, plan="topup-500")
+    with pytest.raises(OrderNotFoundError):
+        service.order(order_id=order.id, actor=OTHER)
+    with pytest.raises(OrderNotFoundError):
+        service.cancel(order_id=order.id, actor=OTHER)
+    assert service.order(order_id=order.id, actor=USER) == order
+
+
+def test_cancel_and_confirm_exclude_each_other(parts) -> None:  # type: ignore[no-untyped-def]
+    service, *_ = parts
+    first = service.create_order(actor=USER, plan="topup-500")
+    service.cancel(order_id=first.id, actor=USER)
+    with pytest.raises(OrderStateError):
+        service.confirm(order_id=first.id, actor=OPERATOR)
+    second = service.create_order(actor=USER, plan="topup-500")
+    service.confirm(order_id=second.id, actor=OPERATOR)
+    with pytest.raises(OrderStateError):
+        service.cancel(order_id=second.id, actor=USER)
+
+
+def test_a_running_paid_subscription_cannot_be_ordered_again(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    service, *_ = parts
+    order = service.create_order(actor=USER, plan="monthly")
+    service.confirm(order_id=order.id, actor=OPERATOR)
+    with pytest.raises(OrderStateError):
+        service.create_order(actor=USER, plan="monthly")
+    service.create_order(actor=USER, plan="topup-500")  # top-ups stack
+    clock.advance(days=31)
+    service.create_order(actor=USER, plan="monthly")
+
+
+def test_unknown_plan_and_provider(parts) -> None:  # type: ignore[no-untyped-def]
+    service, *_ = parts
+    with pytest.raises(PaymentProviderNotFoundError):
+        service.create_order(actor=USER, plan="topup-500", provider="nobody")
+    with pytest.raises(Exception, match="unknown plan"):
+        service.create_order(actor=USER, plan="gold")
+
+
+def _webhook(
+    clock: FakeClock, body: dict[str, Any], secret: str = SECRET, skew_s: int = 0
+) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    stamp = int(clock.now().timestamp()) + skew_s
+    return raw, {"Comfygate-Signature": sign(secret, raw, stamp)}
+
+
+def test_signed_webhook_grants_once(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    service, store, plans, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    event = {"id": "evt_1", "order_id": order.id, "status": "paid", "amount": "19.0",
+             "currency": "CNY", "provider_ref": "ch_9"}  # fmt: skip
+    body, headers = _webhook(clock, event)
+    paid = service.handle_webhook(provider="acme", body=body, headers=headers)
+    replay = service.handle_webhook(provider="acme", body=body, headers=headers)
+    assert paid.state is OrderState.PAID and paid.provider_ref == "ch_9"
+    assert replay.state is OrderState.PAID and len(plans.topups) == 1
+    assert ("acme", "evt_1") in store.events
+
+
+@pytest.mark.parametrize(
+    ("secret", "skew_s", "headers_override"),
+    [
+        ("wrong-secret", 0, None),
+        (SECRET, -3600, None),
+        (SECRET, 0, {}),
+        (SECRET, 0, {"Comfygate-Signature": "garbage"}),
+        (SECRET, 0, {"Comfygate-Signature": "t=1,v1="}),
+    ],
+)
+def test_forged_or_stale_webhooks_are_refused(
+    parts, clock, secret, skew_s, headers_override
+) -> None:  # type: ignore[no-untyped-def]
+    service, store, plans, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    body, headers = _webhook(
+        clock, {"id": "e", "order_id": order.id, "status": "paid"}, secret, skew_s
+    )
+    with pytest.raises(InvalidSignatureError):
+        service.handle_webhook(
+            provider="acme",
+            body=body,
+            headers=headers_override if headers_override is not None else headers,
+        )
+    assert store.orders[order.id].state is OrderState.PENDING and not plans.topups
+
+
+def test_tampered_body_fails_the_signature(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    service, _store, _, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    body, headers = _webhook(
+        clock, {"id": "e", "order_id": order.id, "status": "paid", "amount": "19.00"}
+    )
+    with pytest.raises(InvalidSignatureError):
+        service.handle_webhook(
+            provider="acme", body=body.replace(b"19.00", b"0.01"), headers=headers
+        )
+
+
+def test_webhook_amount_must_match_and_order_must_be_the_providers(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    service, _store, plans, _ = parts
+    cheap = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    body, headers = _webhook(
+        clock, {"id": "e1", "order_id": cheap.id, "status": "paid", "amount": "1.00"}
+    )
+    with pytest.raises(PaymentMismatchError):
+        service.handle_webhook(provider="acme", body=body, headers=headers)
+    manual = service.create_order(actor=USER, plan="topup-500")
+    body, headers = _webhook(clock, {"id": "e2", "order_id": manual.id, "status": "paid"})
+    with pytest.raises(OrderNotFoundError):
+        service.handle_webhook(provider="acme", body=body, headers=headers)
+    with pytest.raises(PaymentProviderNotFoundError):
+        service.handle_webhook(provider="manual", body=body, headers=headers)
+    assert not plans.topups
+
+
+def test_failed_payment_cancels_the_order(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    service, _store, _, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    body, headers = _webhook(clock, {"id": "e", "order_id": order.id, "status": "failed"})
+    assert (
+        service.handle_webhook(provider="acme", body=body, headers=headers).state
+        is OrderState.CANCELED
+    )
+
+
+def test_webhook_body_must_be_a_notice(clock) -> None:  # type: ignore[no-untyped-def]
+    provider = HmacWebhookProvider(name="acme", secret=SECRET)
+    for raw in (b"[]", b"not json", json.dumps({"id": "e"}).encode()):
+        stamp = int(clock.now().timestamp())
+        with pytest.raises(InvalidInputError):
+            provider.verify(
+                body=raw, headers={"comfygate-signature": sign(SECRET, raw, stamp)}, now=clock.now()
+            )
+
+
+def test_secret_rotation_accepts_either_signature(clock) -> None:  # type: ignore[no-untyped-def]
+    provider = HmacWebhookProvider(name="acme", secret=SECRET)
+    raw = json.dumps({"id": "e", "order_id": "o", "status": "paid"}).encode()
+    stamp = int(clock.now().timestamp())
+    old = sign("old-secret", raw, stamp).partition("v1=")[2]
+    header = f"{sign(SECRET, raw, stamp)},v1={old}"
+    notice = provider.verify(body=raw, headers={"Comfygate-Signature": header}, now=clock.now())
+    assert replace(notice, provider="x").order_id == "o"

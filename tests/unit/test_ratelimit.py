@@ -1,0 +1,69 @@
+"""The in-process token bucket: burst, refusal with Retry-After, refill, per-key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from comfygate.adapters.ratelimit import TokenBucketRateLimiter
+from comfygate.domain.errors import RateLimitedError
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_burst_then_refusal_with_whole_seconds_to_wait() -> None:
+    clock = FakeMonotonic()
+    limiter = TokenBucketRateLimiter(per_minute=3, monotonic=clock)
+    assert [limiter.wait_s("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait_s("k") == pytest.approx(20.0)  # one request per 20 s
+    with pytest.raises(RateLimitedError) as caught:
+        asyncio.run(limiter.acquire("k"))
+    assert caught.value.retry_after_s == 20
+
+
+def test_refills_at_the_configured_rate() -> None:
+    clock = FakeMonotonic()
+    limiter = TokenBucketRateLimiter(per_minute=60, monotonic=clock)
+    for _ in range(60):
+        assert limiter.wait_s("k") == 0.0
+    assert limiter.wait_s("k") > 0
+    clock.now += 1.0
+    assert limiter.wait_s("k") == 0.0
+    assert limiter.wait_s("k") > 0
+    clock.now += 3600
+    assert sum(limiter.wait_s("k") == 0.0 for _ in range(61)) == 60  # capped at the burst
+
+
+def test_keys_have_separate_buckets() -> None:
+    clock = FakeMonotonic()
+    limiter = TokenBucketRateLimiter(per_minute=1, monotonic=clock)
+    assert limiter.wait_s("a") == 0.0
+    assert limiter.wait_s("a") > 0
+    assert limiter.wait_s("b") == 0.0
+
+
+def test_zero_disables_the_limit() -> None:
+    limiter = TokenBucketRateLimiter(per_minute=0)
+    assert all(limiter.wait_s("k") == 0.0 for _ in range(1000))
+    asyncio.run(limiter.acquire("k"))
+
+
+def test_idle_full_buckets_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
+    import comfygate.adapters.ratelimit as rl
+
+    monkeypatch.setattr(rl, "_PRUNE_AT", 10)
+    clock = FakeMonotonic()
+    limiter = TokenBucketRateLimiter(per_minute=60, monotonic=clock)
+    for i in range(10):
+        limiter.wait_s(f"old-{i}")
+    clock.now += 120  # every old bucket is full again
+    limiter.wait_s("new-1")
+    limiter.wait_s("new-2")
+    assert set(limiter._buckets) == {"new-1", "new-2"}
