@@ -7,7 +7,8 @@ process (the CLI, the server, a test).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,25 @@ from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db.sql_identity import SqlAuditStore, SqlIdentityStore
 from comfygate.adapters.db.sql_ledger import SqlLedgerStore
+from comfygate.adapters.db.sql_payments import SqlOrderStore
 from comfygate.adapters.db.sql_plans import SqlSubscriptionStore
+from comfygate.adapters.db.sql_pricing import build_pricing_services
+from comfygate.adapters.metrics import GatewayMetrics
+from comfygate.adapters.payments import HmacWebhookProvider
+from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
+from comfygate.bootstrap_jobs import JobServices, build_job_services
 from comfygate.config import Settings
 from comfygate.domain.plans import PlanCatalog, parse_catalog
 from comfygate.services.accounts import AccountQueries
+from comfygate.services.audit import AuditLog
 from comfygate.services.clock import Clock, SystemClock
+from comfygate.services.identity import IdentityService
 from comfygate.services.ledger import LedgerService
+from comfygate.services.payments import PaymentService
 from comfygate.services.plans import PlanService
+from comfygate.services.quoting import PricingServices
 
 
 def _read_toml(path: Path | None, shipped: str) -> dict[str, Any]:
@@ -48,6 +60,20 @@ class Container:
     ledger: LedgerService
     plans: PlanService
     accounts: AccountQueries
+    # gateway: identity, audit, payments, observability (entrypoints/api)
+    audit: AuditLog
+    identity: IdentityService
+    payments: PaymentService
+    metrics: GatewayMetrics
+    rate_limiter: RateLimiter
+    pricing: PricingServices
+    # jobs: submit, dispatch, settle, results, usage (bootstrap_jobs)
+    jobs: JobServices
+    # Fields with defaults stay last (dataclass rule): lifecycle hooks the API's
+    # lifespan runs, and readiness checks /readyz runs (name -> async "is it ready?").
+    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    readiness_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
 
     def upgrade_database(self) -> None:
         """Create or upgrade the schema (idempotent)."""
@@ -71,4 +97,67 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         clock=clock,
     )
     accounts = AccountQueries(store=ledger_store, plans=plans, clock=clock)
-    return Container(settings, engine, clock, ledger_store, ledger, plans, accounts)
+    audit = AuditLog(store=SqlAuditStore(engine), clock=clock)
+    identity = IdentityService(
+        store=SqlIdentityStore(engine),
+        ledger=ledger,
+        audit=audit,
+        clock=clock,
+        auth_cache_ttl_s=settings.auth_cache_ttl_s,
+    )
+    payments = PaymentService(
+        store=SqlOrderStore(engine),
+        plans=plans,
+        audit=audit,
+        clock=clock,
+        providers={
+            name: HmacWebhookProvider(name=name, secret=secret)
+            for name, secret in settings.payment_webhook_secrets.items()
+        },
+    )
+    rate_limiter = _rate_limiter(settings)
+    metrics = GatewayMetrics()
+    pricing = build_pricing_services(
+        engine,
+        clock=clock,
+        lock_s=settings.quote_lock_s,
+        price_book_file=settings.price_book_file,
+    )
+    jobs = build_job_services(
+        settings,
+        engine=engine,
+        clock=clock,
+        ledger=ledger,
+        plans=plans,
+        quotes=pricing.quotes,
+        audit=audit,
+        metrics=metrics,
+    )
+    container = Container(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        ledger_store=ledger_store,
+        ledger=ledger,
+        plans=plans,
+        accounts=accounts,
+        audit=audit,
+        identity=identity,
+        payments=payments,
+        metrics=metrics,
+        rate_limiter=rate_limiter,
+        pricing=pricing,
+        jobs=jobs,
+    )
+    container.on_shutdown.append(rate_limiter.close)
+    container.on_startup.append(jobs.dispatcher.start)
+    container.on_shutdown.append(jobs.dispatcher.stop)
+    container.readiness_checks["engines"] = jobs.dispatcher.is_ready
+    return container
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    """Redis buckets when configured (shared by every gateway), else in process."""
+    if settings.redis_url:
+        return RedisRateLimiter(url=settings.redis_url, per_minute=settings.rate_limit_per_minute)
+    return TokenBucketRateLimiter(per_minute=settings.rate_limit_per_minute)

@@ -10,13 +10,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class ComfyUIInstanceSettings(BaseModel):
+    """One ComfyUI instance of a per-capability pool (``[[comfyui_pools."cap"]]``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    auth_header: str | None = None
 
 
 class Settings(BaseSettings):
@@ -34,6 +43,81 @@ class Settings(BaseSettings):
         default=None, description="price book TOML used instead of the shipped default"
     )
     plans_file: Path | None = Field(default=None, description="plan catalog TOML override")
+
+    # gateway (entrypoints/api; cli_gateway)
+    host: str = Field(default="127.0.0.1", description="address `comfygate serve` binds")
+    port: int = Field(default=8000, ge=0, le=65535, description="port `comfygate serve` binds")
+    log_level: str = Field(default="info", description="debug, info, warning, error")
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="requests per minute per API key (0: no limit)"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for rate limits shared by many gateways (scale-out)"
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="verified keys are cached this long (revocation lag)"
+    )
+    # uploads (quotes and jobs): checked while streaming / from the header
+    max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0, description="upload size cap")
+    max_image_pixels: int = Field(
+        default=50_000_000, gt=0, description="pixel cap (decompression bombs)"
+    )
+    min_image_side_px: int = Field(default=16, gt=0, description="smallest accepted side")
+    payment_webhook_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description='HMAC secrets of payment providers with webhooks, e.g. {"acme": "..."}',
+    )
+
+    # ComfyUI workers (adapters/comfyui; docs/comfyui.md)
+    comfyui_urls: str = Field(
+        default="",
+        description="comma-separated ComfyUI base URLs serving every capability with a pack",
+    )
+    comfyui_auth_header: str | None = Field(
+        default=None, description="'Name: value' header sent to the comfyui_urls instances"
+    )
+    comfyui_pools: dict[str, list[ComfyUIInstanceSettings]] = Field(
+        default_factory=dict,
+        description="per-capability instances (config file), override comfyui_urls",
+    )
+    comfyui_workflows_dir: Path | None = Field(
+        default=None, description="extra workflow packs (added to, or replacing, the shipped ones)"
+    )
+    comfyui_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest a ComfyUI job may run"
+    )
+    comfyui_max_attempts: int = Field(default=3, ge=1, description="instances tried per job")
+    comfyui_warm_up: bool = Field(default=True, description="run one warm-up job per pack at start")
+    comfyui_probe_interval_s: float = Field(
+        default=5.0, gt=0, description="probe period for down instances"
+    )
+
+    # jobs: dispatch, settlement, results (services/jobs.py, dispatcher.py)
+    job_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest a job may run on a built-in engine"
+    )
+    job_concurrency: int = Field(default=2, ge=1, description="jobs run at once per capability")
+    job_concurrency_per_capability: dict[str, int] = Field(
+        default_factory=dict, description='per-capability overrides, e.g. {"colorize.building": 1}'
+    )
+    dedup_window_s: int = Field(
+        default=86_400, ge=0, description="same image re-submitted within this returns the job"
+    )
+    result_retention_s: int = Field(
+        default=7 * 86_400, gt=0, description="results are deleted this long after the job"
+    )
+    share_secret: str | None = Field(
+        default=None,
+        description="HMAC secret of result share links (default: made once in data_dir)",
+    )
+    share_max_s: int = Field(default=7 * 86_400, gt=0, description="longest a share link lasts")
+    onnx_model_path: Path | None = Field(
+        default=None, description="DDColor ONNX export; enables the ddcolor-onnx engine"
+    )
+
+    def comfyui_url_list(self) -> list[str]:
+        """``comfyui_urls`` as a list."""
+        return [u.strip() for u in self.comfyui_urls.split(",") if u.strip()]
 
     @classmethod
     def settings_customise_sources(

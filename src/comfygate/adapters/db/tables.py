@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-from comfygate.adapters.db import tables_ledger
+from comfygate.adapters.db import (
+    tables_identity,
+    tables_jobs,
+    tables_ledger,
+    tables_payments,
+    tables_pricing,
+)
 
-__all__ = ["tables_ledger"]
+__all__ = [
+    "tables_identity",
+    "tables_jobs",
+    "tables_ledger",
+    "tables_payments",
+    "tables_pricing",
+]

@@ -1,0 +1,251 @@
+"""Jobs over HTTP: submit, status, list, progress stream, cancel, result, share links.
+
+``POST /v1/jobs`` answers 202 with the new job, or 200 with ``duplicate_of`` when the
+same image was already submitted (nothing charged). Another account's job is 404.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Body, Header, Query, Request, status
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from comfygate.domain.errors import InvalidImageSizeError, InvalidInputError
+from comfygate.domain.jobs import JobState
+from comfygate.entrypoints.api.deps import ContainerDep, PrincipalDep
+from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
+from comfygate.entrypoints.api.uploads import read_upload
+from comfygate.services.job_ports import JobEvent
+from comfygate.services.job_queries import ResultFile
+from comfygate.services.jobs import SubmitRequest
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_RESERVED = frozenset({"capability", "options", "quote_id", "width", "height"})
+_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+_SUBMIT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "capability"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "capability": {"type": "string", "example": "colorize.person"},
+                        "upscale": {"type": "string", "example": "2"},
+                        "options": {"type": "string", "description": "a JSON object"},
+                        "quote_id": {"type": "string", "description": "a locked quote"},
+                        "width": {"type": "integer", "description": "must match the image"},
+                        "height": {"type": "integer", "description": "must match the image"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _declared_size(fields: dict[str, str]) -> tuple[int, int] | None:
+    width, height = fields.get("width", "").strip(), fields.get("height", "").strip()
+    if not width and not height:
+        return None
+    if not (width.isdigit() and height.isdigit()) or int(width) <= 0 or int(height) <= 0:
+        raise InvalidImageSizeError("declare both width and height as positive whole numbers")
+    return int(width), int(height)
+
+
+def submit_request(fields: dict[str, str], idempotency_key: str | None) -> SubmitRequest:
+    """The use case's request from the form's text fields."""
+    capability = fields.get("capability", "").strip()
+    if not capability:
+        raise InvalidInputError("the form needs a capability field", field="capability")
+    options: dict[str, Any] = {}
+    if fields.get("options", "").strip():
+        try:
+            parsed = json.loads(fields["options"])
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise InvalidInputError("options must be a JSON object", field="options")
+        options.update(parsed)
+    options.update({k: v for k, v in fields.items() if k not in _RESERVED})
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise InvalidInputError("Idempotency-Key must be 1 to 200 characters")
+    return SubmitRequest(
+        capability=capability,
+        options=options,
+        quote_id=fields.get("quote_id", "").strip() or None,
+        declared_size=_declared_size(fields),
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    summary="Submit an image: price it, hold the tokens, queue the job",
+    responses={200: {"model": JobOut, "description": "a duplicate: the earlier job"}},
+    openapi_extra=_SUBMIT_FORM,
+)
+async def submit_job(
+    request: Request,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    jobs = container.jobs
+    form = await read_upload(
+        request,
+        file_field="image",
+        dest_dir=jobs.upload_dir,
+        max_bytes=container.settings.max_upload_bytes,
+    )
+    try:
+        req = submit_request(form.fields, idempotency_key)
+    except BaseException:
+        form.file.path.unlink(missing_ok=True)
+        raise
+    submit = functools.partial(
+        jobs.submission.submit, principal=principal, upload=form.file, request=req
+    )
+    outcome = await anyio.to_thread.run_sync(submit)
+    body = JobOut.of(outcome.job, duplicate_of=outcome.duplicate_of)
+    code = status.HTTP_200_OK if outcome.duplicate_of else status.HTTP_202_ACCEPTED
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's state")
+async def get_job(job_id: str, container: ContainerDep, principal: PrincipalDep) -> JobOut:
+    queries = container.jobs.queries
+    job = await anyio.to_thread.run_sync(
+        functools.partial(queries.get, principal=principal, job_id=job_id)
+    )
+    return JobOut.of(job)
+
+
+@router.get("/jobs", response_model=JobPageOut, summary="Jobs, newest first")
+async def list_jobs(
+    container: ContainerDep,
+    principal: PrincipalDep,
+    state: Annotated[JobState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    account_id: Annotated[
+        str | None, Query(max_length=40, description="operators: one account's jobs")
+    ] = None,
+) -> JobPageOut:
+    page = await anyio.to_thread.run_sync(
+        functools.partial(
+            container.jobs.queries.list,
+            principal=principal,
+            state=state,
+            limit=limit,
+            cursor=cursor,
+            account_id=account_id,
+        )
+    )
+    return JobPageOut(items=[JobOut.of(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+def _sse(event: JobEvent | None) -> bytes:
+    if event is None:
+        return b": keep-alive\n\n"
+    data = json.dumps({"job_id": event.job_id, **event.data}, default=str)
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Progress as Server-Sent Events (history first, then live, until the end)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    jobs = container.jobs
+    await anyio.to_thread.run_sync(
+        functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
+    )
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for event in jobs.events.stream(job_id, after_seq=after):
+            yield _sse(event)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel; releases the hold")
+async def cancel_job(job_id: str, container: ContainerDep, principal: PrincipalDep) -> JobOut:
+    jobs = container.jobs
+    job = await anyio.to_thread.run_sync(
+        functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
+    )
+    return JobOut.of(await jobs.dispatcher.cancel(job))
+
+
+def _file(result: ResultFile) -> FileResponse:
+    suffix = result.path.suffix.lower()
+    return FileResponse(
+        result.path,
+        media_type=_MEDIA_TYPES.get(suffix, "application/octet-stream"),
+        filename=f"{result.job.id}{suffix}",
+        headers={"X-Comfygate-Engine": result.job.engine or "unknown"},
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=FileResponse,
+    summary="The result image (owner only)",
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def job_result(job_id: str, container: ContainerDep, principal: PrincipalDep) -> FileResponse:
+    queries = container.jobs.queries
+    result = await anyio.to_thread.run_sync(
+        functools.partial(queries.result, principal=principal, job_id=job_id)
+    )
+    return _file(result)
+
+
+@router.post("/jobs/{job_id}/share", response_model=ShareOut, summary="A signed, expiring link")
+async def share_job(
+    job_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    body: Annotated[ShareIn | None, Body()] = None,
+) -> ShareOut:
+    expires_in_s = (body or ShareIn()).expires_in_s
+    queries = container.jobs.queries
+    link = await anyio.to_thread.run_sync(
+        functools.partial(
+            queries.share, principal=principal, job_id=job_id, expires_in_s=expires_in_s
+        )
+    )
+    return ShareOut(url=f"/v1/shared/{link.token}", token=link.token, expires_at=link.expires_at)
+
+
+@router.get(
+    "/shared/{token}",
+    response_class=FileResponse,
+    summary="A shared result (no key: the signed token is the permission)",
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def shared_result(token: str, container: ContainerDep) -> FileResponse:
+    queries = container.jobs.queries
+    result = await anyio.to_thread.run_sync(functools.partial(queries.shared_result, token=token))
+    return _file(result)

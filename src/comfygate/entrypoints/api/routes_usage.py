@@ -1,0 +1,84 @@
+"""``GET /v1/usage``: one line per settled job, with totals; ``?format=csv`` exports.
+
+A user sees its own jobs, an admin its account's, an operator any account
+(``?account_id=``) or all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from datetime import datetime
+from typing import Annotated, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from comfygate.domain.errors import InvalidInputError
+from comfygate.entrypoints.api.deps import ContainerDep, PrincipalDep
+from comfygate.entrypoints.api.schemas_jobs import (
+    USAGE_CSV_COLUMNS,
+    UsageOut,
+    UsageReportOut,
+    UsageTotalsOut,
+)
+from comfygate.services.job_queries import UsageReport
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInputError(f"{name} needs a time zone (e.g. 2024-05-01T00:00:00Z)")
+    return value
+
+
+def _csv(report: UsageReport) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=USAGE_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for event in report.events:
+        writer.writerow(UsageOut.of(event).model_dump(mode="json"))
+    return out.getvalue()
+
+
+@router.get(
+    "/usage",
+    response_model=UsageReportOut,
+    summary="Usage per settled job and totals (JSON, or CSV with ?format=csv)",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def usage(
+    container: ContainerDep,
+    principal: PrincipalDep,
+    since: Annotated[datetime | None, Query(description="inclusive, ISO-8601 with zone")] = None,
+    until: Annotated[datetime | None, Query(description="exclusive, ISO-8601 with zone")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    account_id: Annotated[str | None, Query(max_length=40)] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    report = await anyio.to_thread.run_sync(
+        functools.partial(
+            container.jobs.queries.usage,
+            principal=principal,
+            account_id=account_id,
+            since=_aware(since, "since"),
+            until=_aware(until, "until"),
+            limit=limit,
+            cursor=cursor,
+        )
+    )
+    if format == "csv":
+        headers = {"Content-Disposition": 'attachment; filename="usage.csv"'}
+        if report.next_cursor:
+            headers["X-Next-Cursor"] = report.next_cursor
+        return Response(_csv(report), media_type="text/csv; charset=utf-8", headers=headers)
+    body = UsageReportOut(
+        items=[UsageOut.of(e) for e in report.events],
+        totals=UsageTotalsOut.of(report.totals),
+        next_cursor=report.next_cursor,
+    )
+    return JSONResponse(body.model_dump(mode="json"))

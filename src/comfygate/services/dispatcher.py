@@ -1,0 +1,351 @@
+"""The in-process dispatcher: runs queued jobs on engines, settles them, survives restarts.
+
+One ``FairQueue`` per capability (plan tier first, then round-robin between accounts)
+and a concurrency limit per capability. Each job runs as a task: the queued -> running
+compare-and-set, the engine call (with progress events and a timeout guard), then the
+settlement. The database is the queue of record: on start, ``recovery`` finishes what
+a dead process left behind, and queued jobs are queued again.
+
+Blocking work (the database) goes to threads; the event loop only schedules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfygate.domain.errors import JobStateError, WorkerError, WorkerUnavailableError
+from comfygate.domain.jobs import MAX_ATTEMPTS, FairQueue, JobState, QueueEntry
+from comfygate.services.clock import Clock
+from comfygate.services.engine_run import run_on_engine
+from comfygate.services.engines import Engine, EngineResult
+from comfygate.services.events import JobEvents
+from comfygate.services.job_ports import Job, JobMetrics, JobStore, ResultStorage
+from comfygate.services.recovery import housekeep, recover_jobs
+from comfygate.services.settlement import JobLifecycle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPolicy:
+    job_timeout_s: float
+    default_concurrency: int = 2
+    concurrency: Mapping[str, int] = field(default_factory=dict)
+    progress_step: float = 0.05
+    """Progress events are recorded when the fraction moves by at least this much."""
+    housekeeping_interval_s: float = 60.0
+
+    def limit(self, capability: str) -> int:
+        return max(1, self.concurrency.get(capability, self.default_concurrency))
+
+
+@dataclass(eq=False)
+class _Running:
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    engine: Engine | None = None
+    run_task: asyncio.Task[EngineResult] | None = None
+    cancel_reason: str | None = None
+    requeued: Job | None = None
+    """Set when the job goes back to the queue; pushed once its slot is free."""
+
+
+class Dispatcher:
+    """Schedules, runs and settles jobs in this process."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        lifecycle: JobLifecycle,
+        events: JobEvents,
+        engines: Sequence[Engine],
+        storage: ResultStorage,
+        clock: Clock,
+        metrics: JobMetrics,
+        policy: DispatchPolicy,
+        housekeeping: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        self._store = store
+        self._lifecycle = lifecycle
+        self._events = events
+        self._engines = list(engines)
+        self._storage = storage
+        self._clock = clock
+        self._metrics = metrics
+        self._policy = policy
+        self._housekeeping = list(housekeeping)
+        self._queues: dict[str, FairQueue] = {}
+        self._pending: dict[str, Job] = {}
+        self._busy: dict[str, int] = {}
+        self._running: dict[str, _Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._failed_engines: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the engines, recover jobs from the database, begin dispatching."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        for engine in self._engines:
+            try:
+                await engine.start()
+            except Exception:  # a broken engine must not keep the gateway from serving
+                log.exception("engine %s failed to start", engine.name)
+                self._failed_engines.add(engine.name)
+        await self.recover()
+        self._spawn(self._pump())
+        if self._housekeeping:
+            interval_s = self._policy.housekeeping_interval_s
+            self._spawn(housekeep(self._housekeeping, interval_s=interval_s))
+
+    async def stop(self) -> None:
+        """Stop dispatching; running jobs go back to the queue (no retry used up)."""
+        self._stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for engine in self._engines:
+            try:
+                await engine.close()
+            except Exception:  # a failing close must not stop the others
+                log.exception("engine %s failed to close", engine.name)
+
+    async def is_ready(self) -> bool:
+        """Whether the dispatcher runs and some engine serves some capability."""
+        return self._loop is not None and not self._stopping and bool(self.served_capabilities())
+
+    def served_capabilities(self) -> frozenset[str]:
+        """Capabilities an engine that started (or will start) can run."""
+        served: set[str] = set()
+        for engine in self._engines:
+            if engine.name not in self._failed_engines:
+                served |= engine.capabilities()
+        return frozenset(served)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- queueing ------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> None:
+        """Queue a stored job; callable from any thread. Before ``start`` it is a
+        no-op: the job is in the database and ``start`` recovers it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._push(job)
+        else:
+            loop.call_soon_threadsafe(self._push, job)
+
+    def _push(self, job: Job) -> None:
+        queue = self._queues.setdefault(job.capability, FairQueue())
+        if job.id in self._running or job.id in queue:
+            return
+        self._pending[job.id] = job
+        queue.push(QueueEntry(job.id, job.account_id, job.tier))
+        self._metrics.queue_depth(job.capability, len(queue))
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _pump(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for capability, queue in self._queues.items():
+                while queue and self._busy.get(capability, 0) < self._policy.limit(capability):
+                    entry = queue.pop()
+                    assert entry is not None
+                    job = self._pending.pop(entry.job_id)
+                    self._busy[capability] = self._busy.get(capability, 0) + 1
+                    self._running[job.id] = _Running()
+                    self._spawn(self._execute(job))
+                self._metrics.queue_depth(capability, len(queue))
+
+    # -- running one job -------------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        entry = self._running[job.id]
+        try:
+            started = await asyncio.to_thread(self._lifecycle.start, job)
+            if started is None:
+                return  # canceled while queued
+            if entry.cancel_reason is not None:
+                await asyncio.to_thread(self._lifecycle.cancel, started, reason=entry.cancel_reason)
+                return
+            await self._run(started, entry)
+        except asyncio.CancelledError:
+            await self._interrupted(job.id, entry)
+            raise
+        except Exception:
+            log.exception("job %s: dispatcher error", job.id)
+        finally:
+            self._busy[job.capability] -= 1
+            self._running.pop(job.id, None)
+            entry.done.set()
+            if entry.requeued is not None and not self._stopping:
+                self._push(entry.requeued)
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _run(self, job: Job, entry: _Running) -> None:
+        refusal = self._refusal(job)
+        if refusal is not None:
+            code, reason = refusal
+            await asyncio.to_thread(self._lifecycle.fail, job, code=code, reason=reason)
+            return
+        engine = self._engine_for(job.capability)
+        assert engine is not None  # _refusal checked
+        entry.engine = engine
+        entry.run_task = asyncio.ensure_future(
+            run_on_engine(
+                engine,
+                job,
+                storage=self._storage,
+                events=self._events,
+                timeout_s=self._policy.job_timeout_s,
+                progress_step=self._policy.progress_step,
+            )
+        )
+        await asyncio.wait({entry.run_task})
+        await self._conclude(job, entry)
+
+    def _refusal(self, job: Job) -> tuple[str, str] | None:
+        """Why the job must fail without running, if it must."""
+        deadline = self._clock.now().timestamp() + self._policy.job_timeout_s
+        if job.hold_expires_at.timestamp() <= deadline:
+            return "hold_expired", "the job waited in the queue longer than its hold lasts"
+        if self._engine_for(job.capability) is None:
+            return WorkerUnavailableError.code, f"no engine serves {job.capability}"
+        return None
+
+    def _engine_for(self, capability: str) -> Engine | None:
+        for engine in self._engines:
+            if engine.name not in self._failed_engines and capability in engine.capabilities():
+                return engine
+        return None
+
+    async def _conclude(self, job: Job, entry: _Running) -> None:
+        task = entry.run_task
+        assert task is not None
+        lifecycle = self._lifecycle
+        engine_name = entry.engine.name if entry.engine is not None else None
+        if task.cancelled() or (entry.cancel_reason is not None and task.exception()):
+            reason = entry.cancel_reason or "canceled"
+            await asyncio.to_thread(lifecycle.cancel, job, reason=reason)
+            return
+        exc = task.exception()
+        if exc is None:
+            await self._succeed(job, task.result(), engine_name)
+        elif isinstance(exc, WorkerError) and exc.retryable and job.attempts < MAX_ATTEMPTS:
+            entry.requeued = await asyncio.to_thread(lifecycle.requeue, job, reason=exc.code)
+        elif isinstance(exc, WorkerError):
+            await asyncio.to_thread(
+                lifecycle.fail, job, code=exc.code, reason=exc.message, engine=engine_name
+            )
+        else:
+            log.error("job %s: engine %s crashed", job.id, engine_name, exc_info=exc)
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            await asyncio.to_thread(
+                lifecycle.fail, job, code="engine_error", reason=reason, engine=engine_name
+            )
+
+    async def _succeed(self, job: Job, result: EngineResult, engine_name: str | None) -> None:
+        try:
+            await asyncio.to_thread(self._lifecycle.succeed, job, result)
+        except (OSError, ValueError) as exc:  # keeping the result failed: our fault
+            log.exception("job %s: could not keep the result", job.id)
+            await asyncio.to_thread(
+                self._lifecycle.fail,
+                job,
+                code="result_storage_failed",
+                reason=f"the result could not be stored: {exc}",
+                engine=engine_name,
+            )
+
+    async def _interrupted(self, job_id: str, entry: _Running) -> None:
+        """Our own task was cancelled (shutdown): stop the engine, queue the job again."""
+        if entry.run_task is not None and not entry.run_task.done():
+            entry.run_task.cancel()
+            if entry.engine is not None:
+                await _quietly(entry.engine.cancel(job_id))
+        job = await asyncio.to_thread(self._store.get, job_id)
+        if job is not None and job.state is JobState.RUNNING:
+            await asyncio.to_thread(
+                self._lifecycle.requeue, job, reason="shutdown", count_attempt=False
+            )
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    async def cancel(self, job: Job, *, reason: str = "canceled by the customer") -> Job:
+        """Cancel a queued or running job and release its hold; returns the job after.
+
+        Raises ``JobStateError`` for a job that already finished.
+        """
+        if job.state is JobState.QUEUED:
+            done = await asyncio.to_thread(self._lifecycle.cancel, job, reason=reason)
+            if done is not None:
+                self._drop_queued(job)
+                return done
+        entry = self._running.get(job.id)
+        if entry is None:
+            current = await asyncio.to_thread(self._store.get, job.id)
+            state = current.state.value if current is not None else job.state.value
+            raise JobStateError(
+                f"job {job.id} is {state}; only queued or running jobs can be canceled",
+                job_id=job.id,
+                state=state,
+            )
+        entry.cancel_reason = reason
+        if entry.run_task is not None:
+            entry.run_task.cancel()
+            if entry.engine is not None:
+                await _quietly(entry.engine.cancel(job.id))
+        await entry.done.wait()
+        after = await asyncio.to_thread(self._store.get, job.id)
+        assert after is not None
+        return after
+
+    def _drop_queued(self, job: Job) -> None:
+        self._pending.pop(job.id, None)
+        queue = self._queues.get(job.capability)
+        if queue is not None:
+            queue.remove(job.id)
+            self._metrics.queue_depth(job.capability, len(queue))
+
+    # -- restart recovery ---------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Settle, retry, fail or re-queue what a previous process left behind."""
+        jobs = await asyncio.to_thread(
+            recover_jobs,
+            store=self._store,
+            lifecycle=self._lifecycle,
+            running_here=set(self._running),
+        )
+        for job in jobs:
+            self._push(job)
+
+
+async def _quietly(awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception:  # best effort: the job is being given up anyway
+        log.exception("engine cancel failed")

@@ -1,0 +1,138 @@
+"""Per-job event streams: in-process publish/subscribe over a persisted history.
+
+State events (``queued``, ``started``, ``succeeded`` ...) are written to the job store
+before subscribers hear of them, usually in the same transaction as the state change
+they report. Progress events are announced at once but kept in memory and written
+with the job's next state event: progress is frequent and worthless after a crash,
+so it costs no database write of its own.
+
+A subscriber that arrives late (or reconnects with ``Last-Event-ID``) replays the
+history (stored events plus progress not yet stored) and then follows live events,
+with no gap and no repeat: it subscribes first, replays, then skips live events it
+has already seen.
+
+Everything here may be called from any thread (the submit path runs in a thread
+pool); subscribers live on the event loop and are woken with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from comfygate.services.clock import Clock
+from comfygate.services.job_ports import JobEvent, JobStore
+
+KEEPALIVE_S = 15.0
+"""Silence after which a stream yields ``None`` so the transport can send a ping."""
+
+
+class _Subscriber:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+
+class JobEvents:
+    """Numbers, records and streams job events."""
+
+    def __init__(self, *, store: JobStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_seq: dict[str, int] = {}
+        self._unstored: dict[str, list[JobEvent]] = {}
+        self._subscribers: dict[str, set[_Subscriber]] = {}
+
+    def _next(self, job_id: str, kind: str, data: Mapping[str, Any]) -> JobEvent:
+        """Under ``self._lock``: the job's next numbered event."""
+        seq = self._next_seq.get(job_id)
+        if seq is None:
+            # First event this process numbers for the job (e.g. after a restart).
+            seq = self._store.last_event_seq(job_id) + 1
+        self._next_seq[job_id] = seq + 1
+        return JobEvent(job_id, seq, kind, dict(data), self._clock.now())
+
+    def first_event(self, job_id: str, kind: str, data: Mapping[str, Any]) -> JobEvent:
+        """Event number 1 of a new job (stored by the caller together with the job)."""
+        with self._lock:
+            self._next_seq[job_id] = 2
+        return JobEvent(job_id, 1, kind, dict(data), self._clock.now())
+
+    def batch(self, job_id: str, kind: str, data: Mapping[str, Any]) -> list[JobEvent]:
+        """The job's unstored progress followed by a new ``kind`` event: for callers
+        that store them in their own transaction and then ``announce`` the last."""
+        with self._lock:
+            pending = self._unstored.pop(job_id, [])
+            return [*pending, self._next(job_id, kind, data)]
+
+    def progress(self, job_id: str, data: Mapping[str, Any]) -> JobEvent:
+        """Announce a progress event now; it is stored with the next state event."""
+        with self._lock:
+            event = self._next(job_id, "progress", data)
+            self._unstored.setdefault(job_id, []).append(event)
+        self.announce(event)
+        return event
+
+    def announce(self, event: JobEvent) -> None:
+        """Tell live subscribers about an event."""
+        with self._lock:
+            subscribers = list(self._subscribers.get(event.job_id, ()))
+            if event.is_terminal:
+                self._next_seq.pop(event.job_id, None)
+                self._unstored.pop(event.job_id, None)
+        for sub in subscribers:
+            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
+
+    def record(self, job_id: str, kind: str, data: Mapping[str, Any]) -> JobEvent:
+        """Store the next event of ``job_id`` (and its unstored progress), then
+        announce it. Blocking (one insert)."""
+        events = self.batch(job_id, kind, data)
+        self._store.add_events(events)
+        self.announce(events[-1])
+        return events[-1]
+
+    def history(self, job_id: str, *, after_seq: int = 0) -> list[JobEvent]:
+        """Events of ``job_id`` after ``after_seq``, in order."""
+        with self._lock:  # read before the store: a batch stored meanwhile is in both
+            unstored = list(self._unstored.get(job_id, ()))
+        events = {e.seq: e for e in self._store.events(job_id, after_seq=after_seq)}
+        events.update((e.seq, e) for e in unstored if e.seq > after_seq)
+        return [events[seq] for seq in sorted(events)]
+
+    async def stream(
+        self, job_id: str, *, after_seq: int = 0, keepalive_s: float = KEEPALIVE_S
+    ) -> AsyncIterator[JobEvent | None]:
+        """The job's events after ``after_seq``: history, then live, until a terminal
+        event. Yields ``None`` after ``keepalive_s`` of silence."""
+        sub = _Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.setdefault(job_id, set()).add(sub)
+        try:
+            last = after_seq
+            for event in await asyncio.to_thread(self.history, job_id, after_seq=after_seq):
+                last = event.seq
+                yield event
+                if event.is_terminal:
+                    return
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), timeout=keepalive_s)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event.seq <= last:
+                    continue
+                last = event.seq
+                yield event
+                if event.is_terminal:
+                    return
+        finally:
+            with self._lock:
+                subs = self._subscribers.get(job_id)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._subscribers[job_id]

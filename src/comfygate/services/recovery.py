@@ -1,0 +1,57 @@
+"""Restart recovery and housekeeping for the dispatcher.
+
+The database is the queue of record. When a dispatcher starts, what a previous
+process left behind is finished here: terminal jobs whose settlement a crash
+interrupted are settled (the ledger's idempotency keys make a repeated capture or
+release move nothing), jobs found ``running`` — their process died — are retried once
+or failed with their hold released, and every queued job goes back to the queue.
+Nothing is lost and nothing is charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Sequence
+
+from comfygate.domain.jobs import MAX_ATTEMPTS, JobState
+from comfygate.services.job_ports import Job, JobStore
+from comfygate.services.settlement import JobLifecycle
+
+log = logging.getLogger(__name__)
+
+LOST_TWICE = "the process running the job stopped, and did so on the retry too"
+
+
+def recover_jobs(
+    *, store: JobStore, lifecycle: JobLifecycle, running_here: Collection[str] = ()
+) -> list[Job]:
+    """Settle, retry or fail what a dead process left; return the jobs to queue,
+    oldest first. Blocking. ``running_here`` are jobs this process is running."""
+    for job in store.unsettled():
+        lifecycle.settle(job)
+    to_queue: list[Job] = []
+    for job in store.in_states([JobState.RUNNING]):
+        if job.id in running_here:
+            continue
+        if job.attempts < MAX_ATTEMPTS:
+            requeued = lifecycle.requeue(job, reason="worker_lost")
+            if requeued is not None:
+                to_queue.append(requeued)
+        else:
+            lifecycle.fail(job, code="worker_lost", reason=LOST_TWICE)
+    queued = store.in_states([JobState.QUEUED])
+    seen = {job.id for job in to_queue}
+    return [*to_queue, *(job for job in queued if job.id not in seen)]
+
+
+async def housekeep(chores: Sequence[Callable[[], object]], *, interval_s: float) -> None:
+    """Run each blocking chore in a thread every ``interval_s``, forever; one failing
+    chore does not stop the others."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for chore in chores:
+            try:
+                await asyncio.to_thread(chore)
+            except Exception:
+                log.exception("housekeeping chore %r failed", chore)

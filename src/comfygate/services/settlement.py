@@ -1,0 +1,244 @@
+"""Job lifecycle after submission: start, finish, fail, cancel, retry, and settle.
+
+Settlement is written state-first: the job's terminal state is committed, then the
+hold is captured (succeeded) or released (failed, canceled) through ``LedgerService``
+with an idempotency key derived from the job id, then ``settled_at``, the usage event
+and the terminal event are committed together. A crash anywhere in between leaves a
+terminal, unsettled job that ``settle`` finishes after the restart; the ledger key
+makes the replayed capture or release move nothing the second time. So a job is
+charged at most once, and only when it succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from comfygate.domain.errors import HoldNotOpenError
+from comfygate.domain.ids import new_id
+from comfygate.domain.jobs import JobState, check_transition
+from comfygate.services.audit import AuditLog
+from comfygate.services.clock import Clock
+from comfygate.services.engines import EngineResult
+from comfygate.services.events import JobEvents
+from comfygate.services.job_ports import Job, JobMetrics, JobStore, ResultStorage, UsageEvent
+from comfygate.services.ledger import LedgerService
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "system:jobs"
+
+
+class JobLifecycle:
+    """Moves jobs through their states and settles their holds."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        ledger: LedgerService,
+        events: JobEvents,
+        storage: ResultStorage,
+        clock: Clock,
+        metrics: JobMetrics,
+        result_retention_s: int,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._events = events
+        self._storage = storage
+        self._clock = clock
+        self._metrics = metrics
+        self._retention = timedelta(seconds=result_retention_s)
+        self._audit = audit
+
+    def _move(
+        self,
+        job: Job,
+        target: JobState,
+        changes: Mapping[str, Any] | None = None,
+        event: tuple[str, Mapping[str, Any]] | None = None,
+    ) -> Job | None:
+        """Compare-and-set the state, storing ``event`` (kind, data) with it."""
+        check_transition(job.id, job.state, target)
+        events = self._events.batch(job.id, *event) if event is not None else []
+        moved = self._store.transition(job, target=target, changes=changes or {}, events=events)
+        if moved is not None:
+            self._metrics.job_state(job.capability, target.value)
+            if events:
+                self._events.announce(events[-1])
+        return moved
+
+    def start(self, job: Job) -> Job | None:
+        """queued -> running (one more attempt); None if the job is no longer queued."""
+        attempt = job.attempts + 1
+        changes = {"started_at": self._clock.now(), "attempts": attempt}
+        return self._move(job, JobState.RUNNING, changes, ("started", {"attempt": attempt}))
+
+    def requeue(self, job: Job, *, reason: str, count_attempt: bool = True) -> Job | None:
+        """running -> queued, to run again (a lost worker, a retryable error, a
+        shutdown; a shutdown does not use up the job's retry)."""
+        attempts = job.attempts if count_attempt else max(job.attempts - 1, 0)
+        changes = {"attempts": attempts, "started_at": None}
+        event = ("queued", {"retry": count_attempt, "reason": reason})
+        return self._move(job, JobState.QUEUED, changes, event)
+
+    def succeed(self, job: Job, result: EngineResult) -> Job | None:
+        """running -> succeeded with the engine's result, then settle (capture)."""
+        now = self._clock.now()
+        changes = {
+            "finished_at": now,
+            "engine": result.engine,
+            "instance": result.instance,
+            "result_name": self._storage.result_name(job.id, result.output_path),
+            "result_width": result.width,
+            "result_height": result.height,
+            "result_expires_at": now + self._retention,
+            "inference_s": result.inference_s,
+            "gpu_peak_mb": result.gpu_peak_mb,
+            "result_metadata": {"engine": result.engine, **dict(result.metadata)},
+        }
+        done = self._move(job, JobState.SUCCEEDED, changes)
+        if done is not None:
+            self._metrics.inference(job.capability, result.engine, result.inference_s)
+            return self.settle(done)
+        return None
+
+    def fail(self, job: Job, *, code: str, reason: str, engine: str | None = None) -> Job | None:
+        """queued/running -> failed (our side: engine error, timeout, worker lost, hold
+        expired), then settle (release in full)."""
+        changes = {"finished_at": self._clock.now(), "failure_code": code, "failure_reason": reason}
+        if engine is not None:
+            changes["engine"] = engine
+        done = self._move(job, JobState.FAILED, changes)
+        return self.settle(done) if done is not None else None
+
+    def cancel(self, job: Job, *, reason: str = "canceled by the customer") -> Job | None:
+        """queued/running -> canceled, then settle (release in full)."""
+        changes = {
+            "finished_at": self._clock.now(),
+            "failure_code": "canceled",
+            "failure_reason": reason,
+        }
+        done = self._move(job, JobState.CANCELED, changes)
+        return self.settle(done) if done is not None else None
+
+    def settle(self, job: Job) -> Job:
+        """Capture or release a terminal job's hold and record usage; idempotent."""
+        if job.settled_at is not None:
+            return job
+        charged, released = self._settle_hold(job)
+        now = self._clock.now()
+        events = self._events.batch(job.id, job.state.value, _terminal_data(job, charged))
+        settled, first = self._store.record_settlement(
+            job,
+            tokens_charged=charged,
+            settled_at=now,
+            usage=_usage(job, charged, now),
+            events=events,
+        )
+        if not first:  # another actor settled it in the meantime
+            return settled
+        self._events.announce(events[-1])
+        if job.state is JobState.SUCCEEDED:
+            self._storage.delete_input(job.id, job.input_name)
+        else:
+            self._storage.delete_job(job.id)  # nothing of a failed job is worth keeping
+        self._metrics.tokens(job.capability, "captured", charged)
+        self._metrics.tokens(job.capability, "released", released)
+        if self._audit is not None:
+            action = "jobs.capture" if job.state is JobState.SUCCEEDED else "jobs.release"
+            self._audit.record(
+                actor=SYSTEM_ACTOR,
+                action=action,
+                target=job.id,
+                account_id=job.account_id,
+                details={
+                    "hold_id": job.hold_id,
+                    "tokens_charged": charged,
+                    "tokens_released": released,
+                    "list_tokens": job.list_tokens,
+                    "state": job.state.value,
+                    "failure_code": job.failure_code,
+                },
+            )
+        return settled
+
+    def _settle_hold(self, job: Job) -> tuple[int, int]:
+        """``(captured, released)``; a hold that expired meanwhile was already returned
+        in full by the ledger, so it charges nothing."""
+        try:
+            if job.state is JobState.SUCCEEDED:
+                receipt = self._ledger.capture(
+                    hold_id=job.hold_id, idempotency_key=f"{job.id}:capture"
+                )
+            else:
+                receipt = self._ledger.release(
+                    hold_id=job.hold_id,
+                    idempotency_key=f"{job.id}:release",
+                    reason=job.failure_code or job.state.value,
+                )
+        except HoldNotOpenError as exc:
+            log.warning("job %s: hold %s not open at settlement: %s", job.id, job.hold_id, exc)
+            return 0, 0
+        return receipt.captured, receipt.released
+
+
+def _terminal_data(job: Job, charged: int) -> dict[str, Any]:
+    return {
+        "state": job.state.value,
+        "tokens_charged": charged,
+        "list_tokens": job.list_tokens,
+        "engine": job.engine,
+        "failure_code": job.failure_code,
+        "failure_reason": job.failure_reason,
+        "result_available": job.result_available,
+    }
+
+
+def _usage(job: Job, charged: int, now: datetime) -> UsageEvent:
+    queue_wait_s = (
+        (job.started_at - job.created_at).total_seconds() if job.started_at is not None else None
+    )
+    return UsageEvent(
+        id=new_id("use"),
+        job_id=job.id,
+        account_id=job.account_id,
+        user_id=job.user_id,
+        capability=job.capability,
+        outcome=job.state.value,
+        tokens_charged=charged,
+        list_tokens=job.list_tokens,
+        width=job.width,
+        height=job.height,
+        queue_wait_s=queue_wait_s,
+        inference_s=job.inference_s,
+        engine=job.engine,
+        price_book_version=job.price_book_version,
+        gpu_peak_mb=job.gpu_peak_mb,
+        failure_code=job.failure_code,
+        created_at=now,
+    )
+
+
+class ResultRetention:
+    """Deletes results past their retention (a housekeeping chore)."""
+
+    def __init__(self, *, store: JobStore, storage: ResultStorage, clock: Clock) -> None:
+        self._store = store
+        self._storage = storage
+        self._clock = clock
+
+    def purge(self, *, batch: int = 500) -> int:
+        """Delete the files of jobs whose result expired; returns how many jobs."""
+        now = self._clock.now()
+        purged = 0
+        while due := self._store.results_due(before=now, limit=batch):
+            for job in due:
+                self._storage.delete_job(job.id)
+                self._store.mark_result_deleted(job.id, at=now)
+            purged += len(due)
+        return purged

@@ -1,0 +1,239 @@
+"""The paid path over HTTP: submit, progress, settle, result, usage; duplicates,
+idempotency keys, locked quotes, and a corrupt file failing at the worker."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from comfygate import bootstrap
+from comfygate.adapters.db.sql_identity import SqlAuditStore
+from tests.jobs_support import (
+    CAPABILITY,
+    FakeEngine,
+    build,
+    corrupt_png,
+    finished,
+    job_rows,
+    new_customer,
+    png_bytes,
+    run,
+    running_app,
+    sse_events,
+    submit,
+)
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Any:
+    built = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
+    yield built
+    built.close()
+
+
+def test_worked_example_on_the_preview_engine(container: bootstrap.Container) -> None:
+    """800x600 person photo, 50 tokens: 11 charged, 39 left, a preview result."""
+    customer = new_customer(container, tokens=50)
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            response = await submit(client, customer, png_bytes((800, 600)))
+            assert response.status_code == 202, response.text
+            accepted = response.json()
+            assert accepted["state"] == "queued"
+            assert (accepted["tokens"], accepted["list_tokens"]) == (11, 11)
+            job = await finished(client, customer, accepted["id"])
+            events = await client.get(f"/v1/jobs/{job['id']}/events", headers=customer.headers)
+            result = await client.get(f"/v1/jobs/{job['id']}/result", headers=customer.headers)
+            balance = await client.get("/v1/balance", headers=customer.headers)
+            usage = await client.get("/v1/usage", headers=customer.headers)
+            return {
+                "job": job,
+                "events": sse_events(events.text),
+                "result": result,
+                "balance": balance.json(),
+                "usage": usage.json(),
+            }
+
+    out = run(scenario)
+    job = out["job"]
+    assert job["state"] == "succeeded" and job["tokens_charged"] == 11
+    assert job["engine"] == "preview" and job["result"]["engine"] == "preview"
+    assert (job["image"]["width"], job["image"]["height"]) == (800, 600)
+    assert out["balance"]["available"] == 39 and out["balance"]["held"] == 0
+    result = out["result"]
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    assert result.headers["x-comfygate-engine"] == "preview"
+    assert Image.open(io.BytesIO(result.content)).size == (800, 600)
+    kinds = [kind for kind, _ in out["events"]]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "succeeded"
+    assert "progress" in kinds
+    assert out["events"][-1][1]["tokens_charged"] == 11
+    (line,) = out["usage"]["items"]
+    assert line["outcome"] == "succeeded" and line["tokens_charged"] == 11
+    assert line["list_tokens"] == 11 and line["megapixels"] == 0.48
+    assert line["engine"] == "preview" and line["price_book_version"] == "default-1"
+    assert line["queue_wait_s"] is not None and line["inference_s"] is not None
+    actions = [e.action for e in SqlAuditStore(container.engine).entries(
+        account_id=customer.account_id, limit=50, before=None
+    ) if e.target == job["id"]]  # fmt: skip
+    assert sorted(actions) == ["jobs.capture", "jobs.hold"]
+    assert container.accounts.reconcile().ok
+
+
+def test_a_file_corrupt_inside_fails_at_the_worker_and_is_released(
+    container: bootstrap.Container,
+) -> None:
+    customer = new_customer(container, tokens=50)
+
+    async def scenario() -> tuple[dict[str, Any], httpx.Response, dict[str, Any]]:
+        async with running_app(container) as client:
+            accepted = await submit(client, customer, corrupt_png())
+            assert accepted.status_code == 202, accepted.text
+            job = await finished(client, customer, accepted.json()["id"])
+            again = await submit(client, customer, corrupt_png())
+            usage = (await client.get("/v1/usage", headers=customer.headers)).json()
+            await finished(client, customer, again.json()["id"])
+            return job, again, usage
+
+    job, again, usage = run(scenario)
+    assert job["state"] == "failed" and job["tokens_charged"] == 0
+    assert job["failure"]["code"] == "image_decode_failed"
+    assert job["result"] is None
+    balance = container.accounts.balance(account_id=customer.account_id)
+    assert (balance.available, balance.held) == (50, 0)
+    assert usage["items"][0]["outcome"] == "failed" and usage["totals"]["tokens_charged"] == 0
+    # A failed job does not block a retry of the same bytes.
+    assert again.status_code == 202 and again.json()["duplicate_of"] is None
+    assert again.json()["id"] != job["id"]
+    assert container.accounts.reconcile().ok
+
+
+def test_same_image_again_returns_the_earlier_job_and_charges_nothing(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[engine])
+    customer = new_customer(container, tokens=100)
+    image = png_bytes(seed=7)
+
+    async def scenario() -> list[httpx.Response]:
+        async with running_app(container) as client:
+            first = await submit(client, customer, image)
+            queued_dup = await submit(client, customer, image)
+            await finished(client, customer, first.json()["id"])
+            done_dup = await submit(client, customer, image)
+            other_cap = await submit(client, customer, image, capability="colorize.building")
+            other_opt = await submit(client, customer, image, upscale="2")
+            same_opt = await submit(client, customer, image, upscale="1")  # the default
+            for r in (other_cap, other_opt):
+                await finished(client, customer, r.json()["id"])
+            return [first, queued_dup, done_dup, other_cap, other_opt, same_opt]
+
+    try:
+        first, queued_dup, done_dup, other_cap, other_opt, same_opt = run(scenario)
+        first_id = first.json()["id"]
+        for dup in (queued_dup, done_dup, same_opt):
+            assert dup.status_code == 200
+            assert dup.json()["duplicate_of"] == first_id and dup.json()["id"] == first_id
+        assert other_cap.status_code == 202 and other_opt.status_code == 202
+        assert job_rows(container, customer.account_id) == 3
+        # 64x48: person 10, building 15, person with upscale 10 + 5 = 15.
+        balance = container.accounts.balance(account_id=customer.account_id)
+        assert (balance.available, balance.held) == (100 - 10 - 15 - 15, 0)
+    finally:
+        container.close()
+
+
+def test_dedup_window_expires_for_succeeded_jobs(tmp_path: Path) -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    container = build(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        tmp_path / "data",
+        clock=clock,
+        engines=[FakeEngine()],
+        dedup_window_s=60,
+    )
+    customer = new_customer(container, tokens=100)
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with running_app(container) as client:
+            first = await submit(client, customer, png_bytes(seed=3))
+            await finished(client, customer, first.json()["id"])
+            clock.advance(seconds=61)
+            return first, await submit(client, customer, png_bytes(seed=3))
+
+    try:
+        first, later = run(scenario)
+        assert later.status_code == 202 and later.json()["id"] != first.json()["id"]
+    finally:
+        container.close()
+
+
+def test_idempotency_key_replays_the_first_answer(tmp_path: Path) -> None:
+    container = build(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[FakeEngine()]
+    )
+    customer = new_customer(container, tokens=100)
+    key = {"Idempotency-Key": "order-42"}
+
+    async def scenario() -> list[httpx.Response]:
+        async with running_app(container) as client:
+            first = await submit(client, customer, png_bytes(seed=1), headers=key)
+            retry = await submit(client, customer, png_bytes(seed=1), headers=key)
+            other = await submit(client, customer, png_bytes(seed=2), headers=key)
+            await finished(client, customer, first.json()["id"])
+            return [first, retry, other]
+
+    try:
+        first, retry, other = run(scenario)
+        assert first.status_code == 202 and retry.status_code == 202
+        assert retry.json()["id"] == first.json()["id"]
+        assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+        assert job_rows(container, customer.account_id) == 1
+        balance = container.accounts.balance(account_id=customer.account_id)
+        assert balance.available == 90
+    finally:
+        container.close()
+
+
+def test_a_locked_quote_charges_exactly_the_quoted_amount(tmp_path: Path) -> None:
+    container = build(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[FakeEngine()]
+    )
+    customer = new_customer(container, tokens=100)
+    quote = container.pricing.quotes.quote(
+        capability=CAPABILITY, width=64, height=48, account_id=customer.account_id
+    )
+    assert quote.tokens == 10
+    doc = {
+        "version": "pricier-1",
+        "capabilities": {
+            CAPABILITY: {"base": 30, "minimum": 10, "coefficients": {"megapixels": "2.0"}}
+        },
+    }
+    container.pricing.price_books.activate(doc)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with running_app(container) as client:
+            locked = await submit(client, customer, png_bytes(seed=1), quote_id=quote.quote_id)
+            assert locked.status_code == 202, locked.text
+            unlocked = await submit(client, customer, png_bytes(seed=2))
+            return (
+                await finished(client, customer, locked.json()["id"]),
+                await finished(client, customer, unlocked.json()["id"]),
+            )
+
+    try:
+        locked, unlocked = run(scenario)
+        assert locked["tokens_charged"] == 10 and locked["quote_id"] == quote.quote_id
+        assert locked["price_book_version"] == "default-1"
+        assert unlocked["tokens_charged"] == 30 and unlocked["price_book_version"] == "pricier-1"
+        assert container.accounts.balance(account_id=customer.account_id).available == 60
+    finally:
+        container.close()

@@ -1,0 +1,188 @@
+"""Dispatch over HTTP: cancel (queued and running), retries, engine errors, VIP plans
+(nothing taken, list price recorded, fair-use limit) and plan-tier priority."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from comfygate import bootstrap
+from tests.jobs_support import (
+    Customer,
+    FakeEngine,
+    build,
+    finished,
+    new_customer,
+    png_bytes,
+    run,
+    running_app,
+    submit,
+)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def container(tmp_path: Path, engine: FakeEngine) -> Iterator[bootstrap.Container]:
+    built = build(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        tmp_path / "data",
+        engines=[engine],
+        job_concurrency=1,
+    )
+    yield built
+    built.close()
+
+
+async def _until(predicate: Any) -> None:
+    """Yield to the event loop until ``predicate()`` holds (bounded by the test timeout)."""
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+def _balance(container: bootstrap.Container, customer: Customer) -> tuple[int, int]:
+    view = container.accounts.balance(account_id=customer.account_id)
+    return view.available, view.held
+
+
+def test_cancel_queued_and_running_jobs_releases_their_holds(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    customer = new_customer(container, tokens=100)
+    engine.default = "hang"
+
+    async def scenario() -> list[Any]:
+        async with running_app(container) as client:
+            running = (await submit(client, customer, png_bytes(seed=1))).json()
+            queued = (await submit(client, customer, png_bytes(seed=2))).json()
+            await _until(lambda: running["id"] in engine.started)
+            held = _balance(container, customer)
+            h = customer.headers
+            cancel_q = await client.post(f"/v1/jobs/{queued['id']}/cancel", headers=h)
+            cancel_r = await client.post(f"/v1/jobs/{running['id']}/cancel", headers=h)
+            again = await client.post(f"/v1/jobs/{running['id']}/cancel", headers=h)
+            return [held, cancel_q, cancel_r, again]
+
+    held, cancel_q, cancel_r, again = run(scenario)
+    assert held == (80, 20)
+    assert cancel_q.status_code == 200 and cancel_q.json()["state"] == "canceled"
+    assert cancel_r.status_code == 200 and cancel_r.json()["state"] == "canceled"
+    assert cancel_r.json()["tokens_charged"] == 0
+    assert cancel_q.json()["id"] not in engine.started
+    assert cancel_r.json()["id"] in engine.cancelled
+    assert again.status_code == 409 and again.json()["code"] == "invalid_job_state"
+    assert _balance(container, customer) == (100, 0)
+    assert container.accounts.reconcile().ok
+
+
+def test_retryable_error_is_retried_once_then_fails_released(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    customer = new_customer(container, tokens=100)
+    engine.default = "retryable"
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            return await finished(client, customer, job["id"])
+
+    job = run(scenario)
+    assert job["state"] == "failed" and job["attempts"] == 2
+    assert job["failure"]["code"] == "worker_unavailable"
+    assert engine.started.count(job["id"]) == 2
+    assert _balance(container, customer) == (100, 0)
+
+
+@pytest.mark.parametrize(("fate", "code"), [("fail", "workflow_error"), ("crash", "engine_error")])
+def test_engine_errors_fail_the_job_and_release(
+    container: bootstrap.Container, engine: FakeEngine, fate: str, code: str
+) -> None:
+    customer = new_customer(container, tokens=100)
+    engine.default = fate
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            return await finished(client, customer, job["id"])
+
+    job = run(scenario)
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert job["failure"]["code"] == code and job["failure"]["reason"]
+    assert _balance(container, customer) == (100, 0)
+    assert container.accounts.reconcile().ok
+
+
+def test_vip_pays_nothing_records_list_price_and_has_a_fair_use_limit(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    customer = new_customer(container, tokens=30)
+    container.plans.subscribe(account_id=customer.account_id, plan="vip")
+    engine.default = "hang"
+
+    async def scenario() -> list[Any]:
+        async with running_app(container) as client:
+            first = (await submit(client, customer, png_bytes(seed=1))).json()
+            second = await submit(client, customer, png_bytes(seed=2))
+            third = await submit(client, customer, png_bytes(seed=3))
+            for job_id in (first["id"], second.json()["id"]):
+                engine.release(job_id)
+            done = [await finished(client, customer, first["id"])]
+            done.append(await finished(client, customer, second.json()["id"]))
+            usage = (await client.get("/v1/usage", headers=customer.headers)).json()
+            return [first, third, done, usage]
+
+    first, third, done, usage = run(scenario)
+    assert (first["tokens"], first["list_tokens"]) == (0, 10)
+    assert third.status_code == 429 and third.json()["code"] == "concurrency_limit"
+    assert all(j["state"] == "succeeded" and j["tokens_charged"] == 0 for j in done)
+    assert usage["totals"] == {"jobs": 2, "tokens_charged": 0, "list_tokens": 20}
+    assert _balance(container, customer) == (30, 0)
+
+
+def test_vip_jobs_jump_the_queue(container: bootstrap.Container, engine: FakeEngine) -> None:
+    standard = new_customer(container, tokens=100, name="standard")
+    vip = new_customer(container, tokens=0, name="vip")
+    container.plans.subscribe(account_id=vip.account_id, plan="vip")
+    engine.default = "hang"
+
+    async def scenario() -> list[str]:
+        async with running_app(container) as client:
+            blocker = (await submit(client, standard, png_bytes(seed=1))).json()["id"]
+            await _until(lambda: blocker in engine.started)
+            waiting = (await submit(client, standard, png_bytes(seed=2))).json()["id"]
+            urgent = (await submit(client, vip, png_bytes(seed=3))).json()["id"]
+            engine.default = "succeed"
+            engine.release(blocker)
+            await finished(client, standard, waiting)
+            return [blocker, urgent, waiting]
+
+    expected = run(scenario)
+    assert engine.started == expected
+    assert engine.max_running == 1
+
+
+def test_cancel_of_another_accounts_job_is_not_found(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    owner = new_customer(container, tokens=100, name="owner")
+    stranger = new_customer(container, tokens=100, name="stranger")
+    engine.default = "hang"
+
+    async def scenario() -> tuple[httpx.Response, dict[str, Any]]:
+        async with running_app(container) as client:
+            job = (await submit(client, owner, png_bytes())).json()
+            refused = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=stranger.headers)
+            engine.release(job["id"])
+            return refused, await finished(client, owner, job["id"])
+
+    refused, job = run(scenario)
+    assert refused.status_code == 404 and refused.json()["code"] == "job_not_found"
+    assert job["state"] == "succeeded"

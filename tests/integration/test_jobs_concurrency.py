@@ -1,0 +1,109 @@
+"""Parallel submissions on the last tokens, on every backend.
+
+Several containers on one database play several gateway processes; each submits from
+many threads at once. Exactly the affordable jobs are accepted, the rest are refused
+with ``insufficient_balance``, the balance never goes negative and the ledger
+reconciles.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from comfygate.adapters.images import receive_upload_sync
+from comfygate.domain.errors import InsufficientBalanceError
+from comfygate.services.identity_types import Principal, Role
+from comfygate.services.jobs import SubmitOutcome, SubmitRequest
+from tests.jobs_support import CAPABILITY, FakeEngine, build, job_rows, png_bytes, stored_files
+
+GATEWAYS = 3
+SUBMISSIONS = 12
+PRICE = 10  # 64x48 person photo: the minimum
+BALANCE = 4 * PRICE + 5  # affords exactly four
+
+
+@pytest.mark.timeout(240)
+def test_parallel_submits_accept_exactly_the_affordable_ones(
+    database_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    containers = [build(database_url, data_dir, engines=[FakeEngine()]) for _ in range(GATEWAYS)]
+    first = containers[0]
+    account_id = first.ledger.open_account(name="race")
+    first.ledger.grant(
+        account_id=account_id, amount=BALANCE, source="promotion", idempotency_key="race-grant"
+    )
+    principal = Principal(account_id, "user_race", Role.ADMIN, "key_race")
+    barrier = threading.Barrier(SUBMISSIONS)
+
+    def attempt(i: int) -> SubmitOutcome | InsufficientBalanceError:
+        container = containers[i % GATEWAYS]
+        upload = receive_upload_sync(
+            io.BytesIO(png_bytes(seed=i)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        barrier.wait()
+        try:
+            return container.jobs.submission.submit(
+                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+            )
+        except InsufficientBalanceError as exc:
+            return exc
+
+    try:
+        with ThreadPoolExecutor(SUBMISSIONS) as pool:
+            results = list(pool.map(attempt, range(SUBMISSIONS)))
+        accepted = [r for r in results if isinstance(r, SubmitOutcome)]
+        refused = [r for r in results if isinstance(r, InsufficientBalanceError)]
+        assert len(accepted) == BALANCE // PRICE
+        assert len(refused) == SUBMISSIONS - len(accepted)
+        assert all(r.available < PRICE for r in refused)
+        assert len({o.job.hold_id for o in accepted}) == len(accepted)
+        balance = first.accounts.balance(account_id=account_id)
+        assert balance.available == BALANCE - PRICE * len(accepted) >= 0
+        assert balance.held == PRICE * len(accepted)
+        assert first.accounts.reconcile().ok
+        assert job_rows(first, account_id) == len(accepted)
+        # Refused uploads left nothing; accepted ones live in their job folders.
+        assert all(p.parent.parent.name == "jobs" for p in stored_files(data_dir))
+        assert len(stored_files(data_dir)) == len(accepted)
+    finally:
+        for container in containers:
+            container.close()
+
+
+@pytest.mark.timeout(240)
+def test_parallel_submits_of_one_image_make_one_job(database_url: str, tmp_path: Path) -> None:
+    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    account_id = container.ledger.open_account(name="dup")
+    container.ledger.grant(
+        account_id=account_id, amount=100, source="promotion", idempotency_key="dup-grant"
+    )
+    principal = Principal(account_id, "user_dup", Role.ADMIN, "key_dup")
+    image = png_bytes(seed=99)
+    barrier = threading.Barrier(8)
+
+    def attempt(_: int) -> SubmitOutcome:
+        upload = receive_upload_sync(
+            io.BytesIO(image), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        barrier.wait()
+        return container.jobs.submission.submit(
+            principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+        )
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(attempt, range(8)))
+        (original,) = [o for o in outcomes if o.duplicate_of is None]
+        assert all(o.duplicate_of == original.job.id for o in outcomes if o is not original)
+        assert job_rows(container, account_id) == 1
+        balance = container.accounts.balance(account_id=account_id)
+        assert (balance.available, balance.held) == (100 - PRICE, PRICE)
+        assert list((tmp_path / "data" / "tmp").iterdir()) == []
+    finally:
+        container.close()

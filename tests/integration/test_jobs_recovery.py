@@ -1,0 +1,150 @@
+"""Restart recovery on every backend: what a dead process left behind is finished by
+the next one, never lost and never charged twice.
+
+A "crash" is simulated by leaving the database as a killed process would (a job
+marked running by a dispatcher that is gone, a terminal job not yet settled, a
+capture written but not recorded on the job) and starting a new dispatcher on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comfygate import bootstrap
+from comfygate.adapters.images import receive_upload_sync
+from comfygate.domain.jobs import JobState
+from comfygate.services.identity_types import Principal, Role
+from comfygate.services.job_ports import Job
+from comfygate.services.jobs import SubmitRequest
+from tests.jobs_support import CAPABILITY, FakeEngine, build, png_bytes
+
+GRANT = 100
+PRICE = 10
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
+    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    account_id = container.ledger.open_account(name="crashy")
+    container.ledger.grant(
+        account_id=account_id, amount=GRANT, source="promotion", idempotency_key="g"
+    )
+    yield container, account_id
+    container.close()
+
+
+def _submit(container: bootstrap.Container, account_id: str, seed: int) -> Job:
+    upload = receive_upload_sync(
+        io.BytesIO(png_bytes(seed=seed)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+    )
+    principal = Principal(account_id, "user_x", Role.ADMIN, "key_x")
+    return container.jobs.submission.submit(
+        principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+    ).job
+
+
+def _restart(container: bootstrap.Container, tmp_path: Path) -> tuple[FakeEngine, list[Job]]:
+    """A new process on the same database: start its dispatcher, let it drain."""
+    engine = FakeEngine()
+    fresh = build(container.settings.database_url, tmp_path / "data", engines=[engine])
+
+    async def scenario() -> list[Job]:
+        dispatcher = fresh.jobs.dispatcher
+        await dispatcher.start()
+        store = fresh.jobs.store
+        while await asyncio.to_thread(store.in_states, [JobState.QUEUED, JobState.RUNNING]):
+            await asyncio.sleep(0.02)
+        while await asyncio.to_thread(store.unsettled):
+            await asyncio.sleep(0.02)
+        await dispatcher.stop()
+        return await asyncio.to_thread(
+            store.list_jobs, account_id=None, user_id=None, state=None, limit=100, before=None
+        )
+
+    try:
+        return engine, asyncio.run(scenario())
+    finally:
+        fresh.close()
+
+
+def _assert_money(container: bootstrap.Container, account_id: str, succeeded: int) -> None:
+    balance = container.accounts.balance(account_id=account_id)
+    assert (balance.available, balance.held) == (GRANT - PRICE * succeeded, 0)
+    assert container.accounts.reconcile().ok
+
+
+def test_queued_jobs_run_after_a_restart(
+    world: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    container, account_id = world
+    jobs = [_submit(container, account_id, seed) for seed in range(3)]
+    engine, after = _restart(container, tmp_path)
+    assert sorted(engine.started) == sorted(j.id for j in jobs)
+    assert {j.state for j in after} == {JobState.SUCCEEDED}
+    _assert_money(container, account_id, succeeded=3)
+
+
+def test_a_job_lost_mid_run_is_retried_once_and_charged_once(
+    world: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    container, account_id = world
+    job = _submit(container, account_id, 1)
+    assert container.jobs.lifecycle.start(job) is not None  # then the process dies
+    engine, after = _restart(container, tmp_path)
+    (done,) = after
+    assert engine.started == [job.id]
+    assert done.state is JobState.SUCCEEDED and done.attempts == 2
+    assert done.tokens_charged == PRICE
+    _assert_money(container, account_id, succeeded=1)
+
+
+def test_a_job_lost_on_its_retry_fails_with_its_hold_released(
+    world: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    container, account_id = world
+    lifecycle = container.jobs.lifecycle
+    job = _submit(container, account_id, 1)
+    running = lifecycle.start(job)
+    assert running is not None
+    queued = lifecycle.requeue(running, reason="worker_lost")  # the first restart
+    assert queued is not None
+    assert lifecycle.start(queued) is not None  # and the retry dies too
+    engine, after = _restart(container, tmp_path)
+    (done,) = after
+    assert engine.started == []
+    assert done.state is JobState.FAILED and done.failure_code == "worker_lost"
+    assert done.tokens_charged == 0 and done.settled_at is not None
+    _assert_money(container, account_id, succeeded=0)
+
+
+def test_a_terminal_job_left_unsettled_is_settled_on_start(
+    world: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    container, account_id = world
+    store = container.jobs.store
+    won = _submit(container, account_id, 1)
+    lost = _submit(container, account_id, 2)
+    for job, target in ((won, JobState.SUCCEEDED), (lost, JobState.FAILED)):
+        running = container.jobs.lifecycle.start(job)
+        assert running is not None
+        # The state was committed, then the process died before touching the ledger.
+        assert store.transition(running, target=target, changes={})
+    # For the success, the capture even went through before the crash.
+    container.ledger.capture(hold_id=won.hold_id, idempotency_key=f"{won.id}:capture")
+    engine, after = _restart(container, tmp_path)
+    states = {j.id: (j.state, j.tokens_charged) for j in after}
+    assert states == {won.id: (JobState.SUCCEEDED, PRICE), lost.id: (JobState.FAILED, 0)}
+    assert engine.started == []
+    _assert_money(container, account_id, succeeded=1)
+    # Settling again (another restart) changes nothing.
+    _restart(container, tmp_path)
+    _assert_money(container, account_id, succeeded=1)
+    usage = store.usage(
+        account_id=account_id, user_id=None, since=None, until=None, limit=10, before=None
+    )
+    assert sorted(u.job_id for u in usage) == sorted([won.id, lost.id])

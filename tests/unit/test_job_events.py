@@ -1,0 +1,123 @@
+"""Per-job event streams: history replay, then live events, no gap, no repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from comfygate.services.events import JobEvents
+from comfygate.services.job_ports import JobEvent
+from tests.fakes import FakeClock
+
+
+class FakeEventStore:
+    """Only the event part of ``JobStore``."""
+
+    def __init__(self) -> None:
+        self.rows: list[JobEvent] = []
+
+    def add_events(self, events: list[JobEvent]) -> None:
+        self.rows.extend(events)
+
+    def events(self, job_id: str, *, after_seq: int) -> list[JobEvent]:
+        return sorted(
+            (e for e in self.rows if e.job_id == job_id and e.seq > after_seq),
+            key=lambda e: e.seq,
+        )
+
+    def last_event_seq(self, job_id: str) -> int:
+        return max((e.seq for e in self.rows if e.job_id == job_id), default=0)
+
+
+def _events() -> tuple[JobEvents, FakeEventStore]:
+    store = FakeEventStore()
+    return JobEvents(store=store, clock=FakeClock()), store  # type: ignore[arg-type]
+
+
+async def _collect(events: JobEvents, job_id: str, **kw: Any) -> list[tuple[int, str]]:
+    out = []
+    async for event in events.stream(job_id, **kw):
+        if event is not None:
+            out.append((event.seq, event.kind))
+    return out
+
+
+def test_a_late_subscriber_replays_the_history() -> None:
+    events, _ = _events()
+    for kind in ("queued", "started", "progress", "succeeded"):
+        events.record("job_a", kind, {})
+    assert asyncio.run(_collect(events, "job_a")) == [
+        (1, "queued"),
+        (2, "started"),
+        (3, "progress"),
+        (4, "succeeded"),
+    ]
+    assert asyncio.run(_collect(events, "job_a", after_seq=2)) == [
+        (3, "progress"),
+        (4, "succeeded"),
+    ]
+
+
+def test_live_events_follow_the_history_without_gaps_or_repeats() -> None:
+    events, _ = _events()
+    events.record("job_b", "queued", {})
+
+    async def scenario() -> list[tuple[int, str]]:
+        reader = asyncio.create_task(_collect(events, "job_b"))
+        await asyncio.sleep(0.05)
+        # From another thread, as the submit path and the dispatcher's threads do.
+        writer = threading.Thread(
+            target=lambda: [events.record("job_b", k, {}) for k in ("started", "failed")]
+        )
+        writer.start()
+        await asyncio.to_thread(writer.join)
+        return await reader
+
+    assert asyncio.run(scenario()) == [(1, "queued"), (2, "started"), (3, "failed")]
+
+
+def test_silence_yields_keepalives_and_other_jobs_are_not_mixed_in() -> None:
+    events, _ = _events()
+
+    async def scenario() -> list[Any]:
+        seen: list[Any] = []
+        async for event in events.stream("job_c", keepalive_s=0.01):
+            seen.append(event if event is None else (event.job_id, event.kind))
+            if seen.count(None) == 2:
+                events.record("job_other", "queued", {})
+                events.record("job_c", "canceled", {})
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[:2] == [None, None]
+    assert seen[-1] == ("job_c", "canceled")
+    assert ("job_other", "queued") not in seen
+
+
+def test_numbering_continues_after_a_restart_and_first_event_is_one() -> None:
+    events, store = _events()
+    first = events.first_event("job_d", "queued", {"tokens": 3})
+    store.add_events([first])
+    events.record("job_d", "started", {})
+    restarted = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    assert first.seq == 1
+    assert restarted.record("job_d", "progress", {}).seq == 3
+
+
+def test_progress_is_announced_at_once_and_stored_with_the_next_state_event() -> None:
+    events, store = _events()
+    events.record("job_e", "started", {})
+    events.progress("job_e", {"fraction": 0.5})
+    assert [e.kind for e in store.rows] == ["started"]
+    assert [(e.seq, e.kind) for e in events.history("job_e")] == [(1, "started"), (2, "progress")]
+    events.record("job_e", "succeeded", {})
+    assert [(e.seq, e.kind) for e in store.rows] == [
+        (1, "started"),
+        (2, "progress"),
+        (3, "succeeded"),
+    ]
+    assert asyncio.run(_collect(events, "job_e", after_seq=1)) == [
+        (2, "progress"),
+        (3, "succeeded"),
+    ]
