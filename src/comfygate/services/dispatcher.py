@@ -233,7 +233,10 @@ class Dispatcher:
         if job.hold_expires_at.timestamp() <= deadline:
             return "hold_expired", "the job waited in the queue longer than its hold lasts"
         if self._engine_for(job.capability) is None:
-            return WorkerUnavailableError.code, f"no engine serves {job.capability}"
+            reason = f"no engine serves {job.capability}"
+            if job.failure_reason:  # a retry: keep what went wrong the last time
+                reason = f"{job.failure_reason}; then {reason} to retry it"
+            return WorkerUnavailableError.code, reason
         return None
 
     def _engine_for(self, capability: str) -> Engine | None:
@@ -255,7 +258,9 @@ class Dispatcher:
         if exc is None:
             await self._succeed(job, task.result(), engine_name)
         elif isinstance(exc, WorkerError) and exc.retryable and job.attempts < MAX_ATTEMPTS:
-            entry.requeued = await asyncio.to_thread(lifecycle.requeue, job, reason=exc.code)
+            entry.requeued = await asyncio.to_thread(
+                lifecycle.requeue, job, reason=exc.code, detail=exc.message
+            )
         elif isinstance(exc, WorkerError):
             await asyncio.to_thread(
                 lifecycle.fail, job, code=exc.code, reason=exc.message, engine=engine_name

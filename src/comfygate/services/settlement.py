@@ -78,11 +78,14 @@ class JobLifecycle:
         changes = {"started_at": self._clock.now(), "attempts": attempt}
         return self._move(job, JobState.RUNNING, changes, ("started", {"attempt": attempt}))
 
-    def requeue(self, job: Job, *, reason: str, count_attempt: bool = True) -> Job | None:
+    def requeue(
+        self, job: Job, *, reason: str, detail: str | None = None, count_attempt: bool = True
+    ) -> Job | None:
         """running -> queued, to run again (a lost worker, a retryable error, a
         shutdown; a shutdown does not use up the job's retry)."""
         attempts = job.attempts if count_attempt else max(job.attempts - 1, 0)
-        changes = {"attempts": attempts, "started_at": None}
+        # What went wrong stays on the job so that, if no retry can run, it still says why.
+        changes = {"attempts": attempts, "started_at": None, "failure_reason": detail or reason}
         event = ("queued", {"retry": count_attempt, "reason": reason})
         return self._move(job, JobState.QUEUED, changes, event)
 
