@@ -47,6 +47,22 @@ _FIND_TXN = sa.select(
     ledger_transactions.c.id, ledger_transactions.c.request_hash, ledger_transactions.c.result
 ).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
 _LOTS = sa.select(lots).where(lots.c.account_id == sa.bindparam("account_id"), lots.c.remaining > 0)
+# Statements are built once: SQLAlchemy then reuses their compiled form.
+_INSERT_TXN = ledger_transactions.insert()
+_INSERT_LOT = lots.insert()
+_INSERT_HOLD = holds.insert()
+_INSERT_POSTING = postings.insert()
+_HOLD = sa.select(holds).where(holds.c.id == sa.bindparam("hold_id"))
+_SETTLE_HOLD = holds.update().where(holds.c.id == sa.bindparam("b_hold_id"))
+_HOLD_ACCOUNT = (
+    sa.select(balances.c.account_id)
+    .join(holds, holds.c.account_id == balances.c.account_id)
+    .where(holds.c.id == sa.bindparam("hold_id"))
+)
+# Lock only the balance row: it serialises the account (hold rows change under it).
+# MariaDB has no ``FOR UPDATE OF``; there the join's hold row is locked too, harmlessly.
+_LOCK_HOLD_PG = _HOLD_ACCOUNT.with_for_update(of=balances)
+_LOCK_HOLD = _HOLD_ACCOUNT.with_for_update()
 _ADD_TO_LOT = (
     lots.update()
     .where(lots.c.id == sa.bindparam("b_lot_id"))
@@ -109,17 +125,8 @@ class SqlLedgerUnitOfWork:
         return CachedBalance(row.available, row.held)
 
     def lock_hold(self, hold_id: str) -> str:
-        query = (
-            sa.select(balances.c.account_id)
-            .join(holds, holds.c.account_id == balances.c.account_id)
-            .where(holds.c.id == hold_id)
-        )
-        # Lock only the balance row: it serialises the account (hold rows change under it).
-        if self._conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=balances)
-        else:
-            query = query.with_for_update()
-        account_id = self._conn.execute(query).scalar_one_or_none()
+        query = _LOCK_HOLD_PG if self._conn.dialect.name == "postgresql" else _LOCK_HOLD
+        account_id = self._conn.execute(query, {"hold_id": hold_id}).scalar_one_or_none()
         if account_id is None:
             raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
         return str(account_id)
@@ -134,7 +141,7 @@ class SqlLedgerUnitOfWork:
         return [_lot(r) for r in self._conn.execute(_LOTS, {"account_id": account_id})]
 
     def hold(self, hold_id: str) -> dl.Hold | None:
-        row = self._conn.execute(sa.select(holds).where(holds.c.id == hold_id)).first()
+        row = self._conn.execute(_HOLD, {"hold_id": hold_id}).first()
         return None if row is None else _hold(row)
 
     def open_holds_due(self, account_id: str, now: datetime) -> list[dl.Hold]:
@@ -156,26 +163,26 @@ class SqlLedgerUnitOfWork:
     ) -> None:
         conn = self._conn
         try:
-            conn.execute(ledger_transactions.insert(), _txn_row(txn, movement))
+            conn.execute(_INSERT_TXN, _txn_row(txn, movement))
         except sa.exc.IntegrityError as error:
             if txn.idempotency_key is None:
                 raise
             raise DuplicateIdempotencyKeyError(txn.idempotency_key) from error
         if new_lot is not None:
-            conn.execute(lots.insert(), _lot_row(new_lot, txn.memo))
+            conn.execute(_INSERT_LOT, _lot_row(new_lot, txn.memo))
         if new_hold is not None:
-            conn.execute(holds.insert(), _hold_row(new_hold))
+            conn.execute(_INSERT_HOLD, _hold_row(new_hold))
         if movement.postings:
-            conn.execute(postings.insert(), [_posting_row(txn.id, p) for p in movement.postings])
+            conn.execute(_INSERT_POSTING, [_posting_row(txn.id, p) for p in movement.postings])
         if settled_hold is not None:
             conn.execute(
-                holds.update()
-                .where(holds.c.id == settled_hold.id)
-                .values(
-                    state=settled_hold.state.value,
-                    captured=settled_hold.captured,
-                    settled_at=txn.created_at,
-                )
+                _SETTLE_HOLD,
+                {
+                    "b_hold_id": settled_hold.id,
+                    "state": settled_hold.state.value,
+                    "captured": settled_hold.captured,
+                    "settled_at": txn.created_at,
+                },
             )
         if movement.lot_deltas:
             conn.execute(
