@@ -6,6 +6,7 @@ process (the CLI, the server, a test).
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from comfygate.adapters.db.sql_pricing import build_pricing_services
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.payments import HmacWebhookProvider
 from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
+from comfygate.adapters.serial import SerialWorker
 from comfygate.bootstrap_jobs import JobServices, build_job_services
 from comfygate.config import Settings
 from comfygate.domain.plans import PlanCatalog, parse_catalog
@@ -36,6 +38,9 @@ from comfygate.services.ledger import LedgerService
 from comfygate.services.payments import PaymentService
 from comfygate.services.plans import PlanService
 from comfygate.services.quoting import PricingServices
+
+HOT_PATH_LANES = 8
+"""Threads of ``Container.serial`` on PostgreSQL or MariaDB (see ``adapters.serial``)."""
 
 
 def _read_toml(path: Path | None, shipped: str) -> dict[str, Any]:
@@ -69,6 +74,8 @@ class Container:
     pricing: PricingServices
     # jobs: submit, dispatch, settle, results, usage (bootstrap_jobs)
     jobs: JobServices
+    serial: SerialWorker
+    """Runs the hot path's blocking calls: quotes, submissions, job starts, settlements."""
     # Fields with defaults stay last (dataclass rule): lifecycle hooks the API's
     # lifespan runs, and readiness checks /readyz runs (name -> async "is it ready?").
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -80,6 +87,7 @@ class Container:
         migrate.upgrade(self.engine)
 
     def close(self) -> None:
+        self.serial.close()
         self.engine.dispose()
 
 
@@ -117,6 +125,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     )
     rate_limiter = _rate_limiter(settings)
     metrics = GatewayMetrics()
+    # SQLite has one writer at a time: one lane. A server database: several.
+    lanes = 1 if engine.dialect.name == "sqlite" else HOT_PATH_LANES
+    serial = SerialWorker("comfygate-hot-path", lanes=lanes)
     pricing = build_pricing_services(
         engine,
         clock=clock,
@@ -132,6 +143,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         quotes=pricing.quotes,
         audit=audit,
         metrics=metrics,
+        offload=serial.call,
     )
     container = Container(
         settings=settings,
@@ -148,7 +160,13 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         rate_limiter=rate_limiter,
         pricing=pricing,
         jobs=jobs,
+        serial=serial,
     )
+
+    async def close_serial() -> None:  # the last hook to run (they run in reverse)
+        await asyncio.to_thread(serial.close)
+
+    container.on_shutdown.append(close_serial)
     container.on_shutdown.append(rate_limiter.close)
     container.on_startup.append(jobs.dispatcher.start)
     container.on_shutdown.append(jobs.dispatcher.stop)

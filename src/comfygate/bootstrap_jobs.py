@@ -12,6 +12,7 @@ the model-free ``preview`` engine.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from comfygate.config import Settings
 from comfygate.domain.jobs import hold_ttl_s
 from comfygate.services.audit import AuditLog
 from comfygate.services.clock import Clock
-from comfygate.services.dispatcher import Dispatcher, DispatchPolicy
+from comfygate.services.dispatcher import Dispatcher, DispatchPolicy, Offload
 from comfygate.services.engines import Engine
 from comfygate.services.events import JobEvents
 from comfygate.services.job_queries import JobQueries
@@ -90,8 +91,10 @@ def build_job_services(
     audit: AuditLog,
     metrics: GatewayMetrics,
     engines: list[Engine] | None = None,
+    offload: Offload | None = None,
 ) -> JobServices:
-    """Wire the jobs side; ``engines`` overrides the settings' choice (tests)."""
+    """Wire the jobs side; ``engines`` overrides the settings' choice (tests);
+    ``offload`` runs the dispatcher's blocking calls (default: ``asyncio.to_thread``)."""
     store = SqlJobStore(engine)
     storage = LocalResultStorage(settings.data_dir / "jobs")
     job_metrics = PrometheusJobMetrics(metrics)
@@ -123,6 +126,7 @@ def build_job_services(
             concurrency=dict(settings.job_concurrency_per_capability),
         ),
         housekeeping=[retention.purge, ledger.expire, quotes.purge_expired],
+        offload=offload or asyncio.to_thread,
     )
     policy = JobPolicy(
         max_pixels=settings.max_image_pixels,

@@ -1,9 +1,12 @@
 """The audit log: who did which money or admin action to what, and when.
 
 Every grant, subscription, order confirmation, key or user change, price-book
-activation and job settlement records one entry. Entries are only ever appended. An
-entry is written after the action it describes has committed, so a crash in between
-can lose an entry but never invent one for an action that did not happen.
+activation and job settlement records one entry. Entries are only ever appended.
+Where the store of the action can take it (a job's hold and its settlement), the
+entry is written in the action's own transaction (``entry`` builds it): both or
+neither. Elsewhere it is written after the action has committed (``record``), so a
+crash in between can lose an entry but never invent one for an action that did not
+happen.
 """
 
 from __future__ import annotations
@@ -72,8 +75,24 @@ class AuditLog:
         account_id: str | None = None,
     ) -> AuditEntry:
         """Append one entry; ``details`` must be JSON-serialisable."""
+        entry = self.entry(
+            actor=actor, action=action, target=target, details=details, account_id=account_id
+        )
+        self._store.append(entry)
+        return entry
+
+    def entry(
+        self,
+        *,
+        actor: Actor,
+        action: str,
+        target: str,
+        details: Mapping[str, Any] | None = None,
+        account_id: str | None = None,
+    ) -> AuditEntry:
+        """A new entry, not stored: for a store that writes it with the action itself."""
         who, who_account = describe_actor(actor)
-        entry = AuditEntry(
+        return AuditEntry(
             id=new_id("aud"),
             at=self._clock.now(),
             actor=who,
@@ -83,8 +102,6 @@ class AuditLog:
             account_id=account_id,
             details=dict(details or {}),
         )
-        self._store.append(entry)
-        return entry
 
     def entries(
         self, *, account_id: str | None = None, limit: int = 100, before: str | None = None

@@ -6,7 +6,9 @@ compare-and-set, the engine call (with progress events and a timeout guard), the
 settlement. The database is the queue of record: on start, ``recovery`` finishes what
 a dead process left behind, and queued jobs are queued again.
 
-Blocking work (the database) goes to threads; the event loop only schedules.
+Blocking work (the database) goes to threads; the event loop only schedules. Starting
+and settling a job go through ``offload`` (the composition root passes its hot-path
+worker; ``asyncio.to_thread`` by default).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from comfygate.services.recovery import housekeep, recover_jobs
 from comfygate.services.settlement import JobLifecycle
 
 log = logging.getLogger(__name__)
+
+Offload = Callable[..., Awaitable[Any]]
+"""Runs ``fn(*args, **kwargs)`` off the event loop, like ``asyncio.to_thread``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class Dispatcher:
         metrics: JobMetrics,
         policy: DispatchPolicy,
         housekeeping: Sequence[Callable[[], object]] = (),
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
@@ -78,6 +84,7 @@ class Dispatcher:
         self._metrics = metrics
         self._policy = policy
         self._housekeeping = list(housekeeping)
+        self._offload = offload
         self._queues: dict[str, FairQueue] = {}
         self._pending: dict[str, Job] = {}
         self._busy: dict[str, int] = {}
@@ -184,11 +191,11 @@ class Dispatcher:
     async def _execute(self, job: Job) -> None:
         entry = self._running[job.id]
         try:
-            started = await asyncio.to_thread(self._lifecycle.start, job)
+            started = await self._offload(self._lifecycle.start, job)
             if started is None:
                 return  # canceled while queued
             if entry.cancel_reason is not None:
-                await asyncio.to_thread(self._lifecycle.cancel, started, reason=entry.cancel_reason)
+                await self._offload(self._lifecycle.cancel, started, reason=entry.cancel_reason)
                 return
             await self._run(started, entry)
         except asyncio.CancelledError:
@@ -209,7 +216,7 @@ class Dispatcher:
         refusal = self._refusal(job)
         if refusal is not None:
             code, reason = refusal
-            await asyncio.to_thread(self._lifecycle.fail, job, code=code, reason=reason)
+            await self._offload(self._lifecycle.fail, job, code=code, reason=reason)
             return
         engine = self._engine_for(job.capability)
         assert engine is not None  # _refusal checked
@@ -252,32 +259,32 @@ class Dispatcher:
         engine_name = entry.engine.name if entry.engine is not None else None
         if task.cancelled() or (entry.cancel_reason is not None and task.exception()):
             reason = entry.cancel_reason or "canceled"
-            await asyncio.to_thread(lifecycle.cancel, job, reason=reason)
+            await self._offload(lifecycle.cancel, job, reason=reason)
             return
         exc = task.exception()
         if exc is None:
             await self._succeed(job, task.result(), engine_name)
         elif isinstance(exc, WorkerError) and exc.retryable and job.attempts < MAX_ATTEMPTS:
-            entry.requeued = await asyncio.to_thread(
+            entry.requeued = await self._offload(
                 lifecycle.requeue, job, reason=exc.code, detail=exc.message
             )
         elif isinstance(exc, WorkerError):
-            await asyncio.to_thread(
+            await self._offload(
                 lifecycle.fail, job, code=exc.code, reason=exc.message, engine=engine_name
             )
         else:
             log.error("job %s: engine %s crashed", job.id, engine_name, exc_info=exc)
             reason = f"engine error: {type(exc).__name__}: {exc}"
-            await asyncio.to_thread(
+            await self._offload(
                 lifecycle.fail, job, code="engine_error", reason=reason, engine=engine_name
             )
 
     async def _succeed(self, job: Job, result: EngineResult, engine_name: str | None) -> None:
         try:
-            await asyncio.to_thread(self._lifecycle.succeed, job, result)
+            await self._offload(self._lifecycle.succeed, job, result)
         except (OSError, ValueError) as exc:  # keeping the result failed: our fault
             log.exception("job %s: could not keep the result", job.id)
-            await asyncio.to_thread(
+            await self._offload(
                 self._lifecycle.fail,
                 job,
                 code="result_storage_failed",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from comfygate.domain.images import ImageInfo
 from comfygate.domain.jobs import JobState
 from comfygate.domain.pricing_options import JsonScalar
+from comfygate.services.audit import AuditEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +137,8 @@ class UsageTotals:
 
 
 class JobStore(Protocol):
-    def add(self, job: Job, first_event: JobEvent) -> Job:
-        """Insert a new job and its first event in one transaction.
+    def add(self, job: Job, first_event: JobEvent, audit: AuditEntry | None = None) -> Job:
+        """Insert a new job, its first event and ``audit`` in one transaction.
 
         Raises ``IdempotencyConflictError`` if the account already has a job under
         ``job.idempotency_key`` (the caller then loads that one).
@@ -183,10 +184,11 @@ class JobStore(Protocol):
         settled_at: datetime,
         usage: UsageEvent,
         events: Sequence[JobEvent],
+        audit: AuditEntry | None = None,
     ) -> tuple[Job, bool]:
-        """Mark the job settled, write its usage event and its last events, once, in
-        one transaction; the flag says whether this call did it (False: it was
-        settled already and nothing was written)."""
+        """Mark the job settled, write its usage event, its last events and ``audit``,
+        once, in one transaction; the flag says whether this call did it (False: it
+        was settled already and nothing was written)."""
         ...
 
     def list_jobs(

@@ -30,7 +30,7 @@ from comfygate.domain.jobs import (
     options_key,
 )
 from comfygate.domain.pricing import Price
-from comfygate.services.audit import AuditLog
+from comfygate.services.audit import AuditEntry, AuditLog
 from comfygate.services.clock import Clock
 from comfygate.services.events import JobEvents
 from comfygate.services.identity_types import Principal
@@ -177,7 +177,7 @@ class JobSubmission:
                         reason="submit_failed",
                     )
                 raise
-        self._after_accept(principal, job)
+        self._after_accept(job)
         return SubmitOutcome(job)
 
     def _price(
@@ -284,25 +284,25 @@ class JobSubmission:
         first = self._events.first_event(
             job_id, "queued", {"tokens": job.tokens, "list_tokens": job.list_tokens}
         )
-        self._store.add(job, first)
+        self._store.add(job, first, self._hold_entry(principal, job))
         self._events.announce(first)
         return job
 
-    def _after_accept(self, principal: Principal, job: Job) -> None:
+    def _hold_entry(self, principal: Principal, job: Job) -> AuditEntry | None:
+        """The audit entry of the job's hold, stored with the job in one transaction."""
+        if self._audit is None:
+            return None
+        return self._audit.entry(
+            actor=principal,
+            action="jobs.hold",
+            target=job.id,
+            account_id=job.account_id,
+            details={"hold_id": job.hold_id, "tokens": job.tokens, "list_tokens": job.list_tokens},
+        )
+
+    def _after_accept(self, job: Job) -> None:
         self._metrics.job_state(job.capability, JobState.QUEUED.value)
         self._metrics.tokens(job.capability, "held", job.tokens)
-        if self._audit is not None:
-            self._audit.record(
-                actor=principal,
-                action="jobs.hold",
-                target=job.id,
-                account_id=job.account_id,
-                details={
-                    "hold_id": job.hold_id,
-                    "tokens": job.tokens,
-                    "list_tokens": job.list_tokens,
-                },
-            )
         self._enqueue(job)
 
 

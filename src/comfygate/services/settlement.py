@@ -2,8 +2,8 @@
 
 Settlement is written state-first: the job's terminal state is committed, then the
 hold is captured (succeeded) or released (failed, canceled) through ``LedgerService``
-with an idempotency key derived from the job id, then ``settled_at``, the usage event
-and the terminal event are committed together. A crash anywhere in between leaves a
+with an idempotency key derived from the job id, then ``settled_at``, the usage event,
+the terminal event and the audit entry are committed together. A crash anywhere in between leaves a
 terminal, unsettled job that ``settle`` finishes after the restart; the ledger key
 makes the replayed capture or release move nothing the second time. So a job is
 charged at most once, and only when it succeeded.
@@ -19,7 +19,7 @@ from typing import Any
 from comfygate.domain.errors import HoldNotOpenError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState, check_transition
-from comfygate.services.audit import AuditLog
+from comfygate.services.audit import AuditEntry, AuditLog
 from comfygate.services.clock import Clock
 from comfygate.services.engines import EngineResult
 from comfygate.services.events import JobEvents
@@ -142,6 +142,7 @@ class JobLifecycle:
             settled_at=now,
             usage=_usage(job, charged, now),
             events=events,
+            audit=self._settle_entry(job, charged, released),
         )
         if not first:  # another actor settled it in the meantime
             return settled
@@ -152,23 +153,26 @@ class JobLifecycle:
             self._storage.delete_job(job.id)  # nothing of a failed job is worth keeping
         self._metrics.tokens(job.capability, "captured", charged)
         self._metrics.tokens(job.capability, "released", released)
-        if self._audit is not None:
-            action = "jobs.capture" if job.state is JobState.SUCCEEDED else "jobs.release"
-            self._audit.record(
-                actor=SYSTEM_ACTOR,
-                action=action,
-                target=job.id,
-                account_id=job.account_id,
-                details={
-                    "hold_id": job.hold_id,
-                    "tokens_charged": charged,
-                    "tokens_released": released,
-                    "list_tokens": job.list_tokens,
-                    "state": job.state.value,
-                    "failure_code": job.failure_code,
-                },
-            )
         return settled
+
+    def _settle_entry(self, job: Job, charged: int, released: int) -> AuditEntry | None:
+        """The settlement's audit entry, stored with the settlement in one transaction."""
+        if self._audit is None:
+            return None
+        return self._audit.entry(
+            actor=SYSTEM_ACTOR,
+            action="jobs.capture" if job.state is JobState.SUCCEEDED else "jobs.release",
+            target=job.id,
+            account_id=job.account_id,
+            details={
+                "hold_id": job.hold_id,
+                "tokens_charged": charged,
+                "tokens_released": released,
+                "list_tokens": job.list_tokens,
+                "state": job.state.value,
+                "failure_code": job.failure_code,
+            },
+        )
 
     def _settle_hold(self, job: Job) -> tuple[int, int]:
         """``(captured, released)``; a hold that expired meanwhile was already returned

@@ -16,6 +16,22 @@ from comfygate.services.audit import AuditEntry
 from comfygate.services.identity_ports import AccountSummary, ApiKey, User
 from comfygate.services.identity_types import Role
 
+INSERT_AUDIT = audit_log.insert()
+
+
+def audit_row(entry: AuditEntry) -> dict[str, Any]:
+    """``entry`` as an ``audit_log`` row (for stores that write it with their action)."""
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "actor_account_id": entry.actor_account_id,
+        "action": entry.action,
+        "target": entry.target,
+        "account_id": entry.account_id,
+        "details": json.dumps(dict(entry.details), sort_keys=True, default=str),
+    }
+
 
 def _user(row: Any) -> User:
     return User(row.id, row.account_id, row.name, Role(row.role), row.created_at)
@@ -133,18 +149,8 @@ class SqlAuditStore:
         self.engine = engine
 
     def append(self, entry: AuditEntry) -> None:
-        row = {
-            "id": entry.id,
-            "at": entry.at,
-            "actor": entry.actor,
-            "actor_account_id": entry.actor_account_id,
-            "action": entry.action,
-            "target": entry.target,
-            "account_id": entry.account_id,
-            "details": json.dumps(dict(entry.details), sort_keys=True, default=str),
-        }
         with self.engine.begin() as conn:
-            conn.execute(audit_log.insert(), row)
+            conn.execute(INSERT_AUDIT, audit_row(entry))
 
     def entries(
         self, *, account_id: str | None, limit: int, before: str | None

@@ -2,7 +2,9 @@
 
 State changes are one ``UPDATE ... WHERE id = ? AND state = ?``: whoever changes the
 row first wins, the other sees zero rows and is told so. Reads use ``read_only`` so
-on SQLite they never take the write lock.
+on SQLite they never take the write lock. The audit entries of a job's hold and of
+its settlement are written in the same transaction as the job row and the
+settlement record.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db.engine import read_only
+from comfygate.adapters.db.sql_identity import INSERT_AUDIT, audit_row
 from comfygate.adapters.db.tables_jobs import job_events, jobs, usage_events
 from comfygate.domain.errors import IdempotencyConflictError, JobNotFoundError
 from comfygate.domain.jobs import TERMINAL_STATES, JobState
+from comfygate.services.audit import AuditEntry
 from comfygate.services.job_ports import Job, JobEvent, UsageEvent, UsageTotals
 
 _JSON_FIELDS = frozenset({"options", "breakdown", "result_metadata"})
@@ -132,11 +136,13 @@ class SqlJobStore:
         with read_only(self.engine.connect()) as conn:
             return list(conn.execute(query, dict(params or {})))
 
-    def add(self, job: Job, first_event: JobEvent) -> Job:
+    def add(self, job: Job, first_event: JobEvent, audit: AuditEntry | None = None) -> Job:
         try:
             with self.engine.begin() as conn:
                 conn.execute(_INSERT_JOB, _job_row(job))
                 conn.execute(_INSERT_EVENTS, _event_row(first_event))
+                if audit is not None:
+                    conn.execute(INSERT_AUDIT, audit_row(audit))
         except sa.exc.IntegrityError:
             if job.idempotency_key is not None:
                 existing = self.by_idempotency_key(job.account_id, job.idempotency_key)
@@ -198,6 +204,7 @@ class SqlJobStore:
         settled_at: datetime,
         usage: UsageEvent,
         events: Sequence[JobEvent],
+        audit: AuditEntry | None = None,
     ) -> tuple[Job, bool]:
         params = {"b_id": job.id, "b_charged": tokens_charged, "b_at": settled_at}
         with self.engine.begin() as conn:
@@ -205,6 +212,8 @@ class SqlJobStore:
             if first:
                 conn.execute(_INSERT_USAGE, _usage_row(usage))
                 conn.execute(_INSERT_EVENTS, [_event_row(e) for e in events])
+                if audit is not None:
+                    conn.execute(INSERT_AUDIT, audit_row(audit))
             row = None if first else conn.execute(_GET, {"job_id": job.id}).first()
         if first:
             return replace(job, tokens_charged=tokens_charged, settled_at=settled_at), True

@@ -1,7 +1,18 @@
-"""Subscription periods and unlimited entitlements on SQL."""
+"""Subscription periods and unlimited entitlements on SQL.
+
+Every submission asks for the account's entitlement in force. Entitlements are only
+ever inserted, so the store keeps each account's list (not filtered by time) for
+``entitlements_ttl_s`` (1 s) and picks the one in force in process: exact at any
+instant for every entitlement it knows. The list is dropped whenever this store
+records an entitlement; one recorded by another process is seen here at most that
+long after it was stored.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -12,12 +23,28 @@ from comfygate.adapters.db.tables_ledger import entitlements, subscriptions
 from comfygate.domain import plans as dp
 from comfygate.services.plans import Entitlement, new_subscription_id
 
+_e = entitlements.c
+# Newest end first, so the first one in force is the one that lasts longest.
+_ACCOUNT_ENTITLEMENTS = (
+    sa.select(_e.plan, _e.starts_at, _e.ends_at, _e.max_concurrent_jobs)
+    .where(_e.account_id == sa.bindparam("account_id"))
+    .order_by(_e.ends_at.desc())
+)
+
 
 class SqlSubscriptionStore:
     """``SubscriptionStore`` on a SQLAlchemy engine; inserts are idempotent."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, entitlements_ttl_s: float = 1.0, cache_size: int = 4096
+    ) -> None:
         self.engine = engine
+        self._ttl_s = entitlements_ttl_s
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        # account id -> (read at, monotonic s; its entitlements, newest end first)
+        self._cache: OrderedDict[str, tuple[float, list[Entitlement]]] = OrderedDict()
+        self._generation = 0  # bumped by every invalidation (see ``_entitlements``)
 
     def first_period_start(self, account_id: str, plan: str) -> datetime | None:
         query = sa.select(sa.func.min(subscriptions.c.period_start)).where(
@@ -79,20 +106,32 @@ class SqlSubscriptionStore:
                 conn.execute(entitlements.insert(), row)
         except sa.exc.IntegrityError:
             return  # recorded by a concurrent call: the primary key is derived, so same row
+        finally:
+            with self._lock:  # this process sees its own entitlements at once
+                self._cache.pop(account_id, None)
+                self._generation += 1
 
     def active_entitlement(self, account_id: str, at: datetime) -> Entitlement | None:
-        query = (
-            sa.select(entitlements)
-            .where(
-                entitlements.c.account_id == account_id,
-                entitlements.c.starts_at <= at,
-                entitlements.c.ends_at > at,
-            )
-            .order_by(entitlements.c.ends_at.desc())
-            .limit(1)
+        return next(
+            (e for e in self._entitlements(account_id) if e.starts_at <= at < e.ends_at), None
         )
+
+    def _entitlements(self, account_id: str) -> list[Entitlement]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(account_id)
+            if cached is not None and now - cached[0] < self._ttl_s:
+                self._cache.move_to_end(account_id)
+                return cached[1]
+            generation = self._generation
         with read_only(self.engine.connect()) as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        return Entitlement(row.plan, row.starts_at, row.ends_at, row.max_concurrent_jobs)
+            rows = conn.execute(_ACCOUNT_ENTITLEMENTS, {"account_id": account_id}).all()
+        found = [Entitlement(r.plan, r.starts_at, r.ends_at, r.max_concurrent_jobs) for r in rows]
+        with self._lock:
+            # Not if an entitlement was recorded meanwhile: this read may predate it.
+            if generation == self._generation:
+                self._cache[account_id] = (now, found)
+                self._cache.move_to_end(account_id)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return found

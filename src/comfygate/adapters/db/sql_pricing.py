@@ -1,8 +1,13 @@
 """Price book versions and locked quotes on SQL (SQLite, PostgreSQL, MariaDB).
 
-Hot path: finding the active book is one indexed read of a few small columns (no
-document); the parsed book is then taken from an in-process LRU cache keyed by
-version. Versions are immutable, so a cached entry can never be stale and needs no
+Hot path: a quote is one ``INSERT``. Which version is active is resolved in process
+from a short-lived copy of the version list (version, owner, ``effective_at``,
+``created_at``; no documents) per owner, so it is exact at any instant for every
+version the copy knows. The copy is dropped on every ``add`` made through this
+repository, and otherwise re-read after ``versions_ttl_s`` (1 s): a version
+activated by another process is seen here at most that long after it was stored.
+The parsed book is then taken from an in-process LRU cache keyed by version.
+Versions are immutable, so that cache can never be stale and needs no
 invalidation: a newly activated version is simply a new key (a miss, one extra read
 of its document, once per process). Also here: reading the built-in default price
 book file, and ``build_pricing_services`` for the composition root.
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime
 from importlib import resources
@@ -38,38 +44,83 @@ from comfygate.services.quoting import (
 
 _META = (pbv.c.version, pbv.c.account_id, pbv.c.effective_at, pbv.c.created_at)
 _ORDER = (pbv.c.effective_at.desc(), pbv.c.created_at.desc(), pbv.c.version.desc())
-_IN_EFFECT = pbv.c.effective_at <= sa.bindparam("at")
-_ACTIVE_DEFAULT = (
-    sa.select(*_META).where(pbv.c.account_id.is_(None), _IN_EFFECT).order_by(*_ORDER).limit(1)
-)
-_ACTIVE_FOR_ACCOUNT = (
-    sa.select(*_META)
-    .where(sa.or_(pbv.c.account_id == sa.bindparam("account_id"), pbv.c.account_id.is_(None)))
-    .where(_IN_EFFECT)
-    # The account's own book wins over the default, whatever their dates.
-    .order_by(sa.case((pbv.c.account_id.is_(None), 1), else_=0), *_ORDER)
-    .limit(1)
+_DEFAULT_VERSIONS = sa.select(*_META).where(pbv.c.account_id.is_(None)).order_by(*_ORDER)
+_ACCOUNT_VERSIONS = (
+    sa.select(*_META).where(pbv.c.account_id == sa.bindparam("account_id")).order_by(*_ORDER)
 )
 _DOCUMENT = sa.select(pbv.c.document).where(pbv.c.version == sa.bindparam("version"))
+_INSERT_QUOTE = quote_locks.insert()
+_GET_QUOTE = sa.select(quote_locks).where(quote_locks.c.quote_id == sa.bindparam("quote_id"))
+
+_Meta = tuple[str, str | None, datetime, datetime]
+"""(version, account_id, effective_at, created_at) of a stored version."""
 
 
 class SqlPriceBookRepository:
-    """``PriceBookRepository`` on SQL, with parsed books cached by version."""
+    """``PriceBookRepository`` on SQL, with version lists and parsed books cached."""
 
-    def __init__(self, engine: Engine, *, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        cache_size: int = 256,
+        versions_ttl_s: float = 1.0,
+        versions_cache_size: int = 4096,
+    ) -> None:
         self.engine = engine
         self._cache: OrderedDict[str, PriceBook] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._versions_ttl_s = versions_ttl_s
+        self._versions_cache_size = versions_cache_size
+        # owner (None: the default book) -> (read at, monotonic s; versions newest first)
+        self._versions: OrderedDict[str | None, tuple[float, list[_Meta]]] = OrderedDict()
+        self._generation = 0  # bumped by every ``add`` (see ``_owner_versions``)
 
     def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord | None:
+        # The account's own book wins over the default, whatever their dates.
+        found = self._newest(account_id, at) if account_id is not None else None
+        found = found or self._newest(None, at)
+        if found is None:
+            return None
+        version, owner, effective_at, created_at = found
+        return PriceBookRecord(self._book_by_version(version), owner, effective_at, created_at)
+
+    def _newest(self, owner: str | None, at: datetime) -> _Meta | None:
+        """The owner's newest version in effect at ``at`` (same order as ``_ORDER``)."""
+        return next((m for m in self._owner_versions(owner) if m[2] <= at), None)
+
+    def _owner_versions(self, owner: str | None) -> list[_Meta]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._versions.get(owner)
+            if cached is not None and now - cached[0] < self._versions_ttl_s:
+                self._versions.move_to_end(owner)
+                return cached[1]
+            generation = self._generation
         with read_only(self.engine.connect()) as conn:
-            if account_id is None:
-                row = conn.execute(_ACTIVE_DEFAULT, {"at": at}).first()
+            if owner is None:
+                rows = conn.execute(_DEFAULT_VERSIONS).all()
             else:
-                params = {"at": at, "account_id": account_id}
-                row = conn.execute(_ACTIVE_FOR_ACCOUNT, params).first()
-            return None if row is None else self._record(conn, *row)
+                rows = conn.execute(_ACCOUNT_VERSIONS, {"account_id": owner}).all()
+        versions: list[_Meta] = [(r[0], r[1], r[2], r[3]) for r in rows]
+        with self._lock:
+            # Not if a version was added meanwhile: this read may predate it.
+            if generation == self._generation:
+                self._versions[owner] = (now, versions)
+                self._versions.move_to_end(owner)
+                while len(self._versions) > self._versions_cache_size:
+                    self._versions.popitem(last=False)
+        return versions
+
+    def _book_by_version(self, version: str) -> PriceBook:
+        with self._lock:
+            book = self._cache.get(version)
+            if book is not None:
+                self._cache.move_to_end(version)
+                return book
+        with read_only(self.engine.connect()) as conn:
+            return self._book(conn, version)
 
     def get(self, version: str) -> PriceBookRecord | None:
         with read_only(self.engine.connect()) as conn:
@@ -93,6 +144,10 @@ class SqlPriceBookRepository:
                 f"price book version {record.book.version!r} already exists",
                 version=record.book.version,
             ) from exc
+        finally:
+            with self._lock:  # this process sees its own activations at once
+                self._versions.clear()
+                self._generation += 1
 
     def history(self, *, account_id: str | None) -> list[PriceBookRecord]:
         owner = pbv.c.account_id.is_(None) if account_id is None else pbv.c.account_id == account_id
@@ -133,27 +188,27 @@ class SqlQuoteRepository:
 
     def add(self, quote: Quote) -> None:
         p = quote.price
+        row = {
+            "quote_id": quote.quote_id,
+            "account_id": p.account_id,
+            "capability": p.capability,
+            "width": p.width,
+            "height": p.height,
+            "options": json.dumps(dict(p.options), sort_keys=True),
+            "tokens": p.tokens,
+            "breakdown": json.dumps([line.to_dict() for line in p.breakdown]),
+            "price_book_version": p.price_book_version,
+            "quoted_at": p.priced_at,
+            "expires_at": quote.expires_at,
+        }
+        # A prebuilt statement with parameters: ``insert().values(...)`` would build and
+        # hash a new statement per quote, which cost more than the write itself.
         with self.engine.begin() as conn:
-            conn.execute(
-                quote_locks.insert().values(
-                    quote_id=quote.quote_id,
-                    account_id=p.account_id,
-                    capability=p.capability,
-                    width=p.width,
-                    height=p.height,
-                    options=json.dumps(dict(p.options), sort_keys=True),
-                    tokens=p.tokens,
-                    breakdown=json.dumps([line.to_dict() for line in p.breakdown]),
-                    price_book_version=p.price_book_version,
-                    quoted_at=p.priced_at,
-                    expires_at=quote.expires_at,
-                )
-            )
+            conn.execute(_INSERT_QUOTE, row)
 
     def get(self, quote_id: str) -> Quote | None:
-        query = sa.select(quote_locks).where(quote_locks.c.quote_id == quote_id)
         with read_only(self.engine.connect()) as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_GET_QUOTE, {"quote_id": quote_id}).first()
         if row is None:
             return None
         price = Price(

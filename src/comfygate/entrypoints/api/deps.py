@@ -13,7 +13,7 @@ only a miss goes to the database, in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio.to_thread
 from fastapi import Depends, Request, Security
@@ -27,6 +27,8 @@ from comfygate.domain.errors import (
     RateLimitedError,
 )
 from comfygate.services.identity_types import Principal, Role
+
+T = TypeVar("T")
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -66,6 +68,13 @@ async def get_principal(
         container.metrics.rate_limited.inc()
         raise
     return principal
+
+
+async def run_on_hot_path(request: Request, fn: Callable[[], T]) -> T:
+    """``fn()`` on the container's ``SerialWorker``: for the blocking part of a quote
+    or a submission, cheaper under load than a thread-pool hand-off (see
+    ``adapters.serial``)."""
+    return await get_container(request).serial.run(fn)
 
 
 def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:

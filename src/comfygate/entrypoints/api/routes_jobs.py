@@ -12,12 +12,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Header, Query, Request, status
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
 
 from comfygate.domain.errors import InvalidImageSizeError, InvalidInputError
 from comfygate.domain.jobs import JobState
-from comfygate.entrypoints.api.deps import ContainerDep, PrincipalDep
+from comfygate.entrypoints.api.deps import (
+    ContainerDep,
+    PrincipalDep,
+    get_container,
+    run_on_hot_path,
+)
 from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
 from comfygate.entrypoints.api.uploads import read_upload
 from comfygate.services.job_ports import JobEvent
@@ -98,16 +103,17 @@ def submit_request(fields: dict[str, str], idempotency_key: str | None) -> Submi
 )
 async def submit_job(
     request: Request,
-    container: ContainerDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
+) -> Response:
+    container = get_container(request)  # not a dependency: one resolution less per request
     jobs = container.jobs
     form = await read_upload(
         request,
         file_field="image",
         dest_dir=jobs.upload_dir,
         max_bytes=container.settings.max_upload_bytes,
+        offload=container.serial.call,  # the file's creation and close: no pool hand-off
     )
     try:
         req = submit_request(form.fields, idempotency_key)
@@ -117,10 +123,11 @@ async def submit_job(
     submit = functools.partial(
         jobs.submission.submit, principal=principal, upload=form.file, request=req
     )
-    outcome = await anyio.to_thread.run_sync(submit)
+    outcome = await run_on_hot_path(request, submit)
     body = JobOut.of(outcome.job, duplicate_of=outcome.duplicate_of)
     code = status.HTTP_200_OK if outcome.duplicate_of else status.HTTP_202_ACCEPTED
-    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+    # Serialised once, by pydantic-core (not dumped to a dict and then to JSON again).
+    return Response(body.model_dump_json(), status_code=code, media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's state")

@@ -9,6 +9,7 @@ quote stores nothing but the price.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from comfygate.adapters.images import inspect_image
 from comfygate.bootstrap import Container
 from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.pricing_quotes import Quote
-from comfygate.entrypoints.api.deps import ContainerDep, PrincipalDep
+from comfygate.entrypoints.api.deps import PrincipalDep, get_container, run_on_hot_path
 from comfygate.entrypoints.api.uploads import read_upload
 from comfygate.services.identity_types import Principal
 
@@ -118,7 +119,7 @@ async def _quote_upload(request: Request, container: Container, principal: Princ
     )
     if not body.capability:
         raise InvalidInputError("the form needs a capability field", field="capability")
-    return await anyio.to_thread.run_sync(_quote, container, principal, body)
+    return await run_on_hot_path(request, functools.partial(_quote, container, principal, body))
 
 
 @router.post(
@@ -147,9 +148,10 @@ async def _quote_upload(request: Request, container: Container, principal: Princ
         }
     },
 )
-async def create_quote(
-    request: Request, container: ContainerDep, principal: PrincipalDep
-) -> Response:
+async def create_quote(request: Request, principal: PrincipalDep) -> Response:
+    # The container straight from the app, not as a dependency: the authentication
+    # dependency has it already, and each dependency costs a resolution per request.
+    container = get_container(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return await _quote_upload(request, container, principal)
@@ -157,4 +159,4 @@ async def create_quote(
         body = QuoteIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
-    return await anyio.to_thread.run_sync(_quote, container, principal, body)
+    return await run_on_hot_path(request, functools.partial(_quote, container, principal, body))

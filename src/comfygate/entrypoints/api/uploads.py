@@ -9,9 +9,11 @@ capped too. Nothing is kept when anything fails.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -91,7 +93,12 @@ def _boundary(request: Request) -> bytes:
 
 
 async def read_upload(
-    request: Request, *, file_field: str, dest_dir: Path, max_bytes: int
+    request: Request,
+    *,
+    file_field: str,
+    dest_dir: Path,
+    max_bytes: int,
+    offload: Callable[..., Awaitable[Any]] = asyncio.to_thread,
 ) -> UploadForm:
     """The file part ``file_field`` on disk (hashed, size-capped) and the text fields.
 
@@ -116,5 +123,7 @@ async def read_upload(
         if not collector.file_seen:
             raise InvalidInputError(f"the form has no {file_field!r} file part", field=file_field)
 
-    received = await receive_upload(file_chunks(), dest_dir=dest_dir, max_bytes=max_bytes)
+    received = await receive_upload(
+        file_chunks(), dest_dir=dest_dir, max_bytes=max_bytes, offload=offload
+    )
     return UploadForm(received, collector.fields)
