@@ -11,6 +11,7 @@ the next measurement nor go uncounted (``drain_s``, ``drain_cpu_s``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -258,3 +259,41 @@ def report(name: str, bare: list[Result], gateway: list[Result], concurrency: in
               f"req/s {[round(r.sustained_rate) for r in gateway]}, "
               f"CPU ms per request {statistics.median(r.total_cpu_ms for r in gateway):.2f}, "
               f"ratio to bare (median of rounds) {sustained:.2f}")  # fmt: skip
+
+
+def compare(
+    *,
+    name: str,
+    script: str,
+    make_sends: Callable[[int], list[Send]],
+    expect: int,
+    defaults: tuple[int, int],
+    tokens_per_request: int = 0,
+) -> None:
+    """The whole benchmark of one endpoint: arguments, the gateway and the bare server
+    (``script --bare-server PORT``), rounds alternating the two, then the report.
+    ``defaults`` are the requests and warm-up requests per round."""
+    parser = argparse.ArgumentParser(description=name)
+    parser.add_argument("--requests", type=int, default=defaults[0])
+    parser.add_argument("--warmup", type=int, default=defaults[1])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    a = parser.parse_args()
+    tmp, env = gateway_env("bench-")
+    run = {"requests": a.requests, "warmup": a.warmup, "concurrency": a.concurrency}
+    bare: list[Result] = []
+    gateway: list[Result] = []
+    with server(["-m", "comfygate", "serve", "--port"], env, tmp / "gateway.log") as (
+        gw_base,
+        proc,
+    ):
+        assert proc.stdout is not None
+        tokens = tokens_per_request * (a.requests + a.warmup) * a.rounds + 100
+        gw_headers = new_customer(gw_base, proc.stdout.readline(), tokens=tokens)
+        with server([script, "--bare-server"], env, tmp / "bare.log") as (bare_base, bare_proc):
+            for _ in range(a.rounds):
+                bare.append(measure(bare_base, {}, bare_proc.pid, make_sends, expect=expect, **run))
+                gateway.append(
+                    measure(gw_base, gw_headers, proc.pid, make_sends, expect=expect, **run)
+                )
+    report(name, bare, gateway, a.concurrency)

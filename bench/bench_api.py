@@ -19,12 +19,12 @@ The server's CPU time per request is read from ``/proc`` as well.
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 import httpx
 from pydantic import BaseModel
 
-from _harness import Result, Send, gateway_env, measure, new_customer, report, serve_bare, server
+from _harness import Send, compare, serve_bare
 
 QUOTE = {"capability": "colorize.person", "width": 800, "height": 600, "options": {}}
 
@@ -60,29 +60,11 @@ def quotes(count: int) -> list[Send]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
-    a = parser.parse_args()
-    if a.bare_server:
-        bare_server(a.bare_server)
+    if len(sys.argv) == 3 and sys.argv[1] == "--bare-server":
+        bare_server(int(sys.argv[2]))
         return
-    tmp, env = gateway_env("bench-api-")
-    run = {"requests": a.requests, "warmup": a.warmup, "concurrency": a.concurrency}
-    bare: list[Result] = []
-    gateway: list[Result] = []
-    gateway_args = ["-m", "comfygate", "serve", "--port"]
-    with server(gateway_args, env, tmp / "gateway.log") as (gw_base, proc):
-        assert proc.stdout is not None
-        gw_headers = new_customer(gw_base, proc.stdout.readline())
-        with server([__file__, "--bare-server"], env, tmp / "bare.log") as (bare_base, bare_proc):
-            for _ in range(a.rounds):
-                bare.append(measure(bare_base, {}, bare_proc.pid, quotes, expect=201, **run))
-                gateway.append(measure(gw_base, gw_headers, proc.pid, quotes, expect=201, **run))
-    report("POST /v1/quotes", bare, gateway, a.concurrency)
+    compare(name="POST /v1/quotes", script=__file__, make_sends=quotes, expect=201,
+            defaults=(3000, 300))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ round of each and the median of the per-round ratios are shown.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import itertools
+import sys
 from typing import Annotated
 
 import httpx
@@ -32,7 +32,7 @@ from fastapi import File, Form, UploadFile
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from _harness import Result, Send, gateway_env, measure, new_customer, report, serve_bare, server
+from _harness import Send, compare, serve_bare
 
 CAPABILITY = "colorize.person"
 
@@ -78,32 +78,11 @@ def submissions(count: int) -> list[Send]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
-    a = parser.parse_args()
-    if a.bare_server:
-        bare_server(a.bare_server)
+    if len(sys.argv) == 3 and sys.argv[1] == "--bare-server":
+        bare_server(int(sys.argv[2]))
         return
-    tmp, env = gateway_env("bench-submit-")
-    run = {"requests": a.requests, "warmup": a.warmup, "concurrency": a.concurrency}
-    bare: list[Result] = []
-    gateway: list[Result] = []
-    gateway_args = ["-m", "comfygate", "serve", "--port"]
-    with server(gateway_args, env, tmp / "gateway.log") as (gw_base, proc):
-        assert proc.stdout is not None
-        tokens = 10 * (a.requests + a.warmup) * a.rounds + 100
-        gw_headers = new_customer(gw_base, proc.stdout.readline(), tokens=tokens)
-        with server([__file__, "--bare-server"], env, tmp / "bare.log") as (bare_base, bare_proc):
-            for _ in range(a.rounds):
-                bare.append(measure(bare_base, {}, bare_proc.pid, submissions, expect=202, **run))
-                gateway.append(
-                    measure(gw_base, gw_headers, proc.pid, submissions, expect=202, **run)
-                )
-    report("POST /v1/jobs", bare, gateway, a.concurrency)
+    compare(name="POST /v1/jobs", script=__file__, make_sends=submissions, expect=202,
+            defaults=(2000, 200), tokens_per_request=10)  # fmt: skip
 
 
 if __name__ == "__main__":
