@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from comfygate import bootstrap
 from comfygate.config import Settings
-from comfygate.domain.errors import InsufficientBalanceError
+from comfygate.domain.errors import HoldNotOpenError, InsufficientBalanceError
 
 HOLDS, EACH, FUNDS = 200, 7, 1000
 
@@ -94,3 +94,68 @@ def test_concurrent_holds_from_two_processes(database_url: str) -> None:
         p.join(timeout=30)
         assert p.exitcode == 0
     _check_outcome(database_url, account_id, succeeded)
+
+
+def test_racing_settlements_of_one_hold_settle_it_once(database_url: str) -> None:
+    """Captures and releases of one hold under different keys, at once: one wins.
+
+    Each settlement reads the hold after taking the account's lock; reading it in the
+    locking statement itself would see the hold as it was before the winner committed.
+    """
+    account_id = _funded_account(database_url)
+    container = bootstrap.build(Settings(database_url=database_url))
+    try:
+        ledger = container.ledger
+        for round_ in range(5):
+            hold = ledger.place_hold(account_id=account_id, amount=10, idempotency_key=f"r{round_}")
+            start = threading.Barrier(8)
+
+            def settle(
+                n: int, hold_id: str = hold.hold_id, start: threading.Barrier = start
+            ) -> str:
+                start.wait()
+                try:
+                    if n % 2:
+                        ledger.release(hold_id=hold_id, idempotency_key=f"s{n}", reason="race")
+                    else:
+                        ledger.capture(hold_id=hold_id, idempotency_key=f"s{n}", amount=n + 1)
+                except HoldNotOpenError:
+                    return "refused"
+                return "settled"
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                outcomes = list(pool.map(settle, range(8)))
+            assert outcomes.count("settled") == 1
+        view = container.accounts.balance(account_id=account_id)
+        assert view.held == 0
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()
+
+
+def test_holds_waiting_on_grants_see_the_new_lots(database_url: str) -> None:
+    """Each thread grants 7 tokens, then holds 7, on one empty account: every hold fits.
+
+    In any serial order the grants committed before a hold cover every hold before it,
+    so a refusal would mean a hold priced against lots read before the lock was won.
+    """
+    container = bootstrap.build(Settings(database_url=database_url))
+    container.upgrade_database()
+    try:
+        ledger = container.ledger
+        account_id = ledger.open_account(name="interleaved")
+        start = threading.Barrier(16)
+
+        def grant_then_hold(n: int) -> None:
+            start.wait()
+            ledger.grant(account_id=account_id, amount=EACH, source="topup",
+                         idempotency_key=f"g{n}")  # fmt: skip
+            ledger.place_hold(account_id=account_id, amount=EACH, idempotency_key=f"h{n}")
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(grant_then_hold, range(64)))
+        view = container.accounts.balance(account_id=account_id)
+        assert (view.available, view.held) == (0, 64 * EACH)
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()

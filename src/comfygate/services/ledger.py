@@ -135,6 +135,7 @@ class LedgerService:
         request_hash = _request_hash("grant", params)
 
         def body(uow: LedgerUnitOfWork) -> GrantReceipt:
+            uow.lock_account(account_id)
             now = self._clock.now()
             lot_id = new_id("lot")
             lot = dl.Lot(lot_id, account_id, amount, amount, source, expires_at, priority, now)
@@ -146,8 +147,7 @@ class LedgerService:
                        new_lot=lot)  # fmt: skip
             return receipt
 
-        return self._once(key, request_hash, lambda uow: uow.lock_account(account_id), body,
-                          GrantReceipt)  # fmt: skip
+        return self._once(key, request_hash, body, GrantReceipt)
 
     def place_hold(
         self,
@@ -167,8 +167,9 @@ class LedgerService:
         request_hash = _request_hash("hold", {"amount": amount, "list_tokens": list_tokens})
 
         def body(uow: LedgerUnitOfWork) -> HoldReceipt:
+            lots = uow.lock_account(account_id)
             now = self._clock.now()
-            allocation = dl.allocate(uow.lots(account_id), amount, now)
+            allocation = dl.allocate(lots, amount, now)
             expires_at = now + (timedelta(seconds=ttl_s) if ttl_s else self._hold_ttl)
             hold = dl.Hold(
                 new_id("hold"), account_id, amount, list_tokens, dl.HoldState.OPEN, 0, now,
@@ -184,8 +185,7 @@ class LedgerService:
                        new_hold=hold)  # fmt: skip
             return receipt
 
-        return self._once(key, request_hash, lambda uow: uow.lock_account(account_id), body,
-                          HoldReceipt)  # fmt: skip
+        return self._once(key, request_hash, body, HoldReceipt)
 
     def capture(
         self, *, hold_id: str, idempotency_key: str, amount: int | None = None
@@ -212,8 +212,7 @@ class LedgerService:
         request_hash = _request_hash(kind.value, {"hold_id": hold_id, "amount": amount})
 
         def body(uow: LedgerUnitOfWork) -> SettleReceipt:
-            hold = uow.hold(hold_id)
-            assert hold is not None  # the lock found it, and holds are never deleted
+            hold = uow.lock_hold(hold_id)
             if hold.state is not dl.HoldState.OPEN:
                 raise HoldNotOpenError(
                     f"hold {hold_id} is {hold.state.value}", state=hold.state.value
@@ -227,18 +226,16 @@ class LedgerService:
             capture = hold.amount if amount is None else amount
             return self._append_settlement(uow, hold, capture, kind, key, request_hash, reason)
 
-        return self._once(key, request_hash, lambda uow: uow.lock_hold(hold_id), body,
-                          SettleReceipt)  # fmt: skip
+        return self._once(key, request_hash, body, SettleReceipt)
 
     def _once(
         self,
         key: str,
         request_hash: str,
-        lock: Callable[[LedgerUnitOfWork], object],
         body: Callable[[LedgerUnitOfWork], _R],
         receipt_type: type[_R],
     ) -> _R:
-        """Run ``body`` once per idempotency key, under the account's lock.
+        """Run ``body`` once per idempotency key; it starts by locking the account.
 
         The key is checked optimistically: the journal's unique index on it refuses a
         second use, and only then (or when the body fails in a way a replay would
@@ -246,7 +243,6 @@ class LedgerService:
         """
         try:
             with self._store.unit_of_work() as uow:
-                lock(uow)
                 try:
                     receipt = body(uow)
                 except _CommitThenRaise as deferred:

@@ -68,12 +68,13 @@ class NewTransaction:
 
 
 class LedgerUnitOfWork(Protocol):
-    def lock_account(self, account_id: str) -> CachedBalance:
-        """Lock the account's balance row for this transaction; raise if unknown."""
+    def lock_account(self, account_id: str) -> list[Lot]:
+        """Lock the account's balance row for this transaction and return its lots that
+        still have tokens; raise ``AccountNotFoundError`` if there is no such account."""
         ...
 
-    def lock_hold(self, hold_id: str) -> str:
-        """Lock the balance row of the hold's account; return the account id.
+    def lock_hold(self, hold_id: str) -> Hold:
+        """Lock the balance row of the hold's account and return the hold.
 
         Raises ``HoldNotFoundError`` if there is no such hold.
         """
@@ -84,8 +85,6 @@ class LedgerUnitOfWork(Protocol):
     def lots(self, account_id: str) -> list[Lot]:
         """The account's lots that still have tokens."""
         ...
-
-    def hold(self, hold_id: str) -> Hold | None: ...
 
     def open_holds_due(self, account_id: str, now: datetime) -> list[Hold]: ...
 

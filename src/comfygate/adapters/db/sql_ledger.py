@@ -10,15 +10,16 @@ a hold is one lock, one idempotency probe, one lot read and five writes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 
 from comfygate.adapters.db.engine import read_only
+from comfygate.adapters.db.prepared import Prepared
 from comfygate.adapters.db.tables_ledger import (
     accounts,
     balances,
@@ -38,31 +39,54 @@ from comfygate.services.ledger_ports import (
     StoredTransaction,
 )
 
-_LOCK_BALANCE = (
-    sa.select(balances.c.available, balances.c.held)
-    .where(balances.c.account_id == sa.bindparam("account_id"))
-    .with_for_update()
+# The hot path's statements: Core statements, compiled once per dialect (``Prepared``).
+_LOT_COLUMNS = (
+    lots.c.id,
+    lots.c.account_id,
+    lots.c.amount,
+    lots.c.remaining,
+    lots.c.source,
+    lots.c.expires_at,
+    lots.c.priority,
+    lots.c.created_at,
+)  # the fields of ``dl.Lot``, in order
+_HOLD_COLUMNS = (
+    holds.c.id,
+    holds.c.account_id,
+    holds.c.amount,
+    holds.c.list_tokens,
+    holds.c.state,
+    holds.c.captured,
+    holds.c.created_at,
+    holds.c.expires_at,
+    holds.c.allocation,
+)  # the fields of ``dl.Hold``, in order
+# Locks: the account's balance row, which serialises every movement of the account.
+# What is read after it comes from separate statements, never from the locking one:
+# in READ COMMITTED a locking read that waited returns the locked row as committed but
+# every joined row as it was when the statement began, which would be stale.
+_LOCK_BALANCE = sa.select(balances.c.account_id).where(
+    balances.c.account_id == sa.bindparam("account_id")
 )
-_FIND_TXN = sa.select(
-    ledger_transactions.c.id, ledger_transactions.c.request_hash, ledger_transactions.c.result
-).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
-_LOTS = sa.select(lots).where(lots.c.account_id == sa.bindparam("account_id"), lots.c.remaining > 0)
-# Statements are built once: SQLAlchemy then reuses their compiled form.
-_INSERT_TXN = ledger_transactions.insert()
-_INSERT_LOT = lots.insert()
-_INSERT_HOLD = holds.insert()
-_INSERT_POSTING = postings.insert()
-_HOLD = sa.select(holds).where(holds.c.id == sa.bindparam("hold_id"))
-_SETTLE_HOLD = holds.update().where(holds.c.id == sa.bindparam("b_hold_id"))
-_HOLD_ACCOUNT = (
+# The balance row of a hold's account. MariaDB has no ``FOR UPDATE OF`` and locks the
+# hold row too, harmlessly: it is the account's.
+_LOCK_HOLD_ACCOUNT = (
     sa.select(balances.c.account_id)
     .join(holds, holds.c.account_id == balances.c.account_id)
     .where(holds.c.id == sa.bindparam("hold_id"))
 )
-# Lock only the balance row: it serialises the account (hold rows change under it).
-# MariaDB has no ``FOR UPDATE OF``; there the join's hold row is locked too, harmlessly.
-_LOCK_HOLD_PG = _HOLD_ACCOUNT.with_for_update(of=balances)
-_LOCK_HOLD = _HOLD_ACCOUNT.with_for_update()
+_HOLD = sa.select(*_HOLD_COLUMNS).where(holds.c.id == sa.bindparam("hold_id"))
+_FIND_TXN = sa.select(
+    ledger_transactions.c.id, ledger_transactions.c.request_hash, ledger_transactions.c.result
+).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
+_LOTS = sa.select(*_LOT_COLUMNS).where(
+    lots.c.account_id == sa.bindparam("account_id"), lots.c.remaining > 0
+)
+_OPEN_HOLDS_DUE = sa.select(*_HOLD_COLUMNS).where(
+    holds.c.account_id == sa.bindparam("account_id"),
+    holds.c.state == dl.HoldState.OPEN.value,
+    holds.c.expires_at <= sa.bindparam("now"),
+)
 _ADD_TO_LOT = (
     lots.update()
     .where(lots.c.id == sa.bindparam("b_lot_id"))
@@ -76,6 +100,41 @@ _ADD_TO_BALANCE = (
         held=balances.c.held + sa.bindparam("d_held"),
     )
 )
+_SETTLE_HOLD = holds.update().where(holds.c.id == sa.bindparam("b_hold_id"))
+# The idempotency key's unique index, as each backend names it in the error it raises.
+_KEY_INDEX = ("uq_ledger_transactions_idempotency_key", "ledger_transactions.idempotency_key")
+
+
+class _LedgerSql:
+    """The hot statements, prepared for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.name == "postgresql":
+            lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update(of=balances)
+        else:  # MariaDB locks every row read; SQLite has no row locks (BEGIN IMMEDIATE)
+            lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update()
+        self.pipelined = dialect.name == "postgresql"
+        self.lock_account = Prepared(_LOCK_BALANCE.with_for_update(), dialect)
+        self.lock_hold = Prepared(lock_hold, dialect)
+        self.hold = Prepared(_HOLD, dialect)
+        self.find_txn = Prepared(_FIND_TXN, dialect)
+        self.lots = Prepared(_LOTS, dialect)
+        self.open_holds_due = Prepared(_OPEN_HOLDS_DUE, dialect)
+        self.insert_txn = Prepared(
+            ledger_transactions.insert(), dialect, columns=[c.key for c in ledger_transactions.c]
+        )
+        self.insert_lot = Prepared(lots.insert(), dialect, columns=[c.key for c in lots.c])
+        self.insert_hold = Prepared(holds.insert(), dialect, columns=[c.key for c in holds.c])
+        self.insert_posting = Prepared(
+            postings.insert().inline(),
+            dialect,
+            columns=["txn_id", "book", "account_id", "lot_id", "hold_id", "amount"],
+        )
+        self.settle_hold = Prepared(
+            _SETTLE_HOLD, dialect, columns=["state", "captured", "settled_at"]
+        )
+        self.add_to_lot = Prepared(_ADD_TO_LOT, dialect)
+        self.add_to_balance = Prepared(_ADD_TO_BALANCE, dialect)
 
 
 def _book_sum(book: str) -> sa.ColumnElement[Any]:
@@ -84,73 +143,64 @@ def _book_sum(book: str) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(amount), 0)
 
 
-def _lot(row: sa.Row[Any]) -> dl.Lot:
-    return dl.Lot(
-        row.id,
-        row.account_id,
-        row.amount,
-        row.remaining,
-        row.source,
-        row.expires_at,
-        row.priority,
-        row.created_at,
-    )
+def _lot(row: sa.Row[Any] | tuple[Any, ...]) -> dl.Lot:
+    return dl.Lot(*row)
 
 
-def _hold(row: sa.Row[Any]) -> dl.Hold:
-    allocation = tuple((lot_id, amount) for lot_id, amount in json.loads(row.allocation))
+def _hold(row: tuple[Any, ...]) -> dl.Hold:
+    hold_id, account_id, amount, list_tokens, state, captured, created, expires, taken = row
+    allocation = tuple((lot_id, tokens) for lot_id, tokens in json.loads(taken))
     return dl.Hold(
-        row.id,
-        row.account_id,
-        row.amount,
-        row.list_tokens,
-        dl.HoldState(row.state),
-        row.captured,
-        row.created_at,
-        row.expires_at,
-        allocation,
-    )
+        hold_id, account_id, amount, list_tokens, dl.HoldState(state), captured, created,
+        expires, allocation,
+    )  # fmt: skip
 
 
 class SqlLedgerUnitOfWork:
-    """One database transaction of the ledger."""
+    """One database transaction of the ledger.
 
-    def __init__(self, conn: sa.Connection) -> None:
+    Writes are queued and sent just before the next read or the commit, as one batch:
+    on PostgreSQL that batch is one pipelined round trip (with the ``COMMIT``, when it
+    ends the transaction), so a hold or a capture costs two round trips, a locking read
+    and its writes. Reads always see the writes queued before them.
+    """
+
+    def __init__(self, conn: sa.Connection, sql: _LedgerSql) -> None:
         self._conn = conn
+        self._sql = sql
+        self._driver: Any = conn.connection.driver_connection
+        self._dbapi: Any = conn.dialect.loaded_dbapi
+        self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
+        self._keys: list[str] = []
 
-    def lock_account(self, account_id: str) -> CachedBalance:
-        row = self._conn.execute(_LOCK_BALANCE, {"account_id": account_id}).first()
-        if row is None:
+    def lock_account(self, account_id: str) -> list[dl.Lot]:
+        sql, key = self._sql, {"account_id": account_id}
+        locked, lots = self._read((sql.lock_account, key), (sql.lots, key))
+        if not locked:
             raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)
-        return CachedBalance(row.available, row.held)
+        return [_lot(row) for row in lots]
 
-    def lock_hold(self, hold_id: str) -> str:
-        query = _LOCK_HOLD_PG if self._conn.dialect.name == "postgresql" else _LOCK_HOLD
-        account_id = self._conn.execute(query, {"hold_id": hold_id}).scalar_one_or_none()
-        if account_id is None:
+    def lock_hold(self, hold_id: str) -> dl.Hold:
+        sql, key = self._sql, {"hold_id": hold_id}
+        locked, hold = self._read((sql.lock_hold, key), (sql.hold, key))
+        if not locked:
             raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
-        return str(account_id)
+        return _hold(hold[0])
 
     def find_transaction(self, idempotency_key: str) -> StoredTransaction | None:
-        row = self._conn.execute(_FIND_TXN, {"key": idempotency_key}).first()
-        if row is None:
+        (rows,) = self._read((self._sql.find_txn, {"key": idempotency_key}))
+        if not rows:
             return None
-        return StoredTransaction(row.id, row.request_hash, json.loads(row.result))
+        txn_id, request_hash, result = rows[0]
+        return StoredTransaction(txn_id, request_hash, json.loads(result))
 
     def lots(self, account_id: str) -> list[dl.Lot]:
-        return [_lot(r) for r in self._conn.execute(_LOTS, {"account_id": account_id})]
-
-    def hold(self, hold_id: str) -> dl.Hold | None:
-        row = self._conn.execute(_HOLD, {"hold_id": hold_id}).first()
-        return None if row is None else _hold(row)
+        (rows,) = self._read((self._sql.lots, {"account_id": account_id}))
+        return [_lot(row) for row in rows]
 
     def open_holds_due(self, account_id: str, now: datetime) -> list[dl.Hold]:
-        query = sa.select(holds).where(
-            holds.c.account_id == account_id,
-            holds.c.state == dl.HoldState.OPEN.value,
-            holds.c.expires_at <= now,
-        )
-        return [_hold(r) for r in self._conn.execute(query)]
+        (rows,) = self._read((self._sql.open_holds_due, {"account_id": account_id, "now": now}))
+        return [_hold(row) for row in rows]
 
     def append(
         self,
@@ -161,43 +211,84 @@ class SqlLedgerUnitOfWork:
         new_hold: dl.Hold | None = None,
         settled_hold: dl.Hold | None = None,
     ) -> None:
-        conn = self._conn
-        try:
-            conn.execute(_INSERT_TXN, _txn_row(txn, movement))
-        except sa.exc.IntegrityError as error:
-            if txn.idempotency_key is None:
-                raise
-            raise DuplicateIdempotencyKeyError(txn.idempotency_key) from error
+        sql, write = self._sql, self._pending.append
+        if txn.idempotency_key is not None:
+            self._keys.append(txn.idempotency_key)
+        write((sql.insert_txn, [_txn_row(txn, movement)]))
         if new_lot is not None:
-            conn.execute(_INSERT_LOT, _lot_row(new_lot, txn.memo))
+            write((sql.insert_lot, [_lot_row(new_lot, txn.memo)]))
         if new_hold is not None:
-            conn.execute(_INSERT_HOLD, _hold_row(new_hold))
+            write((sql.insert_hold, [_hold_row(new_hold)]))
         if movement.postings:
-            conn.execute(_INSERT_POSTING, [_posting_row(txn.id, p) for p in movement.postings])
+            write((sql.insert_posting, [_posting_row(txn.id, p) for p in movement.postings]))
         if settled_hold is not None:
-            conn.execute(
-                _SETTLE_HOLD,
-                {
-                    "b_hold_id": settled_hold.id,
-                    "state": settled_hold.state.value,
-                    "captured": settled_hold.captured,
-                    "settled_at": txn.created_at,
-                },
-            )
+            settled = {
+                "b_hold_id": settled_hold.id,
+                "state": settled_hold.state.value,
+                "captured": settled_hold.captured,
+                "settled_at": txn.created_at,
+            }
+            write((sql.settle_hold, [settled]))
         if movement.lot_deltas:
-            conn.execute(
-                _ADD_TO_LOT, [{"b_lot_id": k, "delta": v} for k, v in movement.lot_deltas.items()]
-            )
+            deltas = [{"b_lot_id": k, "delta": v} for k, v in movement.lot_deltas.items()]
+            write((sql.add_to_lot, deltas))
         d_available = movement.book_delta(dl.Book.AVAILABLE)
         d_held = movement.book_delta(dl.Book.HELD)
         if d_available or d_held:
-            conn.execute(
-                _ADD_TO_BALANCE,
-                {"b_account_id": movement.account_id, "d_available": d_available, "d_held": d_held},
-            )
+            change = {
+                "b_account_id": movement.account_id,
+                "d_available": d_available,
+                "d_held": d_held,
+            }
+            write((sql.add_to_balance, [change]))
 
     def commit(self) -> None:
-        self._conn.commit()
+        if self._sql.pipelined:
+            with self._batch():
+                self._send_pending()
+                self._driver.commit()  # queued behind the writes: one round trip
+        else:
+            with self._batch():
+                self._send_pending()
+        self._conn.commit()  # SQLAlchemy's bookkeeping (a no-op for the driver if done)
+
+    def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """Send the queued writes, then ``queries`` in order; each query's rows."""
+        cursors = []
+        with self._batch():
+            self._send_pending()
+            for query, values in queries:
+                cursor = self._driver.cursor()
+                cursor.execute(query.sql, query.params(values))
+                cursors.append(cursor)
+        return [query.rows(cursor) for (query, _), cursor in zip(queries, cursors, strict=True)]
+
+    def _send_pending(self) -> None:
+        cursor = self._driver.cursor()
+        for statement, rows in self._pending:
+            if len(rows) == 1:
+                cursor.execute(statement.sql, statement.params(rows[0]))
+            else:
+                cursor.executemany(statement.sql, [statement.params(row) for row in rows])
+        self._pending.clear()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Pipeline the statements sent inside (PostgreSQL); translate driver errors."""
+        try:
+            if self._sql.pipelined:
+                with self._driver.pipeline():
+                    yield
+            else:
+                yield
+        except self._dbapi.IntegrityError as error:
+            if self._keys and any(name in str(error) for name in _KEY_INDEX):
+                raise DuplicateIdempotencyKeyError(self._keys[-1]) from error
+            raise sa.exc.IntegrityError("ledger batch", None, error) from error
+        except self._dbapi.Error as error:
+            raise sa.exc.DBAPIError.instance(
+                "ledger batch", None, error, self._dbapi.Error
+            ) from error
 
 
 def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
@@ -259,12 +350,13 @@ class SqlLedgerStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._sql = _LedgerSql(engine.dialect)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlLedgerUnitOfWork]:
         with self.engine.connect() as conn, conn.begin():
             # ``conn.begin()`` rolls back on leaving unless committed inside.
-            yield SqlLedgerUnitOfWork(conn)
+            yield SqlLedgerUnitOfWork(conn, self._sql)
 
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None:
         with self.engine.begin() as conn:

@@ -1,0 +1,67 @@
+"""Statements compiled once per dialect and run straight on the driver's cursor.
+
+A ``conn.execute`` of an already compiled SQLAlchemy statement still costs about
+15 µs of Python (execution context, events, result set-up); the driver's own
+``cursor.execute`` costs about 1.5 µs. The ledger's hot path runs a handful of
+statements per movement, so it uses ``Prepared`` instead, without giving up what
+SQLAlchemy gets right: the SQL text is the dialect's compilation of the Core
+statement, every parameter goes through its column type's bind processor and every
+result value through the result processor, so what is written and read back is
+exactly what ``conn.execute`` would have written and read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_Processor = Callable[[Any], Any] | None
+
+
+class Prepared:
+    """One statement, compiled for one dialect."""
+
+    def __init__(
+        self, statement: sa.ClauseElement, dialect: Dialect, *, columns: Sequence[str] = ()
+    ) -> None:
+        # ``columns`` names the SET / VALUES columns of an INSERT or UPDATE that has none.
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns) or None)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = compiled.string
+        self._compiled = compiled
+        # Positional paramstyles (SQLite's qmark) list a name once per placeholder.
+        self._order = compiled.positiontup
+        self._binds: dict[str, _Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in compiled.bind_names.items()
+        }
+        selected: Iterable[sa.ColumnElement[Any]] = getattr(statement, "selected_columns", ())
+        self._results: tuple[_Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
+        )
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """``values`` as the driver wants them: converted, and ordered if positional."""
+        converted = self._compiled.construct_params(values, escape_names=False)
+        for name, processor in self._binds.items():
+            value = converted[name]
+            if processor is not None and value is not None:
+                converted[name] = processor(value)
+        if self._order is not None:
+            return tuple(converted[name] for name in self._order)
+        return converted
+
+    def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
+        """Fetch the cursor's rows, each value through its column type."""
+        processors = self._results
+        return [
+            tuple(
+                value if p is None or value is None else p(value)
+                for p, value in zip(processors, row, strict=True)
+            )
+            for row in cursor.fetchall()
+        ]
