@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from comfygate.adapters.db.tables_ledger import balances, holds, lots
 from comfygate.bootstrap import Container
 from comfygate.domain.errors import (
     AccountNotFoundError,
@@ -208,3 +209,25 @@ def test_statement_pages_newest_first(container: Container) -> None:
     assert [x.available_delta for x in first] == [5, 4, 3]
     rest = c.accounts.statement(account_id=acct, limit=3, before=first[-1].txn_id)
     assert [x.available_delta for x in rest] == [2, 1]
+
+
+def test_reconcile_reports_each_cache_that_disagrees_with_the_postings(
+    container: Container,
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="drift")
+    grant = c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    hold = c.ledger.place_hold(account_id=acct, amount=11, idempotency_key="h")
+    assert_consistent(c)
+    with c.engine.begin() as conn:  # corrupt every cache behind the ledger's back
+        conn.execute(balances.update().values(available=40, held=12))
+        conn.execute(lots.update().values(remaining=38))
+        conn.execute(holds.update().values(amount=10))
+    found = {(d.account_id, d.what, d.cached, d.derived) for d in c.accounts.reconcile().drifts}
+    assert found == {
+        (acct, "available", 40, 39),
+        (acct, "held", 12, 11),
+        (acct, f"lot {grant.lot_id} remaining", 38, 39),
+        (acct, f"hold {hold.hold_id} held", 10, 11),
+    }
+    assert not c.accounts.reconcile().ok

@@ -32,13 +32,20 @@ class Prepared:
         compiled = statement.compile(dialect=dialect, column_keys=list(columns) or None)
         assert isinstance(compiled, SQLCompiler)
         self.sql = compiled.string
-        self._compiled = compiled
         # Positional paramstyles (SQLite's qmark) list a name once per placeholder.
         self._order = compiled.positiontup
-        self._binds: dict[str, _Processor] = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+        # Per placeholder: its name, the caller's key, whether the caller must give it
+        # (else its value is a literal of the statement), that value, the bind processor.
+        self._binds: list[tuple[str, str, bool, Any, _Processor]] = [
+            (
+                name,
+                bind.key,
+                bind.required,
+                bind.effective_value,
+                bind.type.dialect_impl(dialect).bind_processor(dialect),
+            )
             for bind, name in compiled.bind_names.items()
-        }
+        ]
         selected: Iterable[sa.ColumnElement[Any]] = getattr(statement, "selected_columns", ())
         self._results: tuple[_Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
@@ -46,11 +53,10 @@ class Prepared:
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """``values`` as the driver wants them: converted, and ordered if positional."""
-        converted = self._compiled.construct_params(values, escape_names=False)
-        for name, processor in self._binds.items():
-            value = converted[name]
-            if processor is not None and value is not None:
-                converted[name] = processor(value)
+        converted = {}
+        for name, key, required, literal, processor in self._binds:
+            value = values[key] if required else values.get(key, literal)
+            converted[name] = value if processor is None or value is None else processor(value)
         if self._order is not None:
             return tuple(converted[name] for name in self._order)
         return converted

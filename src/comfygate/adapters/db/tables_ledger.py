@@ -50,9 +50,9 @@ postings = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("txn_id", Id, sa.ForeignKey("ledger_transactions.id"), nullable=False, index=True),
     sa.Column("book", sa.String(16), nullable=False),
-    sa.Column("account_id", Id, nullable=False, index=True),
-    sa.Column("lot_id", Id, nullable=True, index=True),
-    sa.Column("hold_id", Id, nullable=True, index=True),
+    sa.Column("account_id", Id, nullable=False),
+    sa.Column("lot_id", Id, nullable=True),
+    sa.Column("hold_id", Id, nullable=True),
     sa.Column("amount", Tokens, nullable=False),
 )
 
@@ -74,7 +74,7 @@ holds = sa.Table(
     "holds",
     metadata,
     sa.Column("id", Id, primary_key=True),
-    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("amount", Tokens, nullable=False),
     sa.Column("list_tokens", Tokens, nullable=False),
     sa.Column("state", sa.String(12), nullable=False),
@@ -83,7 +83,15 @@ holds = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("settled_at", UtcDateTime, nullable=True),
-    sa.Index("ix_holds_state_expires_at", "state", "expires_at"),
+    # Open holds only (where the backend has partial indexes: see ledger_0002).
+    sa.Index(
+        "ix_holds_open",
+        "account_id",
+        "expires_at",
+        sqlite_where=sa.text("state = 'open'"),
+        postgresql_where=sa.text("state = 'open'"),
+    ),
+    sa.Index("ix_holds_state_expires_at", "state", "expires_at").ddl_if(dialect="mysql"),
 )
 
 subscriptions = sa.Table(
