@@ -231,3 +231,19 @@ def test_reconcile_reports_each_cache_that_disagrees_with_the_postings(
         (acct, f"hold {hold.hold_id} held", 10, 11),
     }
     assert not c.accounts.reconcile().ok
+
+
+def test_memos_with_quotes_percent_signs_and_placeholders_are_stored_verbatim(
+    container: Container,
+) -> None:
+    """PostgreSQL's statements are bound on the client: text must reach it unharmed."""
+    c = container
+    acct = c.ledger.open_account(name="memo")
+    memo = {"note": "100% o'clock; DROP TABLE x; -- %(amount)s %s $1 \\ 漢字"}
+    c.ledger.grant(account_id=acct, amount=5, source="topup", idempotency_key="g", memo=memo)
+    c.ledger.place_hold(account_id=acct, amount=2, idempotency_key="h'%s", memo=memo)
+    lines = c.ledger_store.statement(acct, limit=10, before=None)
+    assert [line.memo for line in lines] == [memo, memo]
+    replay = c.ledger.place_hold(account_id=acct, amount=2, idempotency_key="h'%s")
+    assert replay.replayed
+    assert_consistent(c)

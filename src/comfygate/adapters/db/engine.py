@@ -26,6 +26,8 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SERVER_ISOLATION_LEVEL = "READ COMMITTED"
+"""PostgreSQL's and MariaDB's isolation level for every transaction."""
 SQLITE_WAL_CHECKPOINT_PAGES = 10_000
 
 
@@ -128,7 +130,7 @@ def create_engine(url: str | URL, *, pool_size: int = 20, echo: bool = False) ->
         return _sqlite_engine(parsed, echo=echo)
     return sa.create_engine(
         parsed,
-        isolation_level="READ COMMITTED",
+        isolation_level=SERVER_ISOLATION_LEVEL,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,

@@ -12,6 +12,7 @@ exactly what ``conn.execute`` would have written and read.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _Processor = Callable[[Any], Any] | None
+_keys = itertools.count(1)
 
 
 class Prepared:
@@ -32,8 +34,12 @@ class Prepared:
         compiled = statement.compile(dialect=dialect, column_keys=list(columns) or None)
         assert isinstance(compiled, SQLCompiler)
         self.sql = compiled.string
-        # Positional paramstyles (SQLite's qmark) list a name once per placeholder.
+        self.key = next(_keys)
+        """Unique in this process: names the statement where a server keeps it prepared."""
+        # Positional paramstyles list the names in placeholder order (once per
+        # placeholder for SQLite's qmark, once per number for numeric ones).
         self._order = compiled.positiontup
+        self.param_count = len(self._order if self._order is not None else compiled.binds)
         # Per placeholder: its name, the caller's key, whether the caller must give it
         # (else its value is a literal of the statement), that value, the bind processor.
         self._binds: list[tuple[str, str, bool, Any, _Processor]] = [

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect, Engine
 
+from comfygate.adapters.db.batches import batches_for, script_dialect
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.prepared import Prepared
 from comfygate.adapters.db.tables_ledger import (
@@ -115,7 +116,7 @@ class _LedgerSql:
             lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update(of=balances)
         else:  # MariaDB locks every row read; SQLite has no row locks (BEGIN IMMEDIATE)
             lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update()
-        self.pipelined = dialect.name == "postgresql"
+        dialect = script_dialect(dialect)
         self.lock_account = Prepared(_LOCK_BALANCE.with_for_update(), dialect)
         self.lock_hold = Prepared(lock_hold, dialect)
         self.hold = Prepared(_HOLD, dialect)
@@ -137,6 +138,7 @@ class _LedgerSql:
         )
         self.add_to_lot = Prepared(_ADD_TO_LOT, dialect)
         self.add_to_balance = Prepared(_ADD_TO_BALANCE, dialect)
+        self.all = [value for value in vars(self).values() if isinstance(value, Prepared)]
 
 
 def _book_sum(book: str) -> sa.ColumnElement[Any]:
@@ -161,16 +163,15 @@ def _hold(row: tuple[Any, ...]) -> dl.Hold:
 class SqlLedgerUnitOfWork:
     """One database transaction of the ledger.
 
-    Writes are queued and sent just before the next read or the commit, as one batch:
-    on PostgreSQL that batch is one pipelined round trip (with the ``COMMIT``, when it
-    ends the transaction), so a hold or a capture costs two round trips, a locking read
-    and its writes. Reads always see the writes queued before them.
+    Writes are queued and sent just before the next read or the commit, as one batch
+    (``batches.py``): on PostgreSQL one round trip, with the ``COMMIT`` when it ends
+    the transaction, so a hold or a capture costs two round trips, a locking read and
+    its writes. Reads always see the writes queued before them.
     """
 
     def __init__(self, conn: sa.Connection, sql: _LedgerSql) -> None:
-        self._conn = conn
         self._sql = sql
-        self._driver: Any = conn.connection.driver_connection
+        self._batches = batches_for(conn, sql.all)
         self._dbapi: Any = conn.dialect.loaded_dbapi
         self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
         self._keys: list[str] = []
@@ -245,44 +246,26 @@ class SqlLedgerUnitOfWork:
             write((sql.add_to_balance, [change]))
 
     def commit(self) -> None:
-        if self._sql.pipelined:
-            with self._batch():
-                self._send_pending()
-                self._driver.commit()  # queued behind the writes: one round trip
-        else:
-            with self._batch():
-                self._send_pending()
-        self._conn.commit()  # SQLAlchemy's bookkeeping (a no-op for the driver if done)
+        with self._errors():
+            self._batches.commit(self._take_pending())
+
+    def close(self) -> None:
+        self._batches.close()
 
     def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
         """Send the queued writes, then ``queries`` in order; each query's rows."""
-        cursors = []
-        with self._batch():
-            self._send_pending()
-            for query, values in queries:
-                cursor = self._driver.cursor()
-                cursor.execute(query.sql, query.params(values))
-                cursors.append(cursor)
-        return [query.rows(cursor) for (query, _), cursor in zip(queries, cursors, strict=True)]
+        with self._errors():
+            return self._batches.read(self._take_pending(), queries)
 
-    def _send_pending(self) -> None:
-        cursor = self._driver.cursor()
-        for statement, rows in self._pending:
-            if len(rows) == 1:
-                cursor.execute(statement.sql, statement.params(rows[0]))
-            else:
-                cursor.executemany(statement.sql, [statement.params(row) for row in rows])
-        self._pending.clear()
+    def _take_pending(self) -> list[tuple[Prepared, Sequence[Mapping[str, Any]]]]:
+        pending, self._pending = self._pending, []
+        return pending
 
     @contextmanager
-    def _batch(self) -> Iterator[None]:
-        """Pipeline the statements sent inside (PostgreSQL); translate driver errors."""
+    def _errors(self) -> Iterator[None]:
+        """Driver errors as SQLAlchemy would raise them; a reused key as our own."""
         try:
-            if self._sql.pipelined:
-                with self._driver.pipeline():
-                    yield
-            else:
-                yield
+            yield
         except self._dbapi.IntegrityError as error:
             if self._keys and any(name in str(error) for name in _KEY_INDEX):
                 raise DuplicateIdempotencyKeyError(self._keys[-1]) from error
@@ -358,7 +341,11 @@ class SqlLedgerStore:
     def unit_of_work(self) -> Iterator[SqlLedgerUnitOfWork]:
         with self.engine.connect() as conn, conn.begin():
             # ``conn.begin()`` rolls back on leaving unless committed inside.
-            yield SqlLedgerUnitOfWork(conn, self._sql)
+            uow = SqlLedgerUnitOfWork(conn, self._sql)
+            try:
+                yield uow
+            finally:
+                uow.close()
 
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None:
         with self.engine.begin() as conn:
