@@ -1,0 +1,43 @@
+"""How the ledger's statements reach each driver, and what a failure leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from comfygate.adapters.db import batches
+from comfygate.bootstrap import Container
+
+
+def test_a_failed_commit_leaves_the_pooled_connection_as_it_was(container: Container) -> None:
+    c = container
+    acct = c.ledger.open_account(name="pool")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    # The replay's first attempt fails at commit on the journal's unique key.
+    assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").replayed
+    with c.engine.connect() as conn:  # the same pooled connection, the pool's way
+        if conn.dialect.name == "postgresql":  # ScriptBatches switched it, and back
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+        conn.execute(sa.text("SELECT 1"))
+        assert conn.in_transaction()
+    assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h2").amount == 5
+    assert c.accounts.balance(account_id=acct).held == 10
+
+
+def test_statements_already_prepared_on_a_session_are_not_prepared_again(
+    container: Container,
+) -> None:
+    """A process that forgot what it prepared (or a second store on the same engine)
+    finds the statements on the server instead of failing on ``PREPARE``."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("server-prepared statements are PostgreSQL's")
+    c = container
+    acct = c.ledger.open_account(name="prepared")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    batches._prepared_on.clear()
+    c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    with c.engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM pg_prepared_statements")).scalars()
+        ours = [name for name in names if name.startswith("comfygate_")]
+    assert len(ours) == len(set(ours)) > 5
