@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db import migrate
-from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db.engine import create_engine, is_backend
 from comfygate.adapters.db.sql_identity import SqlAuditStore, SqlIdentityStore
 from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.adapters.db.sql_payments import SqlOrderStore
@@ -96,7 +96,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url)
     ledger_store = SqlLedgerStore(engine)
-    ledger = LedgerService(store=ledger_store, clock=clock, hold_ttl_s=settings.hold_ttl_s)
+    ledger = LedgerService(
+        store=ledger_store,
+        clock=clock,
+        hold_ttl_s=settings.hold_ttl_s,
+        batch_max=settings.ledger_batch_max or (32 if is_backend(engine, "sqlite") else 1),
+    )
     plans = PlanService(
         catalog=load_plan_catalog(settings),
         ledger=ledger,

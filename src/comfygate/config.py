@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         default=None, description="price book TOML used instead of the shipped default"
     )
     plans_file: Path | None = Field(default=None, description="plan catalog TOML override")
+    ledger_batch_max: int | None = Field(
+        default=None,
+        ge=1,
+        description="movements of concurrent requests committed in one transaction (1: off;"
+        " default 32 on SQLite, which has one writer at a time anyway, else 1)",
+    )
 
     # gateway (entrypoints/api; cli_gateway)
     host: str = Field(default="127.0.0.1", description="address `comfygate serve` binds")

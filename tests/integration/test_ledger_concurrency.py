@@ -10,9 +10,12 @@ import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from comfygate import bootstrap
 from comfygate.config import Settings
 from comfygate.domain.errors import HoldNotOpenError, InsufficientBalanceError
+from comfygate.services.ledger import HoldReceipt, SettleReceipt
 
 HOLDS, EACH, FUNDS = 200, 7, 1000
 
@@ -28,8 +31,10 @@ def _attempt(
     return True
 
 
-def _race_in_threads(url: str, account_id: str, indices: range, threads: int) -> int:
-    container = bootstrap.build(Settings(database_url=url))
+def _race_in_threads(
+    url: str, account_id: str, indices: range, threads: int, batch_max: int | None = None
+) -> int:
+    container = bootstrap.build(Settings(database_url=url, ledger_batch_max=batch_max))
     try:
         barrier = threading.Barrier(threads)
         with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -66,10 +71,47 @@ def _check_outcome(url: str, account_id: str, succeeded: int) -> None:
         container.close()
 
 
-def test_concurrent_holds_from_threads(database_url: str) -> None:
+@pytest.mark.parametrize("batch_max", [1, 32], ids=["alone", "batched"])
+def test_concurrent_holds_from_threads(database_url: str, batch_max: int) -> None:
+    """Each movement alone, and movements of concurrent threads in shared transactions
+    (the default on SQLite; allowed everywhere)."""
     account_id = _funded_account(database_url)
-    succeeded = _race_in_threads(database_url, account_id, range(HOLDS), threads=32)
+    succeeded = _race_in_threads(database_url, account_id, range(HOLDS), 32, batch_max)
     _check_outcome(database_url, account_id, succeeded)
+
+
+@pytest.mark.parametrize("batch_max", [1, 32], ids=["alone", "batched"])
+def test_concurrent_retries_of_the_same_keys_move_tokens_once(
+    database_url: str, batch_max: int
+) -> None:
+    """Three threads send each hold and each capture at once under the same key (a
+    client retrying): all three get the first receipt, and tokens move once."""
+    account_id = _funded_account(database_url)
+    container = bootstrap.build(Settings(database_url=database_url, ledger_batch_max=batch_max))
+    ledger, keys = container.ledger, [f"k{n}" for n in range(8)] * 3
+
+    def hold(key: str) -> HoldReceipt:
+        return ledger.place_hold(account_id=account_id, amount=EACH, idempotency_key=key)
+
+    def capture(receipt: HoldReceipt) -> SettleReceipt:
+        return ledger.capture(hold_id=receipt.hold_id, idempotency_key="done")
+
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            holds = list(pool.map(hold, keys))
+            settled = list(pool.map(capture, holds))
+        hold_ids = {key: {h.hold_id for h, k in zip(holds, keys, strict=True) if k == key}
+                    for key in keys}  # fmt: skip
+        assert all(len(ids) == 1 for ids in hold_ids.values())
+        settle_txns = {h.hold_id: {s.txn_id for s in settled if s.hold_id == h.hold_id}
+                       for h in holds}  # fmt: skip
+        assert all(len(txns) == 1 for txns in settle_txns.values())
+        assert sum(not h.replayed for h in holds) == sum(not s.replayed for s in settled) == 8
+        view = container.accounts.balance(account_id=account_id)
+        assert (view.available, view.held) == (FUNDS - 8 * EACH, 0)
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()
 
 
 def _process_main(

@@ -25,8 +25,8 @@ from comfygate.domain.errors import (
 )
 from comfygate.domain.ids import new_id
 from comfygate.services.clock import Clock
+from comfygate.services.ledger_batches import Deferred, MovementBatcher, Operation
 from comfygate.services.ledger_ports import (
-    DuplicateIdempotencyKeyError,
     LedgerStore,
     LedgerUnitOfWork,
     NewTransaction,
@@ -93,8 +93,11 @@ def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
 class LedgerService:
     """Moves tokens; every public method is one atomic, idempotent ledger transaction."""
 
-    def __init__(self, *, store: LedgerStore, clock: Clock, hold_ttl_s: int) -> None:
+    def __init__(
+        self, *, store: LedgerStore, clock: Clock, hold_ttl_s: int, batch_max: int = 1
+    ) -> None:
         self._store = store
+        self._batcher = MovementBatcher(store=store, max_batch=batch_max)
         self._clock = clock
         self._hold_ttl = timedelta(seconds=hold_ttl_s)
 
@@ -220,7 +223,7 @@ class LedgerService:
             now = self._clock.now()
             if hold.expires_at <= now:
                 self._expire_hold(uow, hold, now)
-                raise _CommitThenRaise(
+                raise Deferred(
                     HoldNotOpenError(f"hold {hold_id} expired and was released", state="expired")
                 )
             capture = hold.amount if amount is None else amount
@@ -239,27 +242,26 @@ class LedgerService:
 
         The key is checked optimistically: the journal's unique index on it refuses a
         second use, and only then (or when the body fails in a way a replay would
-        explain) is the first answer looked up and returned.
+        explain) is the first answer looked up and returned. Movements submitted at
+        the same time by other threads may share the transaction (``ledger_batches``).
         """
-        try:
-            with self._store.unit_of_work() as uow:
-                try:
-                    receipt = body(uow)
-                except _CommitThenRaise as deferred:
-                    uow.commit()
-                    raise deferred.error from None
-                except (InsufficientBalanceError, HoldNotOpenError):
-                    stored = uow.find_transaction(key)
-                    if stored is None:
-                        raise
-                    return _replay(stored, request_hash, receipt_type)
-                uow.commit()
-                return receipt
-        except DuplicateIdempotencyKeyError:
+
+        def attempt(uow: LedgerUnitOfWork) -> _R:
+            try:
+                return body(uow)
+            except (InsufficientBalanceError, HoldNotOpenError):
+                stored = uow.find_transaction(key)
+                if stored is None:
+                    raise
+                return _replay(stored, request_hash, receipt_type)
+
+        def after_conflict() -> _R:
             with self._store.unit_of_work() as uow:
                 stored = uow.find_transaction(key)
             assert stored is not None  # the unique index just said it exists
             return _replay(stored, request_hash, receipt_type)
+
+        return self._batcher.run(Operation(attempt, after_conflict))
 
     def _append_settlement(
         self,
@@ -328,14 +330,6 @@ def _replay(stored: StoredTransaction, request_hash: str, receipt_type: type[_R]
     if stored.request_hash != request_hash:
         raise IdempotencyConflictError("this idempotency key was used for a different request")
     return receipt_type(**stored.result, replayed=True)
-
-
-class _CommitThenRaise(Exception):
-    """Keep what the body wrote (e.g. an expired hold's release), then raise ``error``."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _txn(

@@ -68,6 +68,9 @@ class NewTransaction:
 
 
 class LedgerUnitOfWork(Protocol):
+    appends: int
+    """How many movements ``append`` has been given so far."""
+
     def lock_account(self, account_id: str) -> list[Lot]:
         """Lock the account's balance row for this transaction and return its lots that
         still have tokens; raise ``AccountNotFoundError`` if there is no such account."""

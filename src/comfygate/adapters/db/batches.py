@@ -20,7 +20,6 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from comfygate.adapters.db.engine import SERVER_ISOLATION_LEVEL
@@ -55,19 +54,24 @@ def script_dialect(dialect: Dialect) -> Dialect:
     return dialect
 
 
-def batches_for(conn: sa.Connection, statements: Sequence[Prepared]) -> Batches:
-    """Batches on ``conn`` for ``statements`` (all of them compiled by ``script_dialect``)."""
-    if conn.dialect.name == "postgresql":
-        return ScriptBatches(conn, statements)
-    return SequentialBatches(conn)
+def batches_for(driver: Any, dialect: Dialect, statements: Sequence[Prepared]) -> Batches:
+    """Batches on the DBAPI connection ``driver`` (straight from the pool), for
+    ``statements`` (all compiled by ``script_dialect``). The first hand-over begins
+    the transaction."""
+    if dialect.name == "postgresql":
+        return ScriptBatches(driver, statements)
+    return SequentialBatches(driver, sqlite=dialect.name == "sqlite")
 
 
 class SequentialBatches:
-    """Statements one by one on the driver's cursor, in SQLAlchemy's transaction."""
+    """Statements one by one on the driver's cursor."""
 
-    def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
-        self._driver: Any = conn.connection.driver_connection
+    def __init__(self, driver: Any, *, sqlite: bool) -> None:
+        self._driver = driver
+        # SQLite: BEGIN IMMEDIATE, through the connection class that also takes the
+        # process's write lock (engine.py). PyMySQL begins implicitly.
+        self._begin: Any = (lambda: driver.begin("IMMEDIATE")) if sqlite else None
+        self._committed = False
 
     def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
         self._send(writes)
@@ -80,12 +84,17 @@ class SequentialBatches:
 
     def commit(self, writes: Writes) -> None:
         self._send(writes)
-        self._conn.commit()
+        self._driver.commit()
+        self._committed = True
 
     def close(self) -> None:
-        pass  # SQLAlchemy's transaction rolls back whatever was not committed
+        if not self._committed:
+            self._driver.rollback()
 
     def _send(self, writes: Writes) -> None:
+        if self._begin is not None:
+            begin, self._begin = self._begin, None
+            begin()
         cursor = self._driver.cursor()
         for statement, rows in writes:
             if len(rows) == 1:
@@ -106,12 +115,10 @@ class ScriptBatches:
     the script left open and restores the connection's mode before the pool gets it.
     """
 
-    def __init__(self, conn: sa.Connection, statements: Sequence[Prepared]) -> None:
+    def __init__(self, driver: Any, statements: Sequence[Prepared]) -> None:
         import psycopg  # PostgreSQL's driver: only when there is PostgreSQL
         from psycopg.pq import TransactionStatus
 
-        self._conn = conn
-        driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         self._driver = driver
         driver.autocommit = True
@@ -138,7 +145,6 @@ class ScriptBatches:
     def commit(self, writes: Writes) -> None:
         script, params = self._script(writes)
         self._cursor.execute("; ".join([*script, "COMMIT"]), params)
-        self._conn.commit()  # SQLAlchemy's bookkeeping; nothing left for the driver
 
     def close(self) -> None:
         if self._driver.info.transaction_status != self._idle:  # left open by an error

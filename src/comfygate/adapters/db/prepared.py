@@ -39,41 +39,47 @@ class Prepared:
         # Positional paramstyles list the names in placeholder order (once per
         # placeholder for SQLite's qmark, once per number for numeric ones).
         self._order = compiled.positiontup
-        self.param_count = len(self._order if self._order is not None else compiled.binds)
-        # Per placeholder: its name, the caller's key, whether the caller must give it
-        # (else its value is a literal of the statement), that value, the bind processor.
-        self._binds: list[tuple[str, str, bool, Any, _Processor]] = [
-            (
-                name,
+        self.param_count = len(self._order if self._order is not None else compiled.bind_names)
+        # Per parameter, in the order the driver wants them: the caller's key, whether
+        # the caller must give it (else it is a literal of the statement, with this
+        # value), and the type's bind processor.
+        binds = {
+            name: (
                 bind.key,
                 bind.required,
                 bind.effective_value,
                 bind.type.dialect_impl(dialect).bind_processor(dialect),
             )
             for bind, name in compiled.bind_names.items()
-        ]
+        }
+        self._positional = self._order is not None
+        self._binds = [(name, *binds[name]) for name in (self._order or binds)]
         selected: Iterable[sa.ColumnElement[Any]] = getattr(statement, "selected_columns", ())
-        self._results: tuple[_Processor, ...] = tuple(
+        results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
-        )
+        ]
+        self._results = [(i, p) for i, p in enumerate(results) if p is not None]
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """``values`` as the driver wants them: converted, and ordered if positional."""
-        converted = {}
-        for name, key, required, literal, processor in self._binds:
+        converted = []
+        for _, key, required, literal, processor in self._binds:
             value = values[key] if required else values.get(key, literal)
-            converted[name] = value if processor is None or value is None else processor(value)
-        if self._order is not None:
-            return tuple(converted[name] for name in self._order)
-        return converted
+            converted.append(value if processor is None or value is None else processor(value))
+        if self._positional:
+            return converted
+        return dict(zip((bind[0] for bind in self._binds), converted, strict=True))
 
     def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
         """Fetch the cursor's rows, each value through its column type."""
-        processors = self._results
-        return [
-            tuple(
-                value if p is None or value is None else p(value)
-                for p, value in zip(processors, row, strict=True)
-            )
-            for row in cursor.fetchall()
-        ]
+        rows = cursor.fetchall()
+        if not self._results:
+            return [tuple(row) for row in rows]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, processor in self._results:
+                if values[i] is not None:
+                    values[i] = processor(values[i])
+            converted.append(tuple(values))
+        return converted

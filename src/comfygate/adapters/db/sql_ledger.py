@@ -169,12 +169,13 @@ class SqlLedgerUnitOfWork:
     its writes. Reads always see the writes queued before them.
     """
 
-    def __init__(self, conn: sa.Connection, sql: _LedgerSql) -> None:
+    def __init__(self, driver: Any, dialect: Dialect, sql: _LedgerSql) -> None:
         self._sql = sql
-        self._batches = batches_for(conn, sql.all)
-        self._dbapi: Any = conn.dialect.loaded_dbapi
+        self._batches = batches_for(driver, dialect, sql.all)
+        self._dbapi: Any = dialect.loaded_dbapi
         self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
         self._keys: list[str] = []
+        self.appends = 0
 
     def lock_account(self, account_id: str) -> list[dl.Lot]:
         sql, key = self._sql, {"account_id": account_id}
@@ -214,6 +215,7 @@ class SqlLedgerUnitOfWork:
         new_hold: dl.Hold | None = None,
         settled_hold: dl.Hold | None = None,
     ) -> None:
+        self.appends += 1
         sql, write = self._sql, self._pending.append
         if txn.idempotency_key is not None:
             self._keys.append(txn.idempotency_key)
@@ -339,13 +341,17 @@ class SqlLedgerStore:
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlLedgerUnitOfWork]:
-        with self.engine.connect() as conn, conn.begin():
-            # ``conn.begin()`` rolls back on leaving unless committed inside.
-            uow = SqlLedgerUnitOfWork(conn, self._sql)
+        # A DBAPI connection straight from the pool: a SQLAlchemy ``Connection`` and its
+        # transaction object cost more per movement than the movement's statements.
+        pooled = self.engine.raw_connection()
+        try:
+            uow = SqlLedgerUnitOfWork(pooled.driver_connection, self.engine.dialect, self._sql)
             try:
                 yield uow
             finally:
-                uow.close()
+                uow.close()  # rolls back unless committed
+        finally:
+            pooled.close()
 
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None:
         with self.engine.begin() as conn:
