@@ -4,11 +4,17 @@ For each backend (SQLite file, PostgreSQL) and each concurrency (1 and 16 client
 each on its own account and connection), measures in the same run on the same database:
 
 - ``hold+capture``: ``LedgerService.place_hold`` then ``capture`` (two transactions:
-  a hold must be durable before the job is queued);
+  a hold must be durable before the job is queued), wired as ``comfygate serve``
+  wires it (group commit on SQLite, one transaction per movement elsewhere);
 - ``baseline``: the simplest possible debit, one transaction of one conditional
-  ``UPDATE wallet SET balance = balance - n WHERE balance >= n`` and one ``INSERT``.
+  ``UPDATE wallet SET balance = balance - n WHERE balance >= n`` and one ``INSERT``,
+  written the way code is written with SQLAlchemy Core: ``engine.begin()`` and two
+  ``conn.execute`` of prebuilt statements;
+- ``raw baseline``: the same debit with the SQLAlchemy layer taken out, as the
+  ledger's own hot path does: a pooled DBAPI connection, two ``cursor.execute`` of
+  the compiled SQL, ``commit``.
 
-Prints operations per second and the ratio ours / baseline. Usage:
+Prints operations per second and the ratio ours / each baseline. Usage:
 
     .venv/bin/python bench/bench_ledger.py [--seconds 3] [--postgres URL]
 """
@@ -29,6 +35,7 @@ import sqlalchemy as sa
 
 from comfygate import bootstrap
 from comfygate.adapters.db.base import Tokens, UtcDateTime
+from comfygate.adapters.db.prepared import Prepared
 from comfygate.config import Settings
 
 bench_meta = sa.MetaData()
@@ -51,6 +58,7 @@ DEBIT = (
     .where(wallet.c.account_id == sa.bindparam("b_id"), wallet.c.balance >= sa.bindparam("n"))
     .values(balance=wallet.c.balance - sa.bindparam("n"))
 )
+INSERT = debits.insert().inline()
 
 
 def rate(clients: int, seconds: float, op: Callable[[int, int], None]) -> float:
@@ -73,11 +81,17 @@ def rate(clients: int, seconds: float, op: Callable[[int, int], None]) -> float:
     return sum(counts) / (time.perf_counter() - began)
 
 
-def bench_backend(name: str, url: str, seconds: float) -> list[tuple[str, int, float, float]]:
+Row = tuple[str, int, float, float, float]
+
+
+def bench_backend(name: str, url: str, seconds: float) -> list[Row]:
     container = bootstrap.build(Settings(database_url=url))
     container.upgrade_database()
     engine = container.engine
     bench_meta.create_all(engine)
+    debit = Prepared(DEBIT, engine.dialect)
+    insert = Prepared(INSERT, engine.dialect, columns=["account_id", "amount", "created_at"])
+    begin = "BEGIN IMMEDIATE" if name == "sqlite" else None
     rows = []
     for clients in (1, 16):
         accounts = [container.ledger.open_account(name=f"bench{c}") for c in range(clients)]
@@ -101,9 +115,24 @@ def bench_backend(name: str, url: str, seconds: float) -> list[tuple[str, int, f
                 conn.execute(debits.insert(), {"account_id": wallets[client], "amount": 11,
                                                "created_at": datetime.now(UTC)})  # fmt: skip
 
+        def raw_baseline(client: int, i: int, wallets: list[str] = wallets) -> None:
+            pooled = engine.raw_connection()
+            try:
+                cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+                if begin:
+                    cursor.execute(begin)
+                cursor.execute(debit.sql, debit.params({"b_id": wallets[client], "n": 11}))
+                assert cursor.rowcount == 1
+                cursor.execute(insert.sql, insert.params({"account_id": wallets[client],
+                               "amount": 11, "created_at": datetime.now(UTC)}))  # fmt: skip
+                pooled.commit()
+            finally:
+                pooled.close()
+
         base = rate(clients, seconds, baseline)
+        raw = rate(clients, seconds, raw_baseline)
         mine = rate(clients, seconds, ours)
-        rows.append((name, clients, mine, base))
+        rows.append((name, clients, mine, base, raw))
     assert container.accounts.reconcile().ok
     bench_meta.drop_all(engine)
     container.close()
@@ -132,9 +161,11 @@ def main() -> None:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
         admin.dispose()
-    print(f"{'backend':<11} {'clients':>7} {'hold+capture/s':>15} {'baseline/s':>11} {'ratio':>6}")
-    for name, clients, mine, base in rows:
-        print(f"{name:<11} {clients:>7} {mine:>15.0f} {base:>11.0f} {mine / base:>6.2f}")
+    print(f"{'backend':<11} {'clients':>7} {'hold+capture/s':>15} {'baseline/s':>11} "
+          f"{'ratio':>6} {'raw baseline/s':>15} {'ratio':>6}")  # fmt: skip
+    for name, clients, mine, base, raw in rows:
+        print(f"{name:<11} {clients:>7} {mine:>15.0f} {base:>11.0f} {mine / base:>6.2f} "
+              f"{raw:>15.0f} {mine / raw:>6.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
