@@ -41,3 +41,32 @@ def test_statements_already_prepared_on_a_session_are_not_prepared_again(
         names = conn.execute(sa.text("SELECT name FROM pg_prepared_statements")).scalars()
         ours = [name for name in names if name.startswith("comfygate_")]
     assert len(ours) == len(set(ours)) > 5
+
+
+def _ours_on_the_session(conn: sa.Connection) -> set[str]:
+    names = conn.execute(sa.text("SELECT name FROM pg_prepared_statements")).scalars()
+    return {name for name in names if name.startswith("comfygate_")}
+
+
+def test_statements_survive_other_work_on_the_connection_and_come_back_if_dropped(
+    container: Container,
+) -> None:
+    """psycopg, left to itself, prepares a query run five times and answers every
+    ROLLBACK with DEALLOCATE ALL; and anyone may DEALLOCATE ALL on a session."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("server-prepared statements are PostgreSQL's")
+    c = container
+    acct = c.ledger.open_account(name="dropped")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    with c.engine.connect() as conn:  # the one pooled connection, used the usual way
+        for _ in range(8):
+            conn.execute(sa.text("SELECT count(*) FROM balances")).scalar()
+        conn.rollback()
+        assert len(_ours_on_the_session(conn)) > 5
+        conn.execute(sa.text("DEALLOCATE ALL"))
+        conn.commit()
+        assert _ours_on_the_session(conn) == set()
+    assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").amount == 5
+    with c.engine.connect() as conn:
+        assert len(_ours_on_the_session(conn)) > 5
+    assert c.accounts.balance(account_id=acct).held == 5

@@ -124,8 +124,15 @@ class ScriptBatches:
         driver.autocommit = True
         self._cursor = psycopg.ClientCursor(driver)
         self._idle = TransactionStatus.IDLE
-        self._begin: str | None = f"BEGIN ISOLATION LEVEL {SERVER_ISOLATION_LEVEL}"
-        self._prepare(statements)
+        self._opening = f"BEGIN ISOLATION LEVEL {SERVER_ISOLATION_LEVEL}"
+        self._begin: str | None = self._opening
+        self._statements = statements
+        self._not_prepared = psycopg.errors.InvalidSqlStatementName
+        try:
+            self._prepare(statements)
+        except BaseException:
+            self.close()  # the pool must not get the connection in autocommit mode
+            raise
 
     def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
         script, params = self._script(writes)
@@ -133,7 +140,7 @@ class ScriptBatches:
             script.append(_execute(query))
             params.extend(query.params(values))
         cursor = self._cursor
-        cursor.execute("; ".join(script), params)
+        self._run(script, params)
         for _ in range(len(script) - len(queries)):  # BEGIN and writes: no rows
             cursor.nextset()
         results = []
@@ -144,12 +151,27 @@ class ScriptBatches:
 
     def commit(self, writes: Writes) -> None:
         script, params = self._script(writes)
-        self._cursor.execute("; ".join([*script, "COMMIT"]), params)
+        self._run([*script, "COMMIT"], params)
 
     def close(self) -> None:
         if self._driver.info.transaction_status != self._idle:  # left open by an error
             self._driver.rollback()
         self._driver.autocommit = False
+
+    def _run(self, script: list[str], params: list[Any]) -> None:
+        """Send ``script``. If it opens the transaction and a statement it runs is no
+        longer prepared (someone sent ``DEALLOCATE ALL`` on this session), prepare
+        them again and resend it: nothing has happened yet. Later in a transaction
+        that cannot be, as only this unit of work uses the connection meanwhile."""
+        try:
+            self._cursor.execute("; ".join(script), params)
+        except self._not_prepared:
+            _prepared_on.pop(self._driver, None)
+            if script[0] != self._opening:
+                raise
+            self._driver.rollback()
+            self._prepare(self._statements)
+            self._cursor.execute("; ".join(script), params)
 
     def _prepare(self, statements: Sequence[Prepared]) -> None:
         """Prepare on this connection whichever of ``statements`` it has not yet."""

@@ -128,6 +128,10 @@ def create_engine(url: str | URL, *, pool_size: int = 20, echo: bool = False) ->
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, echo=echo)
+    # psycopg prepares a query on its own after five runs, and on every ROLLBACK of a
+    # connection holding such statements sends DEALLOCATE ALL, which would also drop
+    # the statements the ledger prepares itself (batches.py). So it prepares nothing.
+    connect_args = {"prepare_threshold": None} if parsed.get_backend_name() == "postgresql" else {}
     return sa.create_engine(
         parsed,
         isolation_level=SERVER_ISOLATION_LEVEL,
@@ -135,6 +139,7 @@ def create_engine(url: str | URL, *, pool_size: int = 20, echo: bool = False) ->
         max_overflow=pool_size,
         pool_recycle=1800,
         echo=echo,
+        connect_args=connect_args,
     )
 
 
