@@ -161,10 +161,11 @@ class SqlLedgerUnitOfWork:
 
     def __init__(self, driver: Any, dialect: Dialect, sql: LedgerSql) -> None:
         self._sql = sql
-        self._batches = batches_for(driver, dialect, sql.all)
         self._dbapi: Any = dialect.loaded_dbapi
-        self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
         self._keys: list[str] = []
+        with self._errors():
+            self._batches = batches_for(driver, dialect, sql.all)
+        self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
         self.appends = 0
 
     def lock_account(self, account_id: str) -> list[dl.Lot]:
@@ -260,7 +261,7 @@ class SqlLedgerUnitOfWork:
             yield
         except self._dbapi.IntegrityError as error:
             if self._keys and any(name in str(error) for name in _KEY_INDEX):
-                raise DuplicateIdempotencyKeyError(self._keys[-1]) from error
+                raise DuplicateIdempotencyKeyError(", ".join(self._keys)) from error
             raise sa.exc.IntegrityError("ledger batch", None, error) from error
         except self._dbapi.Error as error:
             raise sa.exc.DBAPIError.instance(
