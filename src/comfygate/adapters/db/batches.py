@@ -113,6 +113,8 @@ class ScriptBatches:
     sends no ``BEGIN`` of its own (a round trip); the script's ``BEGIN`` names the
     isolation level every engine is configured with, and ``close`` rolls back whatever
     the script left open and restores the connection's mode before the pool gets it.
+    Prepared statements live in the server session: behind PgBouncer, use session
+    pooling (transaction pooling hands each transaction another session).
     """
 
     def __init__(self, driver: Any, statements: Sequence[Prepared]) -> None:
