@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import Engine as DbEngine
@@ -42,6 +43,7 @@ from comfygate.services.jobs import JobPolicy, JobSubmission
 from comfygate.services.ledger import LedgerService
 from comfygate.services.plans import PlanService
 from comfygate.services.quoting import QuoteService
+from comfygate.services.recovery import settle_unsettled
 from comfygate.services.settlement import JobLifecycle, ResultRetention
 
 
@@ -125,7 +127,12 @@ def build_job_services(
             default_concurrency=settings.job_concurrency,
             concurrency=dict(settings.job_concurrency_per_capability),
         ),
-        housekeeping=[retention.purge, ledger.expire, quotes.purge_expired],
+        housekeeping=[
+            partial(settle_unsettled, store=store, lifecycle=lifecycle),
+            retention.purge,
+            ledger.expire,
+            quotes.purge_expired,
+        ],
         offload=offload or asyncio.to_thread,
     )
     policy = JobPolicy(

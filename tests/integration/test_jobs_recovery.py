@@ -21,6 +21,7 @@ from comfygate.domain.jobs import JobState
 from comfygate.services.identity_types import Principal, Role
 from comfygate.services.job_ports import Job
 from comfygate.services.jobs import SubmitRequest
+from comfygate.services.recovery import settle_unsettled
 from tests.jobs_support import CAPABILITY, FakeEngine, build, png_bytes
 
 GRANT = 100
@@ -148,3 +149,21 @@ def test_a_terminal_job_left_unsettled_is_settled_on_start(
         account_id=account_id, user_id=None, since=None, until=None, limit=10, before=None
     )
     assert sorted(u.job_id for u in usage) == sorted([won.id, lost.id])
+
+
+def test_housekeeping_settles_a_job_whose_settlement_failed_in_this_process(
+    world: tuple[bootstrap.Container, str],
+) -> None:
+    """A settlement that raised (say the database went away mid-capture) leaves a
+    terminal, unsettled job; the running gateway's housekeeping settles it, once."""
+    container, account_id = world
+    store, lifecycle = container.jobs.store, container.jobs.lifecycle
+    job = _submit(container, account_id, 1)
+    running = lifecycle.start(job)
+    assert running is not None
+    assert store.transition(running, target=JobState.SUCCEEDED, changes={})
+    chores = container.jobs.dispatcher._housekeeping
+    sweep = next(c for c in chores if getattr(c, "func", None) is settle_unsettled)
+    assert sweep() == 1
+    assert sweep() == 0  # settled: nothing left, nothing charged twice
+    _assert_money(container, account_id, succeeded=1)

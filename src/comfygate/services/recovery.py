@@ -28,8 +28,7 @@ def recover_jobs(
 ) -> list[Job]:
     """Settle, retry or fail what a dead process left; return the jobs to queue,
     oldest first. Blocking. ``running_here`` are jobs this process is running."""
-    for job in store.unsettled():
-        lifecycle.settle(job)
+    settle_unsettled(store=store, lifecycle=lifecycle)
     to_queue: list[Job] = []
     for job in store.in_states([JobState.RUNNING]):
         if job.id in running_here:
@@ -43,6 +42,20 @@ def recover_jobs(
     queued = store.in_states([JobState.QUEUED])
     seen = {job.id for job in to_queue}
     return [*to_queue, *(job for job in queued if job.id not in seen)]
+
+
+def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
+    """Settle every terminal job that is not settled yet; how many. Blocking.
+
+    At a start this finishes what a crash interrupted; as a housekeeping chore it
+    retries a settlement that failed in this process (a database error mid-capture),
+    which would otherwise wait for the next restart. Settling is idempotent, so a job
+    that another thread is settling at the same moment is charged once.
+    """
+    pending = store.unsettled()
+    for job in pending:
+        lifecycle.settle(job)
+    return len(pending)
 
 
 async def housekeep(chores: Sequence[Callable[[], object]], *, interval_s: float) -> None:
