@@ -62,6 +62,14 @@ jobs = sa.Table(
     sa.Index("ix_jobs_account_state", "account_id", "state"),
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_result_expires_at", "result_expires_at"),
+    # Jobs not settled yet: only those on SQLite and PostgreSQL (see jobs_0002).
+    sa.Index(
+        "ix_jobs_unsettled",
+        "settled_at",
+        "state",
+        sqlite_where=sa.text("settled_at IS NULL"),
+        postgresql_where=sa.text("settled_at IS NULL"),
+    ),
 )
 
 job_events = sa.Table(
