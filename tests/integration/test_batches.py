@@ -8,6 +8,9 @@ import sqlalchemy as sa
 from comfygate.adapters.db import batches
 from comfygate.bootstrap import Container
 
+# Server-prepared statements are PostgreSQL's: these run on it alone.
+POSTGRESQL_ONLY = pytest.mark.parametrize("db_factory", ["postgresql"], indirect=True)
+
 
 def test_a_failed_commit_leaves_the_pooled_connection_as_it_was(container: Container) -> None:
     c = container
@@ -25,13 +28,12 @@ def test_a_failed_commit_leaves_the_pooled_connection_as_it_was(container: Conta
     assert c.accounts.balance(account_id=acct).held == 10
 
 
+@POSTGRESQL_ONLY
 def test_statements_already_prepared_on_a_session_are_not_prepared_again(
     container: Container,
 ) -> None:
     """A process that forgot what it prepared (or a second store on the same engine)
     finds the statements on the server instead of failing on ``PREPARE``."""
-    if container.engine.dialect.name != "postgresql":
-        pytest.skip("server-prepared statements are PostgreSQL's")
     c = container
     acct = c.ledger.open_account(name="prepared")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
@@ -48,13 +50,12 @@ def _ours_on_the_session(conn: sa.Connection) -> set[str]:
     return {name for name in names if name.startswith("comfygate_")}
 
 
+@POSTGRESQL_ONLY
 def test_statements_survive_other_work_on_the_connection_and_come_back_if_dropped(
     container: Container,
 ) -> None:
     """psycopg, left to itself, prepares a query run five times and answers every
     ROLLBACK with DEALLOCATE ALL; and anyone may DEALLOCATE ALL on a session."""
-    if container.engine.dialect.name != "postgresql":
-        pytest.skip("server-prepared statements are PostgreSQL's")
     c = container
     acct = c.ledger.open_account(name="dropped")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
