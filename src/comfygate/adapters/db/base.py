@@ -30,6 +30,13 @@ Id = sa.String(40)
 """Client-generated ids (``comfygate.domain.ids.new_id``)."""
 
 
+def partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of the rows that match ``where`` on SQLite and PostgreSQL; MariaDB has
+    no partial indexes and indexes every row."""
+    clause = sa.text(where)
+    return sa.Index(name, *columns, sqlite_where=clause, postgresql_where=clause)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A UTC instant with microseconds on every backend; naive values are refused.
 

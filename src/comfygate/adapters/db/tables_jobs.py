@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata
+from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata, partial_index
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -62,14 +62,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_account_state", "account_id", "state"),
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_result_expires_at", "result_expires_at"),
-    # Jobs not settled yet: only those on SQLite and PostgreSQL (see jobs_0002).
-    sa.Index(
-        "ix_jobs_unsettled",
-        "settled_at",
-        "state",
-        sqlite_where=sa.text("settled_at IS NULL"),
-        postgresql_where=sa.text("settled_at IS NULL"),
-    ),
+    partial_index("ix_jobs_unsettled", "settled_at", "state", where="settled_at IS NULL"),
 )
 
 job_events = sa.Table(

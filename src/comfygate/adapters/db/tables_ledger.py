@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata
+from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata, partial_index
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -83,14 +83,7 @@ holds = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("settled_at", UtcDateTime, nullable=True),
-    # Open holds only (where the backend has partial indexes: see ledger_0002).
-    sa.Index(
-        "ix_holds_open",
-        "account_id",
-        "expires_at",
-        sqlite_where=sa.text("state = 'open'"),
-        postgresql_where=sa.text("state = 'open'"),
-    ),
+    partial_index("ix_holds_open", "account_id", "expires_at", where="state = 'open'"),
     sa.Index("ix_holds_state_expires_at", "state", "expires_at").ddl_if(dialect="mysql"),
 )
 
