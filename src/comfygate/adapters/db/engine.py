@@ -1,7 +1,9 @@
 """Engines that are correct for writers on each backend.
 
 - SQLite: WAL, ``synchronous=NORMAL``, a busy timeout, and ``BEGIN IMMEDIATE`` for
-  every transaction so that two writers never read-then-write past each other.
+  every transaction so that two writers never read-then-write past each other. The
+  WAL is checkpointed every 10,000 pages rather than SQLite's 1,000: the commit that
+  crosses the mark copies and syncs, and each hot page is copied once per checkpoint.
   Within one process, write transactions on a database file also queue on a Python
   lock before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with sleeps of
   1 to 100 ms, so threads of one gateway contending for the write lock would sleep
@@ -9,7 +11,8 @@
   moment the holder commits or rolls back; other processes still meet the busy
   timeout as before.
 - PostgreSQL and MariaDB: READ COMMITTED; writers serialise per account on a row lock
-  (``SELECT ... FOR UPDATE``) taken by the repositories.
+  (``SELECT ... FOR UPDATE``) taken by the repositories. psycopg's automatic
+  preparation of statements is off (see ``create_engine``).
 """
 
 from __future__ import annotations
