@@ -10,13 +10,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from comfygate.domain.errors import ValidationFailedError
+
+ENV_PREFIX = "COMFYGATE_"
 
 
 class ComfyUIInstanceSettings(BaseModel):
@@ -31,7 +35,7 @@ class ComfyUIInstanceSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything an operator can configure. Environment variables win over the file."""
 
-    model_config = SettingsConfigDict(env_prefix="COMFYGATE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     database_url: str = "sqlite:///./comfygate.db"
     data_dir: Path = Path("./comfygate-data")
@@ -142,5 +146,15 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings once (environment, then config file, then defaults)."""
-    return Settings(**overrides)
+    """Read the settings once (environment, then config file, then defaults).
+
+    Raises ``ValidationFailedError`` naming every bad setting by its variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = [
+            f"{ENV_PREFIX}{'.'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        ]
+        raise ValidationFailedError("the configuration is invalid", errors=problems) from None

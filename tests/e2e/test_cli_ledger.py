@@ -96,3 +96,21 @@ def test_bad_input_exits_non_zero_with_a_clear_message(
     else:
         assert "UTC offset" in done.stderr
     assert as_json(cli("balance", account, "--json"))["available"] == 0
+
+
+def test_a_bad_setting_is_named_with_every_other_and_nothing_is_created(tmp_path: Path) -> None:
+    """Bad configuration: one clear message listing each bad variable, no traceback,
+    and no database touched (so no token can move)."""
+    db = tmp_path / "never.db"
+    env = {**os.environ, "COMFYGATE_DATABASE_URL": f"sqlite:///{db}",
+           "COMFYGATE_LEDGER_BATCH_MAX": "0", "COMFYGATE_HOLD_TTL_S": "-1"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "comfygate", "grant", "acct_x", "5"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "error [validation_failed]: the configuration is invalid" in done.stderr
+    assert "COMFYGATE_LEDGER_BATCH_MAX: Input should be greater than or equal to 1" in done.stderr
+    assert "COMFYGATE_HOLD_TTL_S: Input should be greater than 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()
