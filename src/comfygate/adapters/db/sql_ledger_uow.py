@@ -2,10 +2,11 @@
 
 Concurrency: every unit of work locks the account's ``balances`` row first —
 ``SELECT ... FOR UPDATE`` on PostgreSQL and MariaDB, and on SQLite the whole database
-through ``BEGIN IMMEDIATE`` (see ``engine.py``). Everything read after the lock is
-current, so no read-then-write race is possible. The statements are SQLAlchemy Core,
-compiled once per dialect and run on the driver (``prepared.py``, ``batches.py``):
-a hold is a lock, a lot read and five writes; a capture a lock, a hold read and four.
+through ``BEGIN IMMEDIATE`` (see ``engine.py``), which needs no statement of its own.
+Everything read after the lock is current, so no read-then-write race is possible.
+The statements are SQLAlchemy Core, compiled once per dialect and run on the driver
+(``prepared.py``, ``batches.py``): a hold is a lock, a read of the account's lots and
+five writes; a capture a lock, a hold read and four.
 """
 
 from __future__ import annotations
@@ -59,9 +60,7 @@ _HOLD_COLUMNS = (
     holds.c.allocation,
 )  # the fields of ``dl.Hold``, in order
 # Locks: the account's balance row, which serialises every movement of the account.
-# What is read after it comes from separate statements, never from the locking one:
-# in READ COMMITTED a locking read that waited returns the locked row as committed but
-# every joined row as it was when the statement began, which would be stale.
+# What is read after it comes from separate statements (``_locked_read``).
 _LOCK_BALANCE = sa.select(balances.c.account_id).where(
     balances.c.account_id == sa.bindparam("account_id")
 )
@@ -78,6 +77,17 @@ _FIND_TXN = sa.select(
 ).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
 LOTS = sa.select(*_LOT_COLUMNS).where(
     lots.c.account_id == sa.bindparam("account_id"), lots.c.remaining > 0
+)
+# The account (one row, its lots' columns NULL when it has none) and its lots: no row
+# at all means no account, so the result of the lock itself is never needed.
+_ACCOUNT_LOTS = (
+    sa.select(balances.c.account_id, *_LOT_COLUMNS)
+    .select_from(
+        balances.outerjoin(
+            lots, sa.and_(lots.c.account_id == balances.c.account_id, lots.c.remaining > 0)
+        )
+    )
+    .where(balances.c.account_id == sa.bindparam("account_id"))
 )
 # A literal, not a parameter: the planner then knows ``ix_holds_open`` (partial) applies.
 HOLD_IS_OPEN = holds.c.state == sa.literal_column(f"'{dl.HoldState.OPEN.value}'")
@@ -112,12 +122,15 @@ class LedgerSql:
             lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update(of=balances)
         else:  # MariaDB locks every row read; SQLite has no row locks (BEGIN IMMEDIATE)
             lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update()
+        # SQLite's lock is the transaction itself (BEGIN IMMEDIATE): nothing to send.
+        self.locks = dialect.name != "sqlite"
         dialect = script_dialect(dialect)
         self.lock_account = Prepared(_LOCK_BALANCE.with_for_update(), dialect)
         self.lock_hold = Prepared(lock_hold, dialect)
         self.hold = Prepared(_HOLD, dialect)
         self.find_txn = Prepared(_FIND_TXN, dialect)
         self.lots = Prepared(LOTS, dialect)
+        self.account_lots = Prepared(_ACCOUNT_LOTS, dialect)
         self.open_holds_due = Prepared(_OPEN_HOLDS_DUE, dialect)
         self.insert_txn = Prepared(
             ledger_transactions.insert(), dialect, columns=[c.key for c in ledger_transactions.c]
@@ -170,17 +183,17 @@ class SqlLedgerUnitOfWork:
 
     def lock_account(self, account_id: str) -> list[dl.Lot]:
         sql, key = self._sql, {"account_id": account_id}
-        locked, lots = self._read((sql.lock_account, key), (sql.lots, key))
-        if not locked:
+        rows = self._locked_read(sql.lock_account, sql.account_lots, key)
+        if not rows:
             raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)
-        return [lot_from_row(row) for row in lots]
+        return [lot_from_row(row[1:]) for row in rows if row[1] is not None]
 
     def lock_hold(self, hold_id: str) -> dl.Hold:
         sql, key = self._sql, {"hold_id": hold_id}
-        locked, hold = self._read((sql.lock_hold, key), (sql.hold, key))
-        if not locked:
+        rows = self._locked_read(sql.lock_hold, sql.hold, key)
+        if not rows:  # no hold, so no account to lock either
             raise HoldNotFoundError(f"no hold {hold_id}", hold_id=hold_id)
-        return _hold(hold[0])
+        return _hold(rows[0])
 
     def find_transaction(self, idempotency_key: str) -> StoredTransaction | None:
         (rows,) = self._read((self._sql.find_txn, {"key": idempotency_key}))
@@ -249,6 +262,19 @@ class SqlLedgerUnitOfWork:
         """Send the queued writes, then ``queries`` in order; each query's rows."""
         with self._errors():
             return self._batches.read(self._take_pending(), queries)
+
+    def _locked_read(
+        self, lock: Prepared, query: Prepared, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Take ``lock`` (where the backend has row locks), then read ``query``'s rows.
+
+        The read is a statement of its own: in READ COMMITTED a locking read that
+        waited returns the locked row as committed but every joined row as it was when
+        the statement began. A new statement sees everything committed before it.
+        """
+        if self._sql.locks:
+            return self._read((lock, values), (query, values))[1]
+        return self._read((query, values))[0]
 
     def _take_pending(self) -> list[tuple[Prepared, Sequence[Mapping[str, Any]]]]:
         pending, self._pending = self._pending, []
