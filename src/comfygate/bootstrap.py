@@ -88,6 +88,7 @@ class Container:
 
     def close(self) -> None:
         self.serial.close()
+        self.ledger_store.close()
         self.engine.dispose()
 
 

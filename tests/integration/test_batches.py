@@ -19,6 +19,7 @@ def test_a_failed_commit_leaves_the_pooled_connection_as_it_was(container: Conta
     c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
     # The replay's first attempt fails at commit on the journal's unique key.
     assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").replayed
+    c.ledger_store.close()  # the store gives back the connection it kept
     with c.engine.connect() as conn:  # the same pooled connection, the pool's way
         if conn.dialect.name == "postgresql":  # ScriptBatches switched it, and back
             assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
@@ -37,8 +38,10 @@ def test_statements_already_prepared_on_a_session_are_not_prepared_again(
     c = container
     acct = c.ledger.open_account(name="prepared")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    c.ledger_store.close()  # the next movement sets up batches on a pooled connection
     batches._prepared_on.clear()
     c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    c.ledger_store.close()
     with c.engine.connect() as conn:
         names = conn.execute(sa.text("SELECT name FROM pg_prepared_statements")).scalars()
         ours = [name for name in names if name.startswith("comfygate_")]
@@ -59,6 +62,7 @@ def test_statements_survive_other_work_on_the_connection_and_come_back_if_droppe
     c = container
     acct = c.ledger.open_account(name="dropped")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    c.ledger_store.close()
     with c.engine.connect() as conn:  # the one pooled connection, used the usual way
         for _ in range(8):
             conn.execute(sa.text("SELECT count(*) FROM balances")).scalar()
@@ -68,6 +72,57 @@ def test_statements_survive_other_work_on_the_connection_and_come_back_if_droppe
         conn.commit()
         assert _ours_on_the_session(conn) == set()
     assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").amount == 5
+    c.ledger_store.close()
     with c.engine.connect() as conn:
         assert len(_ours_on_the_session(conn)) > 5
+    assert c.accounts.balance(account_id=acct).held == 5
+
+
+def _checked_out(c: Container) -> int:
+    return c.engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_the_store_keeps_its_connection_between_movements_and_gives_it_back(
+    container: Container,
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="kept")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    assert _checked_out(c) == 1  # kept for the next movement
+    c.ledger_store.close()
+    assert _checked_out(c) == 0
+
+
+def test_a_connection_older_than_the_recycle_age_goes_back_to_the_pool(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="recycled")
+    monkeypatch.setattr(type(c.ledger_store), "RECYCLE_S", 0.0)
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    assert _checked_out(c) == 0
+    assert c.accounts.balance(account_id=acct).available == 50
+
+
+@POSTGRESQL_ONLY
+def test_a_kept_connection_that_died_is_dropped_and_the_next_movement_works(
+    container: Container,
+) -> None:
+    """The server ended the session of the kept connection (a restart, a failover):
+    the movement on it fails, nothing moves, and the store does not keep it."""
+    c = container
+    acct = c.ledger.open_account(name="died")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    with c.engine.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    with pytest.raises(sa.exc.DBAPIError):
+        c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    assert _checked_out(c) == 0  # invalidated, not kept
+    assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").amount == 5
     assert c.accounts.balance(account_id=acct).held == 5

@@ -16,8 +16,9 @@ them, at the next read or at the commit (``Batches.read`` / ``Batches.commit``):
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
@@ -39,7 +40,12 @@ class Batches(Protocol):
         ...
 
     def close(self) -> None:
-        """Give the connection back as it was found (rolled back if not committed)."""
+        """End the transaction (rolled back unless committed); the next hand-over
+        begins another on the same connection."""
+        ...
+
+    def release(self) -> None:
+        """Leave the connection as the pool gave it; these batches are done with."""
         ...
 
 
@@ -56,8 +62,8 @@ def script_dialect(dialect: Dialect) -> Dialect:
 
 def batches_for(driver: Any, dialect: Dialect, statements: Sequence[Prepared]) -> Batches:
     """Batches on the DBAPI connection ``driver`` (straight from the pool), for
-    ``statements`` (all compiled by ``script_dialect``). The first hand-over begins
-    the transaction."""
+    ``statements`` (all compiled by ``script_dialect``), for as many transactions
+    in turn as its owner likes. The first hand-over of each begins it."""
     if dialect.name == "postgresql":
         return ScriptBatches(driver, statements)
     return SequentialBatches(driver, sqlite=dialect.name == "sqlite")
@@ -70,7 +76,10 @@ class SequentialBatches:
         self._driver = driver
         # SQLite: BEGIN IMMEDIATE, through the connection class that also takes the
         # process's write lock (engine.py). PyMySQL begins implicitly.
-        self._begin: Any = (lambda: driver.begin("IMMEDIATE")) if sqlite else None
+        self._opening: Callable[[], None] | None = (
+            functools.partial(driver.begin, "IMMEDIATE") if sqlite else None
+        )
+        self._begin: Callable[[], None] | None = self._opening
         self._committed = False
 
     def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
@@ -88,8 +97,12 @@ class SequentialBatches:
         self._committed = True
 
     def close(self) -> None:
-        if not self._committed:
+        committed, self._committed, self._begin = self._committed, False, self._opening
+        if not committed:
             self._driver.rollback()
+
+    def release(self) -> None:
+        pass
 
     def _send(self, writes: Writes) -> None:
         if self._begin is not None:
@@ -109,10 +122,10 @@ class ScriptBatches:
     Every statement is prepared on the server once per connection (``PREPARE``, which
     outlives transactions) and run as ``EXECUTE name(literals...)``: a simple-protocol
     script would otherwise have the server parse and plan each statement every time.
-    The driver connection runs in autocommit mode for the unit of work, so that psycopg
-    sends no ``BEGIN`` of its own (a round trip); the script's ``BEGIN`` names the
-    isolation level every engine is configured with, and ``close`` rolls back whatever
-    the script left open and restores the connection's mode before the pool gets it.
+    The driver connection runs in autocommit mode while these batches have it, so that
+    psycopg sends no ``BEGIN`` of its own (a round trip); the script's ``BEGIN`` names
+    the isolation level every engine is configured with, ``close`` rolls back whatever
+    the script left open, and ``release`` restores the connection's mode for the pool.
     Prepared statements live in the server session: behind PgBouncer, use session
     pooling (transaction pooling hands each transaction another session).
     """
@@ -133,7 +146,7 @@ class ScriptBatches:
         try:
             self._prepare(statements)
         except BaseException:
-            self.close()  # the pool must not get the connection in autocommit mode
+            self.release()  # the pool must not get the connection in autocommit mode
             raise
 
     def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
@@ -156,8 +169,12 @@ class ScriptBatches:
         self._run([*script, "COMMIT"], params)
 
     def close(self) -> None:
+        self._begin = self._opening
         if self._driver.info.transaction_status != self._idle:  # left open by an error
             self._driver.rollback()
+
+    def release(self) -> None:
+        self.close()
         self._driver.autocommit = False
 
     def _run(self, script: list[str], params: list[Any]) -> None:

@@ -7,6 +7,7 @@ them, and holds the read side: balances, statements, expiry candidates, reconcil
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,13 +15,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
+from comfygate.adapters.db.batches import Batches, batches_for
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.sql_ledger_uow import (
     HOLD_IS_OPEN,
     LOTS,
     LedgerSql,
     SqlLedgerUnitOfWork,
+    driver_errors,
     lot_from_row,
 )
 from comfygate.adapters.db.tables_ledger import (
@@ -41,26 +45,90 @@ def _book_sum(book: str) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(amount), 0)
 
 
-class SqlLedgerStore:
-    """``LedgerStore`` on a SQLAlchemy engine."""
+class _Kept:
+    """A pooled DBAPI connection the store keeps between units of work, with the
+    batches its movements run in."""
 
-    def __init__(self, engine: Engine) -> None:
+    __slots__ = ("batches", "pooled", "since")
+
+    def __init__(self, pooled: PoolProxiedConnection, batches: Batches) -> None:
+        self.pooled, self.batches, self.since = pooled, batches, time.monotonic()
+
+
+class SqlLedgerStore:
+    """``LedgerStore`` on a SQLAlchemy engine.
+
+    Movements run on DBAPI connections the store keeps checked out of the engine's
+    pool between units of work (up to ``keep`` of them, by default the pool's size),
+    each with its batches ready: a SQLAlchemy ``Connection`` with its transaction
+    object, or even a pool checkout and reset, cost more per movement than the
+    movement's statements. A connection is given back to the pool after an error the
+    rollback did not survive, after ``RECYCLE_S``, and by ``close``.
+    """
+
+    RECYCLE_S = 1800.0
+
+    def __init__(self, engine: Engine, *, keep: int | None = None) -> None:
         self.engine = engine
         self._sql = LedgerSql(engine.dialect)
+        self._dbapi = engine.dialect.loaded_dbapi
+        size = getattr(engine.pool, "size", None)
+        self._keep = keep if keep is not None else (size() if callable(size) else 1)
+        self._idle: list[_Kept] = []  # append and pop: atomic, no lock needed
 
     @contextmanager
     def unit_of_work(self) -> Iterator[SqlLedgerUnitOfWork]:
-        # A DBAPI connection straight from the pool: a SQLAlchemy ``Connection`` and its
-        # transaction object cost more per movement than the movement's statements.
+        kept = self._take()
+        try:
+            yield SqlLedgerUnitOfWork(kept.batches, self.engine.dialect, self._sql)
+        except BaseException:
+            self._put_back(kept, failing=True)
+            raise
+        self._put_back(kept, failing=False)
+
+    def close(self) -> None:
+        """Give every kept connection back to the pool."""
+        while self._idle:
+            self._release(self._idle.pop())
+
+    def _take(self) -> _Kept:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
         pooled = self.engine.raw_connection()
         try:
-            uow = SqlLedgerUnitOfWork(pooled.driver_connection, self.engine.dialect, self._sql)
-            try:
-                yield uow
-            finally:
-                uow.close()  # rolls back unless committed
-        finally:
+            with driver_errors(self._dbapi):
+                batches = batches_for(pooled.driver_connection, self.engine.dialect, self._sql.all)
+        except BaseException:
             pooled.close()
+            raise
+        return _Kept(pooled, batches)
+
+    def _put_back(self, kept: _Kept, *, failing: bool) -> None:
+        """End ``kept``'s transaction and keep it, or give it back. If the rollback
+        fails, the connection is gone: it is dropped, and the error raised unless the
+        unit of work is already failing with its own."""
+        try:
+            with driver_errors(self._dbapi):
+                kept.batches.close()  # rolls back unless committed
+        except Exception:
+            kept.pooled.invalidate()
+            if failing:
+                return
+            raise
+        stale = time.monotonic() - kept.since > self.RECYCLE_S
+        if stale or len(self._idle) >= self._keep:
+            self._release(kept)
+        else:
+            self._idle.append(kept)
+
+    @staticmethod
+    def _release(kept: _Kept) -> None:
+        try:
+            kept.batches.release()
+        finally:
+            kept.pooled.close()
 
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None:
         with self.engine.begin() as conn:

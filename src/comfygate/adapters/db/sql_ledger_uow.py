@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from comfygate.adapters.db.batches import batches_for, script_dialect
+from comfygate.adapters.db.batches import Batches, script_dialect
 from comfygate.adapters.db.prepared import Prepared
 from comfygate.adapters.db.tables_ledger import (
     balances,
@@ -172,12 +172,11 @@ class SqlLedgerUnitOfWork:
     its writes. Reads always see the writes queued before them.
     """
 
-    def __init__(self, driver: Any, dialect: Dialect, sql: LedgerSql) -> None:
+    def __init__(self, batches: Batches, dialect: Dialect, sql: LedgerSql) -> None:
         self._sql = sql
         self._dbapi: Any = dialect.loaded_dbapi
         self._keys: list[str] = []
-        with self._errors():
-            self._batches = batches_for(driver, dialect, sql.all)
+        self._batches = batches
         self._pending: list[tuple[Prepared, Sequence[Mapping[str, Any]]]] = []
         self.appends = 0
 
@@ -252,15 +251,12 @@ class SqlLedgerUnitOfWork:
             write((sql.add_to_balance, [change]))
 
     def commit(self) -> None:
-        with self._errors():
+        with driver_errors(self._dbapi, self._keys):
             self._batches.commit(self._take_pending())
-
-    def close(self) -> None:
-        self._batches.close()
 
     def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
         """Send the queued writes, then ``queries`` in order; each query's rows."""
-        with self._errors():
+        with driver_errors(self._dbapi, self._keys):
             return self._batches.read(self._take_pending(), queries)
 
     def _locked_read(
@@ -280,19 +276,19 @@ class SqlLedgerUnitOfWork:
         pending, self._pending = self._pending, []
         return pending
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as SQLAlchemy would raise them; a reused key as our own."""
-        try:
-            yield
-        except self._dbapi.IntegrityError as error:
-            if self._keys and any(name in str(error) for name in _KEY_INDEX):
-                raise DuplicateIdempotencyKeyError(", ".join(self._keys)) from error
-            raise sa.exc.IntegrityError("ledger batch", None, error) from error
-        except self._dbapi.Error as error:
-            raise sa.exc.DBAPIError.instance(
-                "ledger batch", None, error, self._dbapi.Error
-            ) from error
+
+@contextmanager
+def driver_errors(dbapi: Any, keys: Sequence[str] = ()) -> Iterator[None]:
+    """Driver errors as SQLAlchemy would raise them; a reused key (one of ``keys``)
+    as our own."""
+    try:
+        yield
+    except dbapi.IntegrityError as error:
+        if keys and any(name in str(error) for name in _KEY_INDEX):
+            raise DuplicateIdempotencyKeyError(", ".join(keys)) from error
+        raise sa.exc.IntegrityError("ledger batch", None, error) from error
+    except dbapi.Error as error:
+        raise sa.exc.DBAPIError.instance("ledger batch", None, error, dbapi.Error) from error
 
 
 def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
