@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from decimal import Decimal
+
 import pytest
 import sqlalchemy as sa
 
@@ -126,3 +129,65 @@ def test_a_kept_connection_that_died_is_dropped_and_the_next_movement_works(
     assert _checked_out(c) == 0  # invalidated, not kept
     assert c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h").amount == 5
     assert c.accounts.balance(account_id=acct).held == 5
+
+
+AWKWARD = [
+    "it's",
+    "back\\slash\\",
+    'say "hi"',
+    "%s %(x)s $1 ?",
+    "'); DROP TABLE balances; --",
+    "naïve ☕ 日本語",
+    "E'\\x41'",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_strings_that_need_quoting_are_stored_as_given(container: Container, text: str) -> None:
+    """Keys and memos reach the database as literals on PostgreSQL (``ScriptBatches``):
+    whatever they hold comes back unchanged, on every backend."""
+    c = container
+    acct = c.ledger.open_account(name="quotes")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key=text)
+    hold = c.ledger.place_hold(account_id=acct, amount=5, idempotency_key=text)
+    again = c.ledger.place_hold(account_id=acct, amount=5, idempotency_key=text)
+    assert again.replayed and again.hold_id == hold.hold_id
+    c.ledger.release(hold_id=hold.hold_id, idempotency_key=text, reason=text)
+    lines = c.accounts.statement(account_id=acct)
+    assert lines[0].memo == {"reason": text}
+    assert c.accounts.balance(account_id=acct).available == 50
+
+
+def _script_batches(c: Container) -> tuple[batches.ScriptBatches, sa.PoolProxiedConnection]:
+    pooled = c.engine.raw_connection()
+    return batches.ScriptBatches(pooled.driver_connection, []), pooled
+
+
+@POSTGRESQL_ONLY
+def test_literals_read_back_as_the_values_they_render(container: Container) -> None:
+    values = [
+        None, 0, -11, 10**15, True, *AWKWARD,
+        datetime(2026, 11, 28, 2, 21, 27, 385025), Decimal("1.50"), date(2026, 1, 2),
+    ]  # fmt: skip
+    script, pooled = _script_batches(container)
+    try:
+        cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+        for value in values:
+            literal = script._literal(value)
+            cursor.execute(b"SELECT " + literal)
+            assert cursor.fetchone() == (value,), literal
+    finally:
+        script.release()
+        pooled.close()
+
+
+@POSTGRESQL_ONLY
+def test_a_string_with_a_nul_byte_is_refused_and_moves_nothing(container: Container) -> None:
+    """libpq would cut the script at the NUL; psycopg refuses such text, and so do we."""
+    c = container
+    acct = c.ledger.open_account(name="nul")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    with pytest.raises(sa.exc.DataError, match="NUL"):
+        c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="a\x00b")
+    balance = c.accounts.balance(account_id=acct)
+    assert (balance.available, balance.held) == (50, 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
@@ -31,8 +32,9 @@ Queries = Sequence[tuple[Prepared, Mapping[str, Any]]]
 
 
 class Batches(Protocol):
-    def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
-        """Run ``writes`` then ``queries``; the rows of each query."""
+    def read(self, writes: Writes, queries: Queries) -> list[tuple[Any, ...]]:
+        """Run ``writes`` then ``queries``; the rows of the last query (the ones before
+        it run for what they do, such as taking a lock)."""
         ...
 
     def commit(self, writes: Writes) -> None:
@@ -82,14 +84,12 @@ class SequentialBatches:
         self._begin: Callable[[], None] | None = self._opening
         self._committed = False
 
-    def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
+    def read(self, writes: Writes, queries: Queries) -> list[tuple[Any, ...]]:
         self._send(writes)
-        results = []
+        cursor = self._driver.cursor()
         for query, values in queries:
-            cursor = self._driver.cursor()
             cursor.execute(query.sql, query.params(values))
-            results.append(query.rows(cursor))
-        return results
+        return query.rows(cursor)
 
     def commit(self, writes: Writes) -> None:
         self._send(writes)
@@ -117,11 +117,16 @@ class SequentialBatches:
 
 
 class ScriptBatches:
-    """Client-bound scripts on psycopg, one message per hand-over.
+    """Scripts on PostgreSQL's simple protocol, one message per hand-over.
 
     Every statement is prepared on the server once per connection (``PREPARE``, which
     outlives transactions) and run as ``EXECUTE name(literals...)``: a simple-protocol
     script would otherwise have the server parse and plan each statement every time.
+    The literals are rendered here, strings by libpq's own ``PQescapeLiteral``, and the
+    script goes to libpq's ``PQexec`` (which waits without holding the GIL); its last
+    result is the one a read wants, loaded by psycopg's own loaders. psycopg's cursor
+    would spend three times as long per script, binding and walking every result.
+
     The driver connection runs in autocommit mode while these batches have it, so that
     psycopg sends no ``BEGIN`` of its own (a round trip); the script's ``BEGIN`` names
     the isolation level every engine is configured with, ``close`` rolls back whatever
@@ -132,41 +137,46 @@ class ScriptBatches:
 
     def __init__(self, driver: Any, statements: Sequence[Prepared]) -> None:
         import psycopg  # PostgreSQL's driver: only when there is PostgreSQL
-        from psycopg.pq import TransactionStatus
+        from psycopg import errors, pq
+        from psycopg.adapt import Transformer
 
         assert isinstance(driver, psycopg.Connection)
         self._driver = driver
         driver.autocommit = True
-        self._cursor = psycopg.ClientCursor(driver)
-        self._idle = TransactionStatus.IDLE
-        self._opening = f"BEGIN ISOLATION LEVEL {SERVER_ISOLATION_LEVEL}"
-        self._begin: str | None = self._opening
+        self._pgconn = driver.pgconn
+        self._encoding = driver.info.encoding
+        self._escape = pq.Escaping(driver.pgconn).escape_literal
+        self._loader = Transformer.from_context(driver)
+        self._failed = pq.ExecStatus.FATAL_ERROR
+        self._error = errors.error_from_result
+        self._idle = pq.TransactionStatus.IDLE
+        self._opening = f"BEGIN ISOLATION LEVEL {SERVER_ISOLATION_LEVEL}".encode()
+        self._begin: bytes | None = self._opening
         self._statements = statements
-        self._not_prepared = psycopg.errors.InvalidSqlStatementName
+        self._heads = {s.key: f"EXECUTE {_name(s)}".encode() for s in statements}
+        self._not_prepared = errors.InvalidSqlStatementName
+        self._data_error = psycopg.DataError
         try:
             self._prepare(statements)
         except BaseException:
             self.release()  # the pool must not get the connection in autocommit mode
             raise
 
-    def read(self, writes: Writes, queries: Queries) -> list[list[tuple[Any, ...]]]:
-        script, params = self._script(writes)
+    def read(self, writes: Writes, queries: Queries) -> list[tuple[Any, ...]]:
+        script = self._script(writes)
         for query, values in queries:
-            script.append(_execute(query))
-            params.extend(query.params(values))
-        cursor = self._cursor
-        self._run(script, params)
-        for _ in range(len(script) - len(queries)):  # BEGIN and writes: no rows
-            cursor.nextset()
-        results = []
-        for query, _ in queries:
-            results.append(query.rows(cursor))
-            cursor.nextset()
-        return results
+            script.append(self._execute(query, query.params(values)))
+        result = self._run(script)
+        loader = self._loader
+        loader.set_pgresult(result)
+        rows = loader.load_rows(0, result.ntuples, tuple)
+        loader.set_pgresult(None)
+        return query.convert(rows)
 
     def commit(self, writes: Writes) -> None:
-        script, params = self._script(writes)
-        self._run([*script, "COMMIT"], params)
+        script = self._script(writes)
+        script.append(b"COMMIT")
+        self._run(script)
 
     def close(self) -> None:
         self._begin = self._opening
@@ -177,44 +187,74 @@ class ScriptBatches:
         self.close()
         self._driver.autocommit = False
 
-    def _run(self, script: list[str], params: list[Any]) -> None:
-        """Send ``script``. If it opens the transaction and a statement it runs is no
-        longer prepared (someone sent ``DEALLOCATE ALL`` on this session), prepare
-        them again and resend it: nothing has happened yet. Later in a transaction
-        that cannot be, as only this unit of work uses the connection meanwhile."""
+    def _run(self, script: list[bytes]) -> Any:
+        """Send ``script``; the result of its last statement. If it opens the
+        transaction and a statement it runs is no longer prepared (someone sent
+        ``DEALLOCATE ALL`` on this session), prepare them again and resend it: nothing
+        has happened yet. Later in a transaction that cannot be, as only this unit of
+        work uses the connection meanwhile."""
         try:
-            self._cursor.execute("; ".join(script), params)
+            return self._exec(b"; ".join(script))
         except self._not_prepared:
             _prepared_on.pop(self._driver, None)
             if script[0] != self._opening:
                 raise
             self._driver.rollback()
             self._prepare(self._statements)
-            self._cursor.execute("; ".join(script), params)
+            return self._exec(b"; ".join(script))
+
+    def _exec(self, query: bytes) -> Any:
+        result = self._pgconn.exec_(query)
+        if result.status == self._failed:
+            raise self._error(result, self._encoding)
+        return result
 
     def _prepare(self, statements: Sequence[Prepared]) -> None:
         """Prepare on this connection whichever of ``statements`` it has not yet."""
         known = _prepared_on.setdefault(self._driver, set())
         if all(s.key in known for s in statements):
             return
-        self._cursor.execute("SELECT name FROM pg_prepared_statements")
-        there = {name for (name,) in self._cursor.fetchall()}
+        cursor = self._driver.cursor()
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        there = {name for (name,) in cursor.fetchall()}
         missing = [s for s in statements if _name(s) not in there]
         if missing:  # no parameters: the SQL goes as it is, ``%`` included
-            self._cursor.execute("; ".join(f"PREPARE {_name(s)} AS {s.sql}" for s in missing))
+            cursor.execute("; ".join(f"PREPARE {_name(s)} AS {s.sql}" for s in missing))
         known.update(s.key for s in statements)
 
-    def _script(self, writes: Writes) -> tuple[list[str], list[Any]]:
-        """The statements (and their parameters, in order) that start a script."""
+    def _script(self, writes: Writes) -> list[bytes]:
+        """The statements that start a script: ``BEGIN`` if it is the first, then the
+        queued writes."""
         script = [] if self._begin is None else [self._begin]
         self._begin = None
-        params: list[Any] = []
         for statement, rows in writes:
-            execute = _execute(statement)
             for row in rows:
-                script.append(execute)
-                params.extend(statement.params(row))
-        return script, params
+                script.append(self._execute(statement, statement.params(row)))
+        return script
+
+    def _execute(self, statement: Prepared, params: Sequence[Any] | Mapping[str, Any]) -> bytes:
+        head = self._heads[statement.key]
+        if not params:
+            return head
+        return b"%b(%b)" % (head, b", ".join([self._literal(value) for value in params]))
+
+    def _literal(self, value: Any) -> bytes:
+        """``value`` as a literal of SQL: the types bind processors leave, quickly;
+        anything else as psycopg renders it."""
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value:  # libpq would cut the script there
+                raise self._data_error("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            return self._escape(value.encode(self._encoding))
+        if kind is int:
+            return b"%d" % value
+        if value is None:
+            return b"NULL"
+        if kind is datetime and value.tzinfo is None:  # UtcDateTime's naive UTC
+            return b"'%b'::timestamp" % value.isoformat().encode()
+        from psycopg import sql
+
+        return sql.Literal(value).as_bytes(self._driver)
 
 
 _prepared_on: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
@@ -223,8 +263,3 @@ _prepared_on: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictiona
 
 def _name(statement: Prepared) -> str:
     return f"comfygate_{statement.key}"
-
-
-def _execute(statement: Prepared) -> str:
-    args = ", ".join(["%s"] * statement.param_count)
-    return f"EXECUTE {_name(statement)}({args})" if args else f"EXECUTE {_name(statement)}"

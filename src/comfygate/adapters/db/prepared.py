@@ -72,7 +72,10 @@ class Prepared:
 
     def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
         """Fetch the cursor's rows, each value through its column type."""
-        rows = cursor.fetchall()
+        return self.convert(cursor.fetchall())
+
+    def convert(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The driver's ``rows`` of this statement, each value through its column type."""
         if not self._results:
             return [tuple(row) for row in rows]
         converted = []

@@ -195,18 +195,18 @@ class SqlLedgerUnitOfWork:
         return _hold(rows[0])
 
     def find_transaction(self, idempotency_key: str) -> StoredTransaction | None:
-        (rows,) = self._read((self._sql.find_txn, {"key": idempotency_key}))
+        rows = self._read((self._sql.find_txn, {"key": idempotency_key}))
         if not rows:
             return None
         txn_id, request_hash, result = rows[0]
         return StoredTransaction(txn_id, request_hash, json.loads(result))
 
     def lots(self, account_id: str) -> list[dl.Lot]:
-        (rows,) = self._read((self._sql.lots, {"account_id": account_id}))
+        rows = self._read((self._sql.lots, {"account_id": account_id}))
         return [lot_from_row(row) for row in rows]
 
     def open_holds_due(self, account_id: str, now: datetime) -> list[dl.Hold]:
-        (rows,) = self._read((self._sql.open_holds_due, {"account_id": account_id, "now": now}))
+        rows = self._read((self._sql.open_holds_due, {"account_id": account_id, "now": now}))
         return [_hold(row) for row in rows]
 
     def append(
@@ -254,8 +254,8 @@ class SqlLedgerUnitOfWork:
         with driver_errors(self._dbapi, self._keys):
             self._batches.commit(self._take_pending())
 
-    def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
-        """Send the queued writes, then ``queries`` in order; each query's rows."""
+    def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Send the queued writes, then ``queries`` in order; the last one's rows."""
         with driver_errors(self._dbapi, self._keys):
             return self._batches.read(self._take_pending(), queries)
 
@@ -269,8 +269,8 @@ class SqlLedgerUnitOfWork:
         the statement began. A new statement sees everything committed before it.
         """
         if self._sql.locks:
-            return self._read((lock, values), (query, values))[1]
-        return self._read((query, values))[0]
+            return self._read((lock, values), (query, values))
+        return self._read((query, values))
 
     def _take_pending(self) -> list[tuple[Prepared, Sequence[Mapping[str, Any]]]]:
         pending, self._pending = self._pending, []
