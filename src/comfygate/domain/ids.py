@@ -8,7 +8,6 @@ made by one process sort in the order they were made.
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
@@ -19,14 +18,12 @@ _lock = threading.Lock()
 _last = [0, 0]  # [millis, random] of the previous id
 
 
-# RFC 4648's base32 alphabet mapped onto ours, so the C encoder does the work.
-_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value, as 2 digits
 
 
 def _b32(value: int, width: int) -> str:
-    """The low ``width`` base32 digits of ``value``, most significant first."""
-    digits = base64.b32encode(value.to_bytes(20, "big")).translate(_FROM_RFC4648)
-    return digits[32 - width :].decode()
+    """The low ``width`` (even) base32 digits of ``value``, most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * width - 10, -1, -10)])
 
 
 def new_id(prefix: str) -> str:

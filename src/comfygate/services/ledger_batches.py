@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from comfygate.domain.errors import ComfygateError
@@ -59,10 +59,12 @@ class Operation(Generic[_R]):
     """The answer when the journal says the operation's key was used before."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Submitted:
     operation: Operation[Any]
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event | None = None
+    """Set when the submitter has something to wait for: made, under the batcher's
+    lock, only by a submitter that does not lead."""
     lead: bool = False
     done: bool = False
     result: Any = None
@@ -70,7 +72,8 @@ class _Submitted:
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
-        self.wake.set()
+        if self.wake is not None:
+            self.wake.set()
 
 
 def _outcome(submitted: _Submitted, _operation: Operation[_R]) -> _R:
@@ -100,9 +103,11 @@ class MovementBatcher:
         with self._lock:
             self._queue.append(me)
             me.lead = not self._busy
+            if not me.lead:
+                wake = me.wake = threading.Event()
             self._busy = True
         if not me.lead:
-            me.wake.wait()
+            wake.wait()
         if not me.done:  # made leader: my operation is first in the queue
             self._lead()
         return _outcome(me, operation)
@@ -121,8 +126,10 @@ class MovementBatcher:
         finally:
             with self._lock:
                 if self._queue:
-                    self._queue[0].lead = True
-                    self._queue[0].wake.set()
+                    following = self._queue[0]
+                    following.lead = True
+                    assert following.wake is not None  # it waits: it did not lead
+                    following.wake.set()
                 else:
                     self._busy = False
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +22,8 @@ from comfygate.adapters.db.sql_ledger_uow import (
     LOTS,
     LedgerSql,
     SqlLedgerUnitOfWork,
-    driver_errors,
     lot_from_row,
+    translated,
 )
 from comfygate.adapters.db.tables_ledger import (
     accounts,
@@ -55,6 +53,23 @@ class _Kept:
         self.pooled, self.batches, self.since = pooled, batches, time.monotonic()
 
 
+class _Scope:
+    """``with store.unit_of_work() as uow``: a kept connection's unit of work."""
+
+    __slots__ = ("_kept", "_store")
+
+    def __init__(self, store: SqlLedgerStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> SqlLedgerUnitOfWork:
+        store = self._store
+        self._kept = kept = store._take()
+        return SqlLedgerUnitOfWork(kept.batches, store.engine.dialect, store._sql)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._store._put_back(self._kept, failing=kind is not None)
+
+
 class SqlLedgerStore:
     """``LedgerStore`` on a SQLAlchemy engine.
 
@@ -76,15 +91,8 @@ class SqlLedgerStore:
         self._keep = keep if keep is not None else (size() if callable(size) else 1)
         self._idle: list[_Kept] = []  # append and pop: atomic, no lock needed
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[SqlLedgerUnitOfWork]:
-        kept = self._take()
-        try:
-            yield SqlLedgerUnitOfWork(kept.batches, self.engine.dialect, self._sql)
-        except BaseException:
-            self._put_back(kept, failing=True)
-            raise
-        self._put_back(kept, failing=False)
+    def unit_of_work(self) -> _Scope:
+        return _Scope(self)
 
     def close(self) -> None:
         """Give every kept connection back to the pool."""
@@ -98,8 +106,10 @@ class SqlLedgerStore:
             pass
         pooled = self.engine.raw_connection()
         try:
-            with driver_errors(self._dbapi):
-                batches = batches_for(pooled.driver_connection, self.engine.dialect, self._sql.all)
+            batches = batches_for(pooled.driver_connection, self.engine.dialect, self._sql.all)
+        except self._dbapi.Error as error:
+            pooled.close()
+            raise translated(error, self._dbapi) from error
         except BaseException:
             pooled.close()
             raise
@@ -110,13 +120,12 @@ class SqlLedgerStore:
         fails, the connection is gone: it is dropped, and the error raised unless the
         unit of work is already failing with its own."""
         try:
-            with driver_errors(self._dbapi):
-                kept.batches.close()  # rolls back unless committed
-        except Exception:
+            kept.batches.close()  # rolls back unless committed
+        except self._dbapi.Error as error:
             kept.pooled.invalidate()
             if failing:
                 return
-            raise
+            raise translated(error, self._dbapi) from error
         stale = time.monotonic() - kept.since > self.RECYCLE_S
         if stale or len(self._idle) >= self._keep:
             self._release(kept)

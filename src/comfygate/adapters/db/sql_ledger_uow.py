@@ -12,8 +12,7 @@ five writes; a capture a lock, a hold read and four.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -251,13 +250,17 @@ class SqlLedgerUnitOfWork:
             write((sql.add_to_balance, [change]))
 
     def commit(self) -> None:
-        with driver_errors(self._dbapi, self._keys):
+        try:
             self._batches.commit(self._take_pending())
+        except self._dbapi.Error as error:
+            raise translated(error, self._dbapi, self._keys) from error
 
     def _read(self, *queries: tuple[Prepared, Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """Send the queued writes, then ``queries`` in order; the last one's rows."""
-        with driver_errors(self._dbapi, self._keys):
+        try:
             return self._batches.read(self._take_pending(), queries)
+        except self._dbapi.Error as error:
+            raise translated(error, self._dbapi, self._keys) from error
 
     def _locked_read(
         self, lock: Prepared, query: Prepared, values: Mapping[str, Any]
@@ -277,18 +280,14 @@ class SqlLedgerUnitOfWork:
         return pending
 
 
-@contextmanager
-def driver_errors(dbapi: Any, keys: Sequence[str] = ()) -> Iterator[None]:
-    """Driver errors as SQLAlchemy would raise them; a reused key (one of ``keys``)
-    as our own."""
-    try:
-        yield
-    except dbapi.IntegrityError as error:
+def translated(error: Exception, dbapi: Any, keys: Sequence[str] = ()) -> Exception:
+    """A driver's ``error`` as SQLAlchemy would raise it; a reused key (one of
+    ``keys``) as our own."""
+    if isinstance(error, dbapi.IntegrityError):
         if keys and any(name in str(error) for name in _KEY_INDEX):
-            raise DuplicateIdempotencyKeyError(", ".join(keys)) from error
-        raise sa.exc.IntegrityError("ledger batch", None, error) from error
-    except dbapi.Error as error:
-        raise sa.exc.DBAPIError.instance("ledger batch", None, error, dbapi.Error) from error
+            return DuplicateIdempotencyKeyError(", ".join(keys))
+        return sa.exc.IntegrityError("ledger batch", None, error)
+    return sa.exc.DBAPIError.instance("ledger batch", None, error, dbapi.Error)
 
 
 def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
@@ -300,7 +299,7 @@ def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
         "request_hash": txn.request_hash,
         "hold_id": movement.hold_id,
         "created_at": txn.created_at,
-        "memo": json.dumps(txn.memo, default=str),
+        "memo": json.dumps(txn.memo, default=str) if txn.memo else "{}",
         "result": json.dumps(txn.result, default=str),
     }
 

@@ -1,0 +1,52 @@
+"""``UtcDateTime`` on SQLite formats in one step what SQLAlchemy's own two would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
+
+from comfygate.adapters.db.base import UtcDateTime
+
+DIALECT = sqlite.dialect()
+OFFSETS = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)).map(
+    lambda delta: timezone(timedelta(minutes=delta // timedelta(minutes=1)))
+)
+INSTANTS = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31))
+
+
+def _sqlalchemys_text(value: datetime) -> str:
+    """process_bind_param, then SQLite's DATETIME bind processor: the generic path."""
+    naive = UtcDateTime().process_bind_param(value, DIALECT)
+    processor = sqlite.DATETIME().bind_processor(DIALECT)
+    assert processor is not None
+    text: str = processor(naive)
+    return text
+
+
+def _ours() -> Callable[[datetime | None], Any]:
+    processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    return processor
+
+
+@given(INSTANTS, OFFSETS)
+def test_the_text_is_what_sqlalchemy_would_write(instant: datetime, offset: timezone) -> None:
+    value = instant.replace(tzinfo=offset)
+    assert _ours()(value) == _sqlalchemys_text(value)
+
+
+def test_whole_seconds_keep_their_microseconds_and_none_stays_none() -> None:
+    process = _ours()
+    assert process(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02 03:04:05.000000"
+    assert process(None) is None
+
+
+def test_naive_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        _ours()(datetime(2026, 1, 2))
