@@ -78,8 +78,12 @@ class ExpiryReport:
     tokens_written_off: int
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str).encode
+"""``json.dumps(..., sort_keys=True, default=str)``, without a new encoder per call."""
+
+
 def _request_hash(op: str, params: dict[str, Any]) -> str:
-    canonical = json.dumps({"op": op, **params}, sort_keys=True, default=str)
+    canonical = _CANONICAL({"op": op, **params})
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

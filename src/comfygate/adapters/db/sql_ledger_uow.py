@@ -290,6 +290,10 @@ def translated(error: Exception, dbapi: Any, keys: Sequence[str] = ()) -> Except
     return sa.exc.DBAPIError.instance("ledger batch", None, error, dbapi.Error)
 
 
+_json = json.JSONEncoder(default=str).encode
+"""``json.dumps(value, default=str)``, without a new encoder per call."""
+
+
 def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
     return {
         "id": txn.id,
@@ -299,8 +303,8 @@ def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
         "request_hash": txn.request_hash,
         "hold_id": movement.hold_id,
         "created_at": txn.created_at,
-        "memo": json.dumps(txn.memo, default=str) if txn.memo else "{}",
-        "result": json.dumps(txn.result, default=str),
+        "memo": _json(txn.memo) if txn.memo else "{}",
+        "result": _json(txn.result),
     }
 
 
@@ -314,7 +318,7 @@ def _lot_row(lot: dl.Lot, memo: dict[str, Any]) -> dict[str, Any]:
         "expires_at": lot.expires_at,
         "priority": lot.priority,
         "created_at": lot.created_at,
-        "memo": json.dumps(memo, default=str),
+        "memo": _json(memo),
     }
 
 
@@ -326,7 +330,7 @@ def _hold_row(hold: dl.Hold) -> dict[str, Any]:
         "list_tokens": hold.list_tokens,
         "state": hold.state.value,
         "captured": hold.captured,
-        "allocation": json.dumps([list(pair) for pair in hold.allocation]),
+        "allocation": _json([list(pair) for pair in hold.allocation]),
         "created_at": hold.created_at,
         "expires_at": hold.expires_at,
         "settled_at": None,
