@@ -75,7 +75,7 @@ class UtcDateTime(TypeDecorator[datetime]):
                 if value.tzinfo is None:
                     raise ValueError("naive datetime given to the database; use UTC-aware times")
                 value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
 
         return process
 
