@@ -16,7 +16,11 @@ each on its own account and connection), measures in the same run on the same da
 
 Prints operations per second and the ratio ours / each baseline. Usage:
 
-    .venv/bin/python bench/bench_ledger.py [--seconds 3] [--postgres URL]
+    .venv/bin/python bench/bench_ledger.py [--seconds 3] [--rounds 5] [--postgres URL]
+
+Each of the three is measured in ``--rounds`` turns of ``seconds / rounds``, taken in
+a rotating order, so that a burst of other work on a shared machine weighs on all
+three alike.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ DEBIT = (
 INSERT = debits.insert().inline()
 
 
-def rate(clients: int, seconds: float, op: Callable[[int, int], None]) -> float:
-    """Run ``op(client, i)`` in ``clients`` threads for ``seconds``; operations per second."""
+def run(clients: int, seconds: float, op: Callable[[int, int], None]) -> tuple[int, float]:
+    """Run ``op(client, i)`` in ``clients`` threads for ``seconds``; how many ran, in
+    how many seconds."""
     stop = time.perf_counter() + seconds
     counts = [0] * clients
     start = threading.Barrier(clients)
@@ -78,13 +83,30 @@ def rate(clients: int, seconds: float, op: Callable[[int, int], None]) -> float:
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(loop, range(clients)))
-    return sum(counts) / (time.perf_counter() - began)
+    return sum(counts), time.perf_counter() - began
+
+
+def interleaved(
+    clients: int, seconds: float, rounds: int, ops: list[Callable[[int, int], None]]
+) -> list[float]:
+    """Operations per second of each of ``ops``, measured in ``rounds`` short turns
+    each, in a rotating order: a burst of other work on the machine falls on all of
+    them alike, instead of on whichever ran at that moment."""
+    done = [0] * len(ops)
+    took = [0.0] * len(ops)
+    for r in range(rounds):
+        for k in range(len(ops)):
+            j = (k + r) % len(ops)
+            count, elapsed = run(clients, seconds / rounds, ops[j])
+            done[j] += count
+            took[j] += elapsed
+    return [n / t for n, t in zip(done, took, strict=True)]
 
 
 Row = tuple[str, int, float, float, float]
 
 
-def bench_backend(name: str, url: str, seconds: float) -> list[Row]:
+def bench_backend(name: str, url: str, seconds: float, rounds: int) -> list[Row]:
     container = bootstrap.build(Settings(database_url=url))
     container.upgrade_database()
     engine = container.engine
@@ -129,9 +151,7 @@ def bench_backend(name: str, url: str, seconds: float) -> list[Row]:
             finally:
                 pooled.close()
 
-        base = rate(clients, seconds, baseline)
-        raw = rate(clients, seconds, raw_baseline)
-        mine = rate(clients, seconds, ours)
+        mine, base, raw = interleaved(clients, seconds, rounds, [ours, baseline, raw_baseline])
         rows.append((name, clients, mine, base, raw))
     assert container.accounts.reconcile().ok
     bench_meta.drop_all(engine)
@@ -141,7 +161,8 @@ def bench_backend(name: str, url: str, seconds: float) -> list[Row]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement, in all")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each measurement takes")
     parser.add_argument(
         "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         help="an admin URL; a scratch database is created and dropped",
@@ -149,14 +170,17 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with TemporaryDirectory() as tmp:
-        rows += bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds)
+        rows += bench_backend(
+            "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds, args.rounds
+        )
     admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
     scratch = f"cgbench_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
     try:
         url = sa.make_url(args.postgres).set(database=scratch)
-        rows += bench_backend("postgresql", url.render_as_string(hide_password=False), args.seconds)
+        rendered = url.render_as_string(hide_password=False)
+        rows += bench_backend("postgresql", rendered, args.seconds, args.rounds)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
