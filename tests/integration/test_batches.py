@@ -108,6 +108,20 @@ def test_a_connection_older_than_the_recycle_age_goes_back_to_the_pool(
     assert c.accounts.balance(account_id=acct).available == 50
 
 
+def test_a_connection_kept_idle_past_the_recycle_age_is_not_used_again(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="idle")
+    c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+    (kept,) = c.ledger_store._idle
+    monkeypatch.setattr(kept, "since", kept.since - type(c.ledger_store).RECYCLE_S - 1)
+    c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
+    (now_kept,) = c.ledger_store._idle  # through the pool again, which checks its age
+    assert now_kept is not kept
+    assert _checked_out(c) == 1
+
+
 @POSTGRESQL_ONLY
 def test_a_kept_connection_that_died_is_dropped_and_the_next_movement_works(
     container: Container,

@@ -100,10 +100,14 @@ class SqlLedgerStore:
             self._release(self._idle.pop())
 
     def _take(self) -> _Kept:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            pass
+        while True:
+            try:
+                kept = self._idle.pop()
+            except IndexError:
+                break
+            if time.monotonic() - kept.since <= self.RECYCLE_S:
+                return kept
+            self._release(kept)  # kept idle for too long: the server may have ended it
         pooled = self.engine.raw_connection()
         try:
             batches = batches_for(pooled.driver_connection, self.engine.dialect, self._sql.all)
