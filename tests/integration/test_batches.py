@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from comfygate.adapters.db import batches
+from comfygate.adapters.db.sql_ledger import _Kept
 from comfygate.bootstrap import Container
 
 # Server-prepared statements are PostgreSQL's: these run on it alone.
@@ -122,6 +123,38 @@ def test_a_connection_kept_idle_past_the_recycle_age_is_not_used_again(
     assert _checked_out(c) == 1
 
 
+def _end_other_sessions(c: Container) -> None:
+    with c.engine.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+
+
+class _GoneBatches:
+    """Batches on a connection that cannot be reset any more."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def release(self) -> None:
+        raise self.error
+
+
+def test_closing_the_store_drops_a_kept_connection_it_cannot_reset(
+    container: Container,
+) -> None:
+    c = container
+    pooled = c.engine.raw_connection()
+    gone = _GoneBatches(c.engine.dialect.loaded_dbapi.OperationalError("server closed"))
+    c.ledger_store._idle.append(_Kept(pooled, gone))  # type: ignore[arg-type]
+    c.ledger_store.close()  # does not raise: the connection is invalidated
+    assert _checked_out(c) == 0
+    assert pooled.dbapi_connection is None  # invalidated, not given back to the pool
+
+
 @POSTGRESQL_ONLY
 def test_a_kept_connection_that_died_is_dropped_and_the_next_movement_works(
     container: Container,
@@ -131,13 +164,7 @@ def test_a_kept_connection_that_died_is_dropped_and_the_next_movement_works(
     c = container
     acct = c.ledger.open_account(name="died")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
-    with c.engine.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
+    _end_other_sessions(c)
     with pytest.raises(sa.exc.DBAPIError):
         c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="h")
     assert _checked_out(c) == 0  # invalidated, not kept

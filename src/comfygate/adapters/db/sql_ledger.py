@@ -136,11 +136,14 @@ class SqlLedgerStore:
         else:
             self._idle.append(kept)
 
-    @staticmethod
-    def _release(kept: _Kept) -> None:
+    def _release(self, kept: _Kept) -> None:
+        """Give ``kept`` back to the pool as the pool gave it; if it cannot be reset,
+        the connection is gone, and the pool forgets it."""
         try:
             kept.batches.release()
-        finally:
+        except self._dbapi.Error:
+            kept.pooled.invalidate()
+        else:
             kept.pooled.close()
 
     def create_account(self, *, account_id: str, name: str, created_at: datetime) -> None:
