@@ -63,8 +63,7 @@ class Operation(Generic[_R]):
 class _Submitted:
     operation: Operation[Any]
     wake: threading.Event | None = None
-    """Set when the submitter has something to wait for: made, under the batcher's
-    lock, only by a submitter that does not lead."""
+    """What the submitter waits on, if it waits (see ``MovementBatcher.run``)."""
     lead: bool = False
     done: bool = False
     result: Any = None
@@ -96,18 +95,22 @@ class MovementBatcher:
 
     def run(self, operation: Operation[_R]) -> _R:
         """Run ``operation`` (alone or in a batch); its receipt, or its error raised."""
-        me = _Submitted(operation)
         if self._max_batch == 1:  # no batching: every thread runs its own, in parallel
-            self._run_alone(me)
-            return _outcome(me, operation)
+            return self._alone(operation)
         with self._lock:
-            self._queue.append(me)
-            me.lead = not self._busy
-            if not me.lead:
-                wake = me.wake = threading.Event()
-            self._busy = True
-        if not me.lead:
-            wake.wait()
+            leads = not self._busy  # nothing running, so nothing queued: a batch of one
+            if leads:
+                self._busy = True
+            else:  # only a submitter that waits makes something to wait on
+                wake = threading.Event()
+                me = _Submitted(operation, wake=wake)
+                self._queue.append(me)
+        if leads:
+            try:
+                return self._alone(operation)
+            finally:
+                self._hand_over()
+        wake.wait()
         if not me.done:  # made leader: my operation is first in the queue
             self._lead()
         return _outcome(me, operation)
@@ -124,14 +127,18 @@ class MovementBatcher:
                     submitted.finish(error=error)
             raise
         finally:
-            with self._lock:
-                if self._queue:
-                    following = self._queue[0]
-                    following.lead = True
-                    assert following.wake is not None  # it waits: it did not lead
-                    following.wake.set()
-                else:
-                    self._busy = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Make the oldest waiting submitter the next leader, or stand down."""
+        with self._lock:
+            if self._queue:
+                following = self._queue[0]
+                following.lead = True
+                assert following.wake is not None  # it waits: it did not lead
+                following.wake.set()
+            else:
+                self._busy = False
 
     def _run_batch(self, batch: list[_Submitted]) -> None:
         if len(batch) > 1:
@@ -164,19 +171,23 @@ class MovementBatcher:
         return outcomes
 
     def _run_alone(self, submitted: _Submitted) -> None:
-        operation = submitted.operation
         try:
-            try:
-                with self._store.unit_of_work() as uow:
-                    try:
-                        result = operation.body(uow)
-                    except Deferred as deferred:
-                        uow.commit()
-                        raise deferred.error from None
-                    uow.commit()
-            except DuplicateIdempotencyKeyError:
-                result = operation.after_conflict()
+            result = self._alone(submitted.operation)
         except Exception as error:
             submitted.finish(error=error)
         else:
             submitted.finish(result)
+
+    def _alone(self, operation: Operation[_R]) -> _R:
+        """Run ``operation`` in a transaction of its own; its receipt, or its error."""
+        try:
+            with self._store.unit_of_work() as uow:
+                try:
+                    result = operation.body(uow)
+                except Deferred as deferred:
+                    uow.commit()
+                    raise deferred.error from None
+                uow.commit()
+        except DuplicateIdempotencyKeyError:
+            return operation.after_conflict()
+        return result
