@@ -147,7 +147,7 @@ class ScriptBatches:
         self._encoding = driver.info.encoding
         self._escape = pq.Escaping(driver.pgconn).escape_literal
         self._loader = Transformer.from_context(driver)
-        self._failed = pq.ExecStatus.FATAL_ERROR
+        self._ok = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
         self._error = errors.error_from_result
         self._idle = pq.TransactionStatus.IDLE
         self._opening = f"BEGIN ISOLATION LEVEL {SERVER_ISOLATION_LEVEL}".encode()
@@ -205,7 +205,7 @@ class ScriptBatches:
 
     def _exec(self, query: bytes) -> Any:
         result = self._pgconn.exec_(query)
-        if result.status == self._failed:
+        if result.status not in self._ok:  # an error, or a response libpq could not read
             raise self._error(result, self._encoding)
         return result
 
