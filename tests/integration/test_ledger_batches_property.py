@@ -15,6 +15,7 @@ reconcile.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def _batched(side: Side, calls: list[Callable[[], Any]]) -> list[tuple[Any, Any]
             call()
     finally:
         side.ledger._batcher = batcher
-    submitted = [_Submitted(operation) for operation in collected]
+    submitted = [_Submitted(operation, threading.Event()) for operation in collected]
     batcher._run_batch(submitted)
     return [(s.result, s.error) for s in submitted]
 

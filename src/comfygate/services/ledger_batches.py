@@ -61,18 +61,17 @@ class Operation(Generic[_R]):
 
 @dataclass(eq=False, slots=True)
 class _Submitted:
+    """An operation queued behind a running batch, and the thread waiting for it."""
+
     operation: Operation[Any]
-    wake: threading.Event | None = None
-    """What the submitter waits on, if it waits (see ``MovementBatcher.run``)."""
-    lead: bool = False
+    wake: threading.Event
     done: bool = False
     result: Any = None
     error: BaseException | None = None
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
-        if self.wake is not None:
-            self.wake.set()
+        self.wake.set()
 
 
 def _outcome(submitted: _Submitted, _operation: Operation[_R]) -> _R:
@@ -102,15 +101,14 @@ class MovementBatcher:
             if leads:
                 self._busy = True
             else:  # only a submitter that waits makes something to wait on
-                wake = threading.Event()
-                me = _Submitted(operation, wake=wake)
+                me = _Submitted(operation, threading.Event())
                 self._queue.append(me)
         if leads:
             try:
                 return self._alone(operation)
             finally:
                 self._hand_over()
-        wake.wait()
+        me.wake.wait()
         if not me.done:  # made leader: my operation is first in the queue
             self._lead()
         return _outcome(me, operation)
@@ -133,10 +131,7 @@ class MovementBatcher:
         """Make the oldest waiting submitter the next leader, or stand down."""
         with self._lock:
             if self._queue:
-                following = self._queue[0]
-                following.lead = True
-                assert following.wake is not None  # it waits: it did not lead
-                following.wake.set()
+                self._queue[0].wake.set()  # not done: it leads the next batch
             else:
                 self._busy = False
 
