@@ -36,6 +36,7 @@ def test_round_trips_match_sqlalchemy_execution(database_url: str) -> None:
     select = Prepared(
         sa.select(things.c.id, things.c.n, things.c.at).order_by(things.c.id), dialect
     )
+    one = Prepared(sa.select(things.c.n).where(things.c.id == sa.bindparam("id")), dialect)
     try:
         with engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -48,6 +49,8 @@ def test_round_trips_match_sqlalchemy_execution(database_url: str) -> None:
             cursor.execute(bump.sql, bump.params({"b_id": "b", "d": 7}))  # n > 0 fails
             cursor.execute(select.sql, select.params({}))
             ours = select.rows(cursor)
+            cursor.execute(one.sql, one.params({"id": "a"}))  # a single parameter
+            assert one.rows(cursor) == [(12,)]
         with engine.connect() as conn:
             theirs = [tuple(row) for row in conn.execute(sa.select(things).order_by(things.c.id))]
         assert ours == theirs == [("a", 12, AT), ("b", 0, None)]

@@ -13,6 +13,7 @@ exactly what ``conn.execute`` would have written and read.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,8 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-_Processor = Callable[[Any], Any] | None
 _keys = itertools.count(1)
+
+
+def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """A function of a mapping: the values of ``keys``, in order, as a tuple."""
+    if len(keys) == 1:
+        (key,) = keys
+        return lambda values: (values[key],)
+    return operator.itemgetter(*keys) if keys else lambda _values: ()
 
 
 class Prepared:
@@ -40,20 +48,23 @@ class Prepared:
         # placeholder for SQLite's qmark, once per number for numeric ones).
         self._order = compiled.positiontup
         self.param_count = len(self._order if self._order is not None else compiled.bind_names)
-        # Per parameter, in the order the driver wants them: the caller's key, whether
-        # the caller must give it (else it is a literal of the statement, with this
-        # value), and the type's bind processor.
+        # Per parameter, in the order the driver wants them: the caller's key, and the
+        # type's bind processor. A parameter the caller need not give is a literal of
+        # the statement (the 0 of ``remaining > 0``): its value is the default.
         binds = {
-            name: (
-                bind.key,
-                bind.required,
-                bind.effective_value,
-                bind.type.dialect_impl(dialect).bind_processor(dialect),
-            )
+            name: (bind.key, bind.type.dialect_impl(dialect).bind_processor(dialect))
             for bind, name in compiled.bind_names.items()
         }
-        self._positional = self._order is not None
-        self._binds = [(name, *binds[name]) for name in (self._order or binds)]
+        self._defaults = {
+            bind.key: bind.effective_value for bind in compiled.bind_names if not bind.required
+        }
+        names = list(self._order or binds)
+        self._names = None if self._order is not None else names
+        # The values, in order, in one C call; then the few that need converting.
+        self._get = _getter([binds[name][0] for name in names])
+        self._processors = [
+            (i, processor) for i, (_, processor) in enumerate(binds[n] for n in names) if processor
+        ]
         selected: Iterable[sa.ColumnElement[Any]] = getattr(statement, "selected_columns", ())
         results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected
@@ -62,13 +73,17 @@ class Prepared:
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """``values`` as the driver wants them: converted, and ordered if positional."""
-        converted = []
-        for _, key, required, literal, processor in self._binds:
-            value = values[key] if required else values.get(key, literal)
-            converted.append(value if processor is None or value is None else processor(value))
-        if self._positional:
+        if self._defaults:
+            values = {**self._defaults, **values}
+        converted: Sequence[Any] = self._get(values)
+        if self._processors:
+            converted = list(converted)
+            for i, processor in self._processors:
+                if converted[i] is not None:
+                    converted[i] = processor(converted[i])
+        if self._names is None:
             return converted
-        return dict(zip((bind[0] for bind in self._binds), converted, strict=True))
+        return dict(zip(self._names, converted, strict=True))
 
     def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
         """Fetch the cursor's rows, each value through its column type."""
