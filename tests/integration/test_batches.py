@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from comfygate.adapters.db import batches
 from comfygate.adapters.db.sql_ledger import _Kept
+from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.bootstrap import Container
 
 # Server-prepared statements are PostgreSQL's: these run on it alone.
@@ -197,6 +198,26 @@ def test_strings_that_need_quoting_are_stored_as_given(container: Container, tex
     lines = c.accounts.statement(account_id=acct)
     assert lines[0].memo == {"reason": text}
     assert c.accounts.balance(account_id=acct).available == 50
+
+
+def test_memos_of_any_json_shape_come_back_and_old_spaced_json_still_reads(
+    container: Container,
+) -> None:
+    """The journal's JSON is orjson's compact form; keys that are not strings become
+    strings and other types their text, as ``json.dumps(default=str)`` did. Rows
+    written by the earlier encoder, with spaces, read back the same."""
+    c = container
+    acct = c.ledger.open_account(name="memos")
+    at = datetime(2026, 11, 28, 5, 6, 7, tzinfo=UTC)
+    memo = {"n": 1, 2: [None, True, 1.5], "when": at, "price": Decimal("1.10"), "t": "日本"}
+    c.ledger.grant(account_id=acct, amount=5, source="topup", idempotency_key="m", memo=memo)
+    (line,) = c.accounts.statement(account_id=acct)
+    when = line.memo.pop("when")
+    assert datetime.fromisoformat(when) == at
+    assert line.memo == {"n": 1, "2": [None, True, 1.5], "price": "1.10", "t": "日本"}
+    with c.engine.begin() as conn:
+        conn.execute(sa.update(ledger_transactions).values(memo='{"a": [1, 2], "b": "x"}'))
+    assert c.accounts.statement(account_id=acct)[0].memo == {"a": [1, 2], "b": "x"}
 
 
 def _script_batches(c: Container) -> tuple[batches.ScriptBatches, sa.PoolProxiedConnection]:

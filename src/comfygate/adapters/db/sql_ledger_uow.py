@@ -11,11 +11,11 @@ five writes; a capture a lock, a hold read and four.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
@@ -155,7 +155,7 @@ def lot_from_row(row: sa.Row[Any] | tuple[Any, ...]) -> dl.Lot:
 
 def _hold(row: tuple[Any, ...]) -> dl.Hold:
     hold_id, account_id, amount, list_tokens, state, captured, created, expires, taken = row
-    allocation = tuple((lot_id, tokens) for lot_id, tokens in json.loads(taken))
+    allocation = tuple((lot_id, tokens) for lot_id, tokens in orjson.loads(taken))
     return dl.Hold(
         hold_id, account_id, amount, list_tokens, dl.HoldState(state), captured, created,
         expires, allocation,
@@ -198,7 +198,7 @@ class SqlLedgerUnitOfWork:
         if not rows:
             return None
         txn_id, request_hash, result = rows[0]
-        return StoredTransaction(txn_id, request_hash, json.loads(result))
+        return StoredTransaction(txn_id, request_hash, orjson.loads(result))
 
     def lots(self, account_id: str) -> list[dl.Lot]:
         rows = self._read((self._sql.lots, {"account_id": account_id}))
@@ -290,8 +290,10 @@ def translated(error: Exception, dbapi: Any, keys: Sequence[str] = ()) -> Except
     return sa.exc.DBAPIError.instance("ledger batch", None, error, dbapi.Error)
 
 
-_json = json.JSONEncoder(default=str).encode
-"""``json.dumps(value, default=str)``, without a new encoder per call."""
+def _json(value: Any) -> str:
+    """The journal's JSON text (memos, receipts, allocations), by orjson: compact, in a
+    tenth of the standard library's time. Dates are ISO 8601, other unknown types ``str``."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _txn_row(txn: NewTransaction, movement: dl.Movement) -> dict[str, Any]:
@@ -330,7 +332,7 @@ def _hold_row(hold: dl.Hold) -> dict[str, Any]:
         "list_tokens": hold.list_tokens,
         "state": hold.state.value,
         "captured": hold.captured,
-        "allocation": _json([list(pair) for pair in hold.allocation]),
+        "allocation": _json(hold.allocation),
         "created_at": hold.created_at,
         "expires_at": hold.expires_at,
         "settled_at": None,
