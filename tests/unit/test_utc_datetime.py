@@ -50,3 +50,16 @@ def test_whole_seconds_keep_their_microseconds_and_none_stays_none() -> None:
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         _ours()(datetime(2026, 1, 2))
+
+
+@given(st.lists(INSTANTS, min_size=1, max_size=5), st.lists(st.integers(0, 4), max_size=20))
+def test_repeated_and_interleaved_values_keep_their_own_text(
+    instants: list[datetime], picks: list[int]
+) -> None:
+    """The text of the last value is remembered: any order of repeats still gets each
+    value's own text."""
+    values = [instant.replace(tzinfo=UTC) for instant in instants]
+    process = _ours()
+    for pick in picks:
+        value = values[pick % len(values)]
+        assert process(value) == _sqlalchemys_text(value)

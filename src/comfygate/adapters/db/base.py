@@ -75,7 +75,7 @@ class UtcDateTime(TypeDecorator[datetime]):
                 if value.tzinfo is None:
                     raise ValueError("naive datetime given to the database; use UTC-aware times")
                 value = value.astimezone(UTC)
-            return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
+            return _sqlite_text(value)
 
         return process
 
@@ -83,3 +83,28 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+
+_TWO_DIGITS = [f"{n:02d}" for n in range(100)]
+
+
+class _LastText:
+    """The text of the instant formatted last, shared by every statement: a movement
+    writes the same ``now`` into several rows (a journal row, a hold, a settlement)."""
+
+    value: tuple[datetime | None, str] = (None, "")
+
+
+def _sqlite_text(value: datetime) -> str:
+    """SQLite's DATETIME text of a UTC ``value``, from a table of two-digit strings:
+    ``isoformat`` spends most of its time in printf."""
+    last, text = _LastText.value
+    if value is last:
+        return text
+    two = _TWO_DIGITS
+    text = (
+        f"{value.year:04d}-{two[value.month]}-{two[value.day]} "
+        f"{two[value.hour]}:{two[value.minute]}:{two[value.second]}.{value.microsecond:06d}"
+    )
+    _LastText.value = (value, text)
+    return text
