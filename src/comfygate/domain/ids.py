@@ -15,10 +15,15 @@ import time
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _RANDOM_BITS = 80
 _lock = threading.Lock()
-_last = [0, 0]  # [millis, random] of the previous id
-
-
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value, as 2 digits
+
+
+class _Last:
+    """The previous id's millisecond (and its 10 digits) and its random part."""
+
+    millis = 0
+    digits = ""
+    rand = 0
 
 
 def _b32(value: int, width: int) -> str:
@@ -26,14 +31,23 @@ def _b32(value: int, width: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * width - 10, -1, -10)])
 
 
+def _random_digits(value: int) -> str:
+    """``_b32(value, 16)`` of an 80-bit ``value``, unrolled: it runs for every id."""
+    p = _PAIRS
+    return (
+        p[value >> 70] + p[value >> 60 & 1023] + p[value >> 50 & 1023] + p[value >> 40 & 1023]
+        + p[value >> 30 & 1023] + p[value >> 20 & 1023] + p[value >> 10 & 1023] + p[value & 1023]
+    )  # fmt: skip
+
+
 def new_id(prefix: str) -> str:
     """Return ``prefix_`` + 26 characters, increasing within this process."""
     millis = time.time_ns() // 1_000_000
     with _lock:
-        if millis <= _last[0]:
-            millis = _last[0]
-            rand = (_last[1] + 1) % (1 << _RANDOM_BITS)
-        else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
-        _last[0], _last[1] = millis, rand
-    return f"{prefix}_{_b32((millis << _RANDOM_BITS) | rand, 26)}"
+        if millis > _Last.millis:
+            _Last.millis, _Last.digits = millis, _b32(millis, 10)
+            _Last.rand = rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+        else:  # the same millisecond, or the clock went back: count up from the last
+            _Last.rand = rand = (_Last.rand + 1) % (1 << _RANDOM_BITS)
+        digits = _Last.digits
+    return f"{prefix}_{digits}{_random_digits(rand)}"
