@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 
 import pytest
 
-from comfygate.adapters.db.tables_ledger import balances, holds, lots
+from comfygate.adapters.db.tables_ledger import balances, holds, ledger_transactions, lots
 from comfygate.bootstrap import Container
 from comfygate.domain.errors import (
     AccountNotFoundError,
@@ -110,6 +112,44 @@ def test_replays_return_the_first_answer_and_move_nothing(container: Container) 
     c.ledger.grant(account_id=other, amount=40, source="promotion", idempotency_key="g")
     assert balance(c, other) == (40, 0)
     assert_consistent(c)
+
+
+def test_keys_first_used_before_the_request_hash_changed_still_replay(
+    container: Container, clock: FakeClock
+) -> None:
+    """Earlier versions hashed a request's standard-library JSON (with spaces): a key
+    used then, and retried after an upgrade, replays; another request still conflicts."""
+    c = container
+    acct = c.ledger.open_account(name="upgrade")
+    expires = clock.now() + timedelta(days=3)
+    grant = c.ledger.grant(account_id=acct, amount=40, source="plan", idempotency_key="g",
+                           expires_at=expires)  # fmt: skip
+    hold = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="job")
+    capture = c.ledger.capture(hold_id=hold.hold_id, idempotency_key="job")
+    earlier = {
+        f"{acct}:grant:g": ("grant", {"amount": 40, "source": "plan", "expires_at": expires,
+                                      "priority": 0}),
+        f"{acct}:hold:job": ("hold", {"amount": 15, "list_tokens": 15}),
+        f"{hold.hold_id}:capture:job": ("capture", {"hold_id": hold.hold_id, "amount": None}),
+    }  # fmt: skip
+    with c.engine.begin() as conn:
+        for key, (op, params) in earlier.items():
+            canonical = json.dumps({"op": op, **params}, sort_keys=True, default=str)
+            digest = hashlib.sha256(canonical.encode()).hexdigest()
+            update = ledger_transactions.update().where(
+                ledger_transactions.c.idempotency_key == key
+            )
+            assert conn.execute(update.values(request_hash=digest)).rowcount == 1
+    again = c.ledger.grant(account_id=acct, amount=40, source="plan", idempotency_key="g",
+                           expires_at=expires)  # fmt: skip
+    assert again.replayed and again.txn_id == grant.txn_id
+    assert c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="job").replayed
+    assert c.ledger.capture(hold_id=hold.hold_id, idempotency_key="job").txn_id == capture.txn_id
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.place_hold(account_id=acct, amount=16, idempotency_key="job")
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.capture(hold_id=hold.hold_id, idempotency_key="job", amount=3)
+    assert balance(c, acct) == (25, 0)
 
 
 def test_lots_burn_in_order_and_release_returns_to_the_same_lots(

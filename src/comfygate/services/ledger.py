@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
+
 from comfygate.domain import ledger as dl
 from comfygate.domain.errors import (
     AccountNotFoundError,
@@ -78,13 +80,28 @@ class ExpiryReport:
     tokens_written_off: int
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, default=str).encode
-"""``json.dumps(..., sort_keys=True, default=str)``, without a new encoder per call."""
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What a movement was asked to do, as its idempotency key remembers it: the
+    journal keeps ``hash``, and a replay of the key must be the same request."""
 
+    op: str
+    params: dict[str, Any]
+    hash: str
 
-def _request_hash(op: str, params: dict[str, Any]) -> str:
-    canonical = _CANONICAL({"op": op, **params})
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    @classmethod
+    def of(cls, op: str, params: dict[str, Any]) -> _Request:
+        canonical = orjson.dumps({"op": op, **params}, default=str, option=orjson.OPT_SORT_KEYS)
+        return cls(op, params, hashlib.sha256(canonical).hexdigest())
+
+    def made(self, stored_hash: str | None) -> bool:
+        """Whether the stored transaction was this request. Earlier versions hashed the
+        standard library's JSON (with spaces); a key used before an upgrade replays."""
+        return stored_hash in (self.hash, self._earlier_hash())
+
+    def _earlier_hash(self) -> str:
+        canonical = json.dumps({"op": self.op, **self.params}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
@@ -139,7 +156,7 @@ class LedgerService:
             "priority": priority,
         }
         key = f"{account_id}:grant:{idempotency_key}"
-        request_hash = _request_hash("grant", params)
+        request = _Request.of("grant", params)
 
         def body(uow: LedgerUnitOfWork) -> GrantReceipt:
             uow.lock_account(account_id)
@@ -150,11 +167,11 @@ class LedgerService:
                 new_id("txn"), lot.id, account_id, amount, source, _iso(expires_at)
             )
             movement = dl.grant_movement(account_id=account_id, lot_id=lot.id, amount=amount)
-            uow.append(_txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement,
+            uow.append(_txn(receipt.txn_id, now, key, request.hash, memo, receipt), movement,
                        new_lot=lot)  # fmt: skip
             return receipt
 
-        return self._once(key, request_hash, body, GrantReceipt)
+        return self._once(key, request, body, GrantReceipt)
 
     def place_hold(
         self,
@@ -171,7 +188,7 @@ class LedgerService:
         list_tokens = amount if list_tokens is None else list_tokens
         _positive("list_tokens", list_tokens, allow_zero=True)
         key = f"{account_id}:hold:{idempotency_key}"
-        request_hash = _request_hash("hold", {"amount": amount, "list_tokens": list_tokens})
+        request = _Request.of("hold", {"amount": amount, "list_tokens": list_tokens})
 
         def body(uow: LedgerUnitOfWork) -> HoldReceipt:
             lots = uow.lock_account(account_id)
@@ -188,11 +205,11 @@ class LedgerService:
             movement = dl.hold_movement(
                 account_id=account_id, hold_id=hold.id, allocation=allocation
             )
-            uow.append(_txn(receipt.txn_id, now, key, request_hash, memo, receipt), movement,
+            uow.append(_txn(receipt.txn_id, now, key, request.hash, memo, receipt), movement,
                        new_hold=hold)  # fmt: skip
             return receipt
 
-        return self._once(key, request_hash, body, HoldReceipt)
+        return self._once(key, request, body, HoldReceipt)
 
     def capture(
         self, *, hold_id: str, idempotency_key: str, amount: int | None = None
@@ -216,7 +233,7 @@ class LedgerService:
         reason: str | None,
     ) -> SettleReceipt:
         key = f"{hold_id}:{kind.value}:{idempotency_key}"
-        request_hash = _request_hash(kind.value, {"hold_id": hold_id, "amount": amount})
+        request = _Request.of(kind.value, {"hold_id": hold_id, "amount": amount})
 
         def body(uow: LedgerUnitOfWork) -> SettleReceipt:
             hold = uow.lock_hold(hold_id)
@@ -231,14 +248,14 @@ class LedgerService:
                     HoldNotOpenError(f"hold {hold_id} expired and was released", state="expired")
                 )
             capture = hold.amount if amount is None else amount
-            return self._append_settlement(uow, hold, capture, kind, key, request_hash, reason)
+            return self._append_settlement(uow, hold, capture, kind, key, request.hash, reason)
 
-        return self._once(key, request_hash, body, SettleReceipt)
+        return self._once(key, request, body, SettleReceipt)
 
     def _once(
         self,
         key: str,
-        request_hash: str,
+        request: _Request,
         body: Callable[[LedgerUnitOfWork], _R],
         receipt_type: type[_R],
     ) -> _R:
@@ -257,13 +274,13 @@ class LedgerService:
                 stored = uow.find_transaction(key)
                 if stored is None:
                     raise
-                return _replay(stored, request_hash, receipt_type)
+                return _replay(stored, request, receipt_type)
 
         def after_conflict() -> _R:
             with self._store.unit_of_work() as uow:
                 stored = uow.find_transaction(key)
             assert stored is not None  # the unique index just said it exists
-            return _replay(stored, request_hash, receipt_type)
+            return _replay(stored, request, receipt_type)
 
         return self._batcher.run(Operation(attempt, after_conflict))
 
@@ -330,8 +347,8 @@ class LedgerService:
         return ExpiryReport(holds, released, lots, written_off)
 
 
-def _replay(stored: StoredTransaction, request_hash: str, receipt_type: type[_R]) -> _R:
-    if stored.request_hash != request_hash:
+def _replay(stored: StoredTransaction, request: _Request, receipt_type: type[_R]) -> _R:
+    if not request.made(stored.request_hash):
         raise IdempotencyConflictError("this idempotency key was used for a different request")
     return receipt_type(**stored.result, replayed=True)
 
