@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -80,8 +80,7 @@ class ExpiryReport:
     tokens_written_off: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
+class _Request(NamedTuple):
     """What a movement was asked to do, as its idempotency key remembers it: the
     journal keeps ``hash``, and a replay of the key must be the same request."""
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from comfygate.domain.errors import ComfygateError
 from comfygate.services.ledger_ports import (
@@ -51,8 +51,7 @@ class Deferred(Exception):
         self.error = error
 
 
-@dataclass(frozen=True, slots=True)
-class Operation(Generic[_R]):
+class Operation(NamedTuple, Generic[_R]):
     body: Callable[[LedgerUnitOfWork], _R]
     """Lock, read, append; return the receipt or raise (see the module's rules)."""
     after_conflict: Callable[[], _R]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from comfygate.domain.ledger import Hold, Lot, Movement
 
@@ -55,8 +55,7 @@ class Drift:
     derived: int
 
 
-@dataclass(frozen=True, slots=True)
-class NewTransaction:
+class NewTransaction(NamedTuple):
     """What the service asks the store to append, besides the movement's postings."""
 
     id: str
