@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -32,3 +35,23 @@ def test_upgraded_schema_matches_the_declared_tables(database_url: str) -> None:
         assert "ix_holds_account_id" not in indexes
     finally:
         engine.dispose()
+
+
+def test_a_new_sqlite_database_has_small_pages_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """New files get 1 KiB pages (a commit writes whole pages); a file made with
+    SQLite's default 4 KiB pages keeps them, in WAL mode, and upgrades as before."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE made_before (x)")
+    for path, size in ((tmp_path / "new.db", 1024), (old, 4096)):
+        engine = create_engine(f"sqlite:///{path}")
+        try:
+            migrate.upgrade(engine)
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA page_size").scalar() == size
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            engine.dispose()

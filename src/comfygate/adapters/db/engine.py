@@ -1,9 +1,12 @@
 """Engines that are correct for writers on each backend.
 
 - SQLite: WAL, ``synchronous=NORMAL``, a busy timeout, and ``BEGIN IMMEDIATE`` for
-  every transaction so that two writers never read-then-write past each other. The
-  WAL is checkpointed every 10,000 pages rather than SQLite's 1,000: the commit that
-  crosses the mark copies and syncs, and each hot page is copied once per checkpoint.
+  every transaction so that two writers never read-then-write past each other. A new
+  database gets 1 KiB pages rather than 4 KiB: a commit writes every page it touched
+  to the WAL whole, and a movement's rows are small, so a hold writes a quarter of the
+  bytes (an existing database keeps its page size). The WAL is checkpointed every
+  40,000 pages rather than SQLite's 1,000: the commit that crosses the mark copies and
+  syncs, and each hot page is copied once per checkpoint.
   Within one process, write transactions on a database file also queue on a Python
   lock before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with sleeps of
   1 to 100 ms, so threads of one gateway contending for the write lock would sleep
@@ -31,7 +34,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SERVER_ISOLATION_LEVEL = "READ COMMITTED"
 """PostgreSQL's and MariaDB's isolation level for every transaction."""
-SQLITE_WAL_CHECKPOINT_PAGES = 10_000
+SQLITE_PAGE_SIZE = 1024
+SQLITE_WAL_CHECKPOINT_PAGES = 40_000  # 40 MiB of 1 KiB pages
 
 
 class _WriteLock:
@@ -166,6 +170,7 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
