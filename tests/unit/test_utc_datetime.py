@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
+from comfygate.adapters.db import base
 from comfygate.adapters.db.base import UtcDateTime
 
 DIALECT = sqlite.dialect()
@@ -63,3 +64,41 @@ def test_repeated_and_interleaved_values_keep_their_own_text(
     for pick in picks:
         value = values[pick % len(values)]
         assert process(value) == _sqlalchemys_text(value)
+
+
+def _read() -> Callable[[str | None], Any]:
+    processor = UtcDateTime().dialect_impl(DIALECT).result_processor(DIALECT, None)
+    assert processor is not None
+    return processor
+
+
+def _sqlalchemys_read(text: str) -> datetime:
+    """SQLite's DATETIME result processor, then process_result_value: the generic path."""
+    processor = sqlite.DATETIME().result_processor(DIALECT, None)
+    assert processor is not None
+    return UtcDateTime().process_result_value(processor(text), DIALECT)  # type: ignore[return-value]
+
+
+@given(st.lists(st.tuples(INSTANTS, st.booleans()), max_size=8))
+def test_text_reads_back_as_sqlalchemy_would_read_it_written_by_us_or_not(
+    cases: list[tuple[datetime, bool]],
+) -> None:
+    """Instants written lately are read from memory: the same instant, as an aware
+    UTC datetime, whether or not this process wrote the text."""
+    write, read = _ours(), _read()
+    for instant, written in cases:
+        value = instant.replace(tzinfo=UTC)
+        text = write(value) if written else _sqlalchemys_text(value)
+        got = read(text)
+        assert got == _sqlalchemys_read(text) == value
+        assert got is not None and got.tzinfo is UTC
+    assert read(None) is None
+
+
+def test_the_memory_of_texts_is_bounded() -> None:
+    write, read = _ours(), _read()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(base._Instants.LIMIT + 10):
+        instant = start + timedelta(microseconds=n)
+        assert read(write(instant)) == instant
+    assert len(base._Instants.by_text) <= base._Instants.LIMIT

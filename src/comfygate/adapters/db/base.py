@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -79,6 +79,27 @@ class UtcDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        parse = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite" or parse is None:
+            return parse
+
+        # Parsing SQLite's text costs more than formatting it, and the ledger reads back
+        # instants it has just written (a hold's times at its capture) or reads often
+        # (a lot's): those come from ``_Instants``.
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            instant = _Instants.by_text.get(value)
+            if instant is None:
+                instant = parse(value)
+                _Instants.remember(value, instant)
+            return instant
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -86,6 +107,19 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 _TWO_DIGITS = [f"{n:02d}" for n in range(100)]
+
+
+class _Instants:
+    """SQLite's text of instants written or read lately, and the instants."""
+
+    LIMIT = 4096
+    by_text: ClassVar[dict[str, datetime | None]] = {}
+
+    @classmethod
+    def remember(cls, text: str, instant: datetime | None) -> None:
+        if len(cls.by_text) >= cls.LIMIT:
+            cls.by_text = {}
+        cls.by_text[text] = instant
 
 
 class _LastText:
@@ -107,4 +141,6 @@ def _sqlite_text(value: datetime) -> str:
         f"{two[value.hour]}:{two[value.minute]}:{two[value.second]}.{value.microsecond:06d}"
     )
     _LastText.value = (value, text)
+    if type(value) is datetime:  # read back as what was written, not a subclass
+        _Instants.remember(text, value)
     return text
