@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from comfygate.adapters.db import batches
+from comfygate.adapters.db.prepared import Prepared
 from comfygate.adapters.db.sql_ledger import _Kept
 from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.bootstrap import Container
@@ -97,6 +98,28 @@ def test_the_store_keeps_its_connection_between_movements_and_gives_it_back(
     assert _checked_out(c) == 1  # kept for the next movement
     c.ledger_store.close()
     assert _checked_out(c) == 0
+
+
+@pytest.mark.parametrize("db_factory", ["sqlite", "mariadb"], indirect=True)
+def test_sequential_batches_keep_one_cursor_and_close_it_when_released(
+    container: Container,
+) -> None:
+    c = container
+    pooled = c.engine.raw_connection()
+    try:
+        made = batches.batches_for(pooled.driver_connection, c.engine.dialect, [])
+        assert isinstance(made, batches.SequentialBatches)
+        one = Prepared(sa.select(sa.literal_column("1")), c.engine.dialect)
+        assert made.read([], [(one, {})]) == [(1,)]
+        cursor = made._cursor
+        assert made.read([], [(one, {})]) == [(1,)]
+        assert made._cursor is cursor
+        made.close()
+        made.release()
+        with pytest.raises(c.engine.dialect.loaded_dbapi.Error):
+            cursor.execute(one.sql)
+    finally:
+        pooled.close()
 
 
 def test_a_connection_older_than_the_recycle_age_goes_back_to_the_pool(

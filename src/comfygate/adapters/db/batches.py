@@ -72,10 +72,12 @@ def batches_for(driver: Any, dialect: Dialect, statements: Sequence[Prepared]) -
 
 
 class SequentialBatches:
-    """Statements one by one on the driver's cursor."""
+    """Statements one by one on a driver cursor, the same one for as long as the
+    batches have the connection: every statement's rows are read before the next."""
 
     def __init__(self, driver: Any, *, sqlite: bool) -> None:
         self._driver = driver
+        self._cursor = driver.cursor()
         # SQLite: BEGIN IMMEDIATE, through the connection class that also takes the
         # process's write lock (engine.py). PyMySQL begins implicitly.
         self._opening: Callable[[], None] | None = (
@@ -86,7 +88,7 @@ class SequentialBatches:
 
     def read(self, writes: Writes, queries: Queries) -> list[tuple[Any, ...]]:
         self._send(writes)
-        cursor = self._driver.cursor()
+        cursor = self._cursor
         for query, values in queries:
             cursor.execute(query.sql, query.params(values))
         return query.rows(cursor)
@@ -102,13 +104,13 @@ class SequentialBatches:
             self._driver.rollback()
 
     def release(self) -> None:
-        pass
+        self._cursor.close()
 
     def _send(self, writes: Writes) -> None:
         if self._begin is not None:
             begin, self._begin = self._begin, None
             begin()
-        cursor = self._driver.cursor()
+        cursor = self._cursor
         for statement, rows in writes:
             if len(rows) == 1:
                 cursor.execute(statement.sql, statement.params(rows[0]))
