@@ -96,7 +96,7 @@ class _Request(NamedTuple):
     def made(self, stored_hash: str | None) -> bool:
         """Whether the stored transaction was this request. Earlier versions hashed the
         standard library's JSON (with spaces); a key used before an upgrade replays."""
-        return stored_hash in (self.hash, self._earlier_hash())
+        return stored_hash == self.hash or stored_hash == self._earlier_hash()
 
     def _earlier_hash(self) -> str:
         canonical = json.dumps({"op": self.op, **self.params}, sort_keys=True, default=str)
