@@ -46,8 +46,7 @@ class Prepared:
         """Unique in this process: names the statement where a server keeps it prepared."""
         # Positional paramstyles list the names in placeholder order (once per
         # placeholder for SQLite's qmark, once per number for numeric ones).
-        self._order = compiled.positiontup
-        self.param_count = len(self._order if self._order is not None else compiled.bind_names)
+        order = compiled.positiontup
         # Per parameter, in the order the driver wants them: the caller's key, and the
         # type's bind processor. A parameter the caller need not give is a literal of
         # the statement (the 0 of ``remaining > 0``): its value is the default.
@@ -58,8 +57,8 @@ class Prepared:
         self._defaults = {
             bind.key: bind.effective_value for bind in compiled.bind_names if not bind.required
         }
-        names = list(self._order or binds)
-        self._names = None if self._order is not None else names
+        names = list(order or binds)
+        self._names = None if order is not None else names
         # The values, in order, in one C call; then the few that need converting.
         self._get = _getter([binds[name][0] for name in names])
         self._processors = [
