@@ -38,7 +38,8 @@ def test_json_quote_follows_the_seed_example(gw: Gateway, acme: Tenant) -> None:
     quote = made.json()
     assert quote["tokens"] == 11 and quote["price_book_version"] == "default-1"
     assert quote["quote_id"].startswith("quote_") and quote["expires_at"] > quote["priced_at"]
-    assert [line["step"] for line in quote["breakdown"]][:3] == ["base", "pixels", "subtotal"]
+    steps = [line["step"] for line in quote["breakdown"]]
+    assert steps[:4] == ["base", "pixels", "option:upscale", "subtotal"]  # upscale=1: +0
     upscaled = gw.client.post(
         "/v1/quotes",
         json={

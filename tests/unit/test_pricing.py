@@ -98,6 +98,22 @@ def test_every_breakdown_step_in_order() -> None:
     assert price.options == {"upscale": 2}
 
 
+def test_options_have_their_line_even_when_they_add_nothing() -> None:
+    price = compute_price(
+        DEFAULT, capability="colorize.person", width=800, height=600, at=NOON_SHANGHAI
+    )
+    assert [line.to_dict() for line in price.breakdown[2:4]] == [
+        {"step": "option:upscale", "amount": "0", "note": "upscale=1"},
+        {"step": "subtotal", "amount": "10.96", "note": "base + pixels + options"},
+    ]
+    bare = book_with(capabilities={"x.y": {"base": 12}})
+    price = compute_price(bare, capability="x.y", width=10, height=10, at=NOON_SHANGHAI)
+    assert [line.step for line in price.breakdown] == [
+        "base", "pixels", "options", "subtotal", "time_of_day", "discount", "rounding", "minimum"
+    ]  # fmt: skip
+    assert price.breakdown[2].amount == 0 and price.tokens == 12
+
+
 def test_minimum_line_says_when_it_applies() -> None:
     book = book_with(capabilities={"x.y": {"base": "4.6", "minimum": 10}})
     price = compute_price(book, capability="x.y", width=1, height=1, at=NOON_SHANGHAI)

@@ -211,7 +211,8 @@ def _list_price(
     pixels: int,
     chosen: Mapping[str, OptionValue],
 ) -> list[BreakdownLine]:
-    """The additive lines: base, pixels, then one line per option that costs something."""
+    """The additive lines: base, pixels, then one line per option, what it adds or
+    nothing (a capability without options has one ``options`` line of zero)."""
     megapixels = Decimal(pixels) / _PIXELS_PER_MP
     per_mp = coefficients.get("megapixels", ZERO)
     lines = [
@@ -222,8 +223,9 @@ def _list_price(
     ]
     for name, value in chosen.items():
         extra = cap.options[name].surcharge_for(value)
-        if extra:
-            lines.append(BreakdownLine(f"option:{name}", extra, f"{name}={to_json_scalar(value)}"))
+        lines.append(BreakdownLine(f"option:{name}", extra, f"{name}={to_json_scalar(value)}"))
+    if not chosen:
+        lines.append(BreakdownLine("options", ZERO, "no options"))
     return lines
 
 
