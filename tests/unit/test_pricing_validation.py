@@ -119,6 +119,39 @@ def test_adjacent_and_full_day_windows_are_fine() -> None:
     assert validate_price_book(zero) == ["time_windows[0].multiplier: must be greater than 0"]
 
 
+def _option_errors(option: dict[str, Any]) -> list[str]:
+    doc = minimal(capabilities={"a.b": {"base": 1, "options": {"o": option}}})
+    return validate_price_book(doc)
+
+
+def test_an_option_error_hides_no_other() -> None:
+    path = "capabilities.a.b.options.o"
+    # An unknown type: every field that does not depend on it is still checked.
+    assert _option_errors({"type": "numbr", "default": 9, "min": 5, "max": 1, "surcharge": -5}) == [
+        f"{path}.type: must be one of number, integer, boolean, choice, got 'numbr'",
+        f"{path}: min is greater than max",
+        f"{path}.surcharge: must be between 0 and 1000000000, got -5",
+    ]
+    # A bad surcharge: the default is still checked against the bounds.
+    assert _option_errors({"type": "number", "default": 9, "max": 4, "surcharge": -1}) == [
+        f"{path}.surcharge: must be between 0 and 1000000000, got -1",
+        f"{path}.default: option 'o' must be at most 4, got 9",
+    ]
+    choice = {"type": "choice", "default": "q", "choices": ["a", "b"], "surcharges": {"a": -1}}
+    assert _option_errors(choice) == [
+        f"{path}.surcharges.a: must be between 0 and 1000000000, got -1",
+        f"{path}.default: option 'o' must be one of a, b, got 'q'",
+    ]
+
+
+def test_an_empty_window_with_a_zero_multiplier_gets_both_errors() -> None:
+    windows = [{"start": "10:00", "end": "10:00", "multiplier": 0}]
+    assert validate_price_book(minimal(time_windows=windows)) == [
+        "time_windows[0].multiplier: must be greater than 0",
+        "time_windows[0]: start and end are the same time; a window must not be empty",
+    ]
+
+
 @pytest.mark.parametrize(
     ("option", "fragment"),
     [

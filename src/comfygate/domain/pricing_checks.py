@@ -152,11 +152,13 @@ def read_windows(r: Reader, value: object, path: str) -> tuple[TimeWindow, ...]:
         start = _minute(r, table.get("start"), f"{where}.start", end=False)
         end = _minute(r, table.get("end"), f"{where}.end", end=True)
         multiplier = r.amount(table.get("multiplier"), f"{where}.multiplier", high=MAX_MULTIPLIER)
+        errors = len(r.errors)
         if multiplier is not None and multiplier == 0:
             r.fail(f"{where}.multiplier", "must be greater than 0")
-        elif start is not None and end is not None and start == end:
+        if start is not None and end is not None and start == end:
             r.fail(where, "start and end are the same time; a window must not be empty")
-        elif start is not None and end is not None and multiplier is not None:
+        if len(r.errors) == errors and start is not None and end is not None:
+            assert multiplier is not None
             found.append((where, TimeWindow(start, end, multiplier)))
     for i, (where_a, a) in enumerate(found):
         for where_b, b in found[i + 1 :]:
@@ -174,24 +176,33 @@ _OPTION_KEYS: dict[OptionKind, set[str]] = {
 
 
 def read_option(r: Reader, name: str, value: object, path: str) -> OptionSpec | None:
-    """One option's schema and surcharge rule; its default must satisfy its own schema."""
+    """One option's schema and surcharge rule; its default must satisfy its own schema.
+
+    Every field is checked even when another is wrong (an unknown type included); the
+    default is checked whenever the type and what bounds it (min and max, or the
+    choices) are readable."""
     table = r.table(value, path)
     if table is None:
         return None
-    kind_name = r.choice(table.get("type"), f"{path}.type", OptionKind)
-    if kind_name is None:
-        return None
-    kind = OptionKind(kind_name)
-    allowed = _OPTION_KEYS[kind] | {"type", "default", "description"}
-    r.unknown_keys(table, allowed, path, why=f"not allowed for a {kind.value} option")
     before = len(r.errors)
+    kind_name = r.choice(table.get("type"), f"{path}.type", OptionKind)
+    kind = None if kind_name is None else OptionKind(kind_name)
+    if kind is not None:
+        allowed = _OPTION_KEYS[kind] | {"type", "default", "description"}
+        r.unknown_keys(table, allowed, path, why=f"not allowed for a {kind.value} option")
     choices, choice_surcharges = _choices(r, table, path) if kind is OptionKind.CHOICE else ((), {})
+    bounds = len(r.errors)
+    minimum = r.number(table.get("min"), f"{path}.min", required=False)
+    maximum = r.number(table.get("max"), f"{path}.max", required=False)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        r.fail(path, "min is greater than max")
+    bounded = len(r.errors) == bounds and (kind is not OptionKind.CHOICE or bool(choices))
     spec = OptionSpec(
         name=name,
-        kind=kind,
+        kind=kind or OptionKind.NUMBER,  # a stand-in: nothing is built from it then
         default=False,  # replaced below, once checked against the rest of the schema
-        minimum=r.number(table.get("min"), f"{path}.min", required=False),
-        maximum=r.number(table.get("max"), f"{path}.max", required=False),
+        minimum=minimum,
+        maximum=maximum,
         choices=choices,
         surcharge=r.amount(table.get("surcharge", 0), f"{path}.surcharge") or Decimal(0),
         surcharge_above=r.number(
@@ -204,16 +215,17 @@ def read_option(r: Reader, name: str, value: object, path: str) -> OptionSpec | 
         choice_surcharges=choice_surcharges,
         description=r.string(table.get("description", ""), f"{path}.description") or "",
     )
-    if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
-        r.fail(path, "min is greater than max")
     if "default" not in table:
         r.fail(f"{path}.default", "is required")
-    if len(r.errors) > before:
+        return None
+    if kind is None or not bounded:
         return None
     try:
         default = spec.coerce(table["default"])
     except InvalidOptionError as exc:
         r.fail(f"{path}.default", str(exc))
+        return None
+    if len(r.errors) > before:
         return None
     return replace(spec, default=default)
 

@@ -102,9 +102,11 @@ class OptionSpec:
         if (self.minimum is not None and number < self.minimum) or (
             self.maximum is not None and number > self.maximum
         ):
-            low = "-inf" if self.minimum is None else plain(self.minimum)
-            high = "inf" if self.maximum is None else plain(self.maximum)
-            raise self._invalid(value, f"between {low} and {high}")
+            if self.maximum is None:
+                raise self._invalid(value, f"at least {plain(self.minimum)}")
+            if self.minimum is None:
+                raise self._invalid(value, f"at most {plain(self.maximum)}")
+            raise self._invalid(value, f"between {plain(self.minimum)} and {plain(self.maximum)}")
         return int(number) if self.kind is OptionKind.INTEGER else number
 
     def _coerce_bool(self, value: object) -> bool:
