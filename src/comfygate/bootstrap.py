@@ -139,6 +139,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         clock=clock,
         lock_s=settings.quote_lock_s,
         price_book_file=settings.price_book_file,
+        max_pixels=settings.max_image_pixels,
     )
     jobs = build_job_services(
         settings,

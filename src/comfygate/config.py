@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # uploads (quotes and jobs): checked while streaming / from the header
     max_upload_bytes: int = Field(default=30 * 1024 * 1024, gt=0, description="upload size cap")
     max_image_pixels: int = Field(
-        default=50_000_000, gt=0, description="pixel cap (decompression bombs)"
+        default=50_000_000, gt=0, le=2**31 - 1, description="pixel cap (decompression bombs)"
     )
     min_image_side_px: int = Field(default=16, gt=0, description="smallest accepted side")
     payment_webhook_secrets: dict[str, str] = Field(

@@ -84,6 +84,15 @@ def test_bad_quote_requests(gw: Gateway, acme: Tenant, body: dict[str, object], 
     assert refused.status_code == 422 and refused.json()["code"] == code
 
 
+@pytest.mark.parametrize("width", [60_000_000, 10**15])  # past the cap; past any column
+def test_a_quote_for_more_pixels_than_an_upload_may_have_is_refused(
+    gw: Gateway, acme: Tenant, width: int
+) -> None:
+    body = {"capability": "colorize.person", "width": width, "height": 1}
+    refused = gw.client.post("/v1/quotes", json=body, headers=acme.user)
+    assert refused.status_code == 413 and refused.json()["code"] == "too_many_pixels"
+
+
 def test_malformed_json_is_invalid_input(gw: Gateway, acme: Tenant) -> None:
     refused = gw.client.post(
         "/v1/quotes",

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.sql_pricing import build_pricing_services
+from comfygate.config import Settings
 from comfygate.entrypoints.cli_pricing import register
 from comfygate.services.clock import SystemClock
 from comfygate.services.quoting import PricingServices
@@ -42,7 +43,9 @@ def cli(tmp_path: Path) -> Iterator[click.Group]:
 
     def services(ctx: click.Context) -> PricingServices:
         if not built:  # lazily, like the real CLI's container
-            built.append(build_pricing_services(engine, clock=SystemClock(), lock_s=600))
+            cap = Settings.model_fields["max_image_pixels"].default
+            made = build_pricing_services(engine, clock=SystemClock(), lock_s=600, max_pixels=cap)
+            built.append(made)
         return built[0]
 
     @click.group()
@@ -102,6 +105,10 @@ def test_quote_prints_the_seed_price_as_json(cli: click.Group) -> None:
         (
             ["--capability", "colorize.person", "--width", "8", "--height", "6", "--upscale", "9"],
             "invalid_option",
+        ),
+        (  # once a SQLite overflow with a traceback
+            ["--capability", "colorize.person", "--width", "10" * 8, "--height", "10" * 8],
+            "too_many_pixels",
         ),
     ],
 )

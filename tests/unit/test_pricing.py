@@ -13,9 +13,16 @@ from comfygate.domain.errors import (
     InvalidImageSizeError,
     InvalidInputError,
     InvalidOptionError,
+    PriceOutOfRangeError,
     UnknownCapabilityError,
 )
-from comfygate.domain.pricing import PriceBook, Rounding, compute_price, round_tokens
+from comfygate.domain.pricing import (
+    MAX_PRICE_TOKENS,
+    PriceBook,
+    Rounding,
+    compute_price,
+    round_tokens,
+)
 from comfygate.domain.pricing_document import parse_toml, price_book_to_document
 from comfygate.domain.pricing_validation import parse_price_book
 
@@ -272,3 +279,24 @@ def test_document_round_trip_is_exact() -> None:
         accounts={"acct_1": {"discount_percent": 5, "capabilities": {"colorize.person": {}}}},
     )
     assert parse_price_book(price_book_to_document(book)) == book
+
+
+def test_no_price_passes_a_billion_tokens_and_no_option_number_is_unbounded() -> None:
+    steps = {"type": "number", "default": 1, "min": 1, "surcharge_per_unit": "0.5"}  # no max
+    book = book_with(capabilities={"x.y": {"base": 1, "options": {"steps": steps}}})
+
+    def price(value: object) -> int:
+        return compute_price(
+            book, capability="x.y", width=1, height=1, options={"steps": value}, at=NOON_SHANGHAI
+        ).tokens
+
+    assert price(2 * MAX_PRICE_TOKENS - 1) == MAX_PRICE_TOKENS  # 1 + 0.5 x (2e9 - 2)
+    with pytest.raises(PriceOutOfRangeError):
+        price(2 * MAX_PRICE_TOKENS + 1)
+    for absurd in ("1e16", "-1e16", "1e100000", "9" * 5000):  # once OverflowError, ValueError
+        with pytest.raises(InvalidOptionError, match="between -1000000000000000 and") as caught:
+            price(absurd)
+        assert len(str(caught.value)) < 200
+    huge = book_with(capabilities={"x.y": {"base": 1, "coefficients": {"megapixels": 1000}}})
+    with pytest.raises(PriceOutOfRangeError, match="more than 1000000000 tokens"):
+        compute_price(huge, capability="x.y", width=10**7, height=10**7, at=NOON_SHANGHAI)

@@ -13,6 +13,7 @@ from comfygate.domain.errors import (
     QuoteExpiredError,
     QuoteMismatchError,
     QuoteNotFoundError,
+    TooManyPixelsError,
     ValidationFailedError,
 )
 from comfygate.domain.pricing_quotes import Quote
@@ -194,3 +195,20 @@ def test_simulate_prices_a_draft_without_storing_it(world: World) -> None:
     assert world.books.history() == [] and world.books.show().book.version == "default-1"
     assert world.books.validate(draft) == []
     assert world.books.validate({**draft, "rounding": "up"}) != []
+
+
+def test_a_quote_is_held_to_the_pixel_cap_an_upload_would_meet(world: World) -> None:
+    capped = QuoteService(
+        prices=world.prices,
+        quotes=world.quote_repo,
+        clock=world.clock,
+        lock_s=600,
+        default_book=parse_price_book(default_doc()),
+        max_pixels=480_000,
+    )
+    assert capped.quote(**PERSON).tokens == 11  # 800 x 600 is exactly the cap
+    with pytest.raises(TooManyPixelsError):
+        capped.quote(**{**PERSON, "width": 801})
+    with pytest.raises(TooManyPixelsError):
+        capped.price(**{**PERSON, "width": 10**15})
+    assert len(world.quote_repo.quotes) == 1

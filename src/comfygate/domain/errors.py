@@ -56,6 +56,13 @@ class InvalidImageSizeError(InvalidInputError):
     code = "invalid_image_size"
 
 
+class PriceOutOfRangeError(InvalidInputError):
+    """A request whose price would pass ``MAX_PRICE_TOKENS`` (an option value far
+    beyond anything the book's author meant, with no ``max`` to stop it)."""
+
+    code = "price_out_of_range"
+
+
 # --- images (upload) ---------------------------------------------------------------
 
 

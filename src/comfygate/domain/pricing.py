@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DecimalException,
+    localcontext,
+)
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +30,7 @@ from zoneinfo import ZoneInfo
 from comfygate.domain.errors import (
     InvalidImageSizeError,
     InvalidInputError,
+    PriceOutOfRangeError,
     UnknownCapabilityError,
 )
 from comfygate.domain.pricing_options import (
@@ -42,6 +51,8 @@ _ONE = Decimal(1)
 _HUNDRED = Decimal(100)
 _PIXELS_PER_MP = Decimal(1_000_000)
 _CONTEXT = Context(prec=60)  # wide enough that no realistic price is ever rounded early
+MAX_PRICE_TOKENS = 1_000_000_000
+"""The most one request may cost (and the most any amount in a price book may be)."""
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -241,7 +252,8 @@ def compute_price(
 ) -> Price:
     """Price one request with ``book`` at time ``at`` for ``account_id`` (None: list price).
 
-    Raises ``UnknownCapabilityError``, ``InvalidImageSizeError`` or ``InvalidOptionError``.
+    Raises ``UnknownCapabilityError``, ``InvalidImageSizeError``, ``InvalidOptionError``
+    or ``PriceOutOfRangeError``.
     """
     cap = book.capabilities.get(capability)
     if cap is None:
@@ -254,19 +266,17 @@ def compute_price(
         raise InvalidInputError("the time of a quote must be timezone-aware")
     chosen = normalise_options(cap.options, options)
     base, coefficients, minimum, discount = _terms(book, cap, account_id)
-    with localcontext(_CONTEXT):
-        lines = _list_price(cap, base, coefficients, width * height, chosen)
-        amount = sum((line.amount for line in lines), ZERO)
-        lines.append(BreakdownLine("subtotal", amount, "base + pixels + options"))
-        window = book.window_at(at)
-        factor = window.multiplier if window is not None else _ONE
-        amount *= factor
-        why = f"{window.label()} {book.timezone}" if window else "no time-of-day window"
-        lines.append(BreakdownLine("time_of_day", amount, f"x{plain(factor)} ({why})"))
-        amount *= _ONE - discount / _HUNDRED
-        lines.append(BreakdownLine("discount", amount, f"-{plain(discount)}% account discount"))
-    rounded = round_tokens(amount, book.rounding)
-    lines.append(BreakdownLine("rounding", Decimal(rounded), book.rounding.value))
+    try:
+        lines, rounded = _priced(
+            book, cap, base, coefficients, width * height, chosen, discount, at
+        )
+    except DecimalException:  # an exponent past what Decimal holds: far out of range
+        lines, rounded = [], MAX_PRICE_TOKENS + 1
+    if rounded > MAX_PRICE_TOKENS:
+        raise PriceOutOfRangeError(
+            f"this request would cost more than {MAX_PRICE_TOKENS} tokens; check its options",
+            capability=capability,
+        )
     tokens = max(rounded, minimum)
     applied = "applied" if tokens > rounded else "not reached"
     lines.append(BreakdownLine("minimum", Decimal(tokens), f"minimum {minimum} ({applied})"))
@@ -281,3 +291,32 @@ def compute_price(
         account_id=account_id,
         priced_at=at,
     )
+
+
+def _priced(
+    book: PriceBook,
+    cap: CapabilityPrice,
+    base: Decimal,
+    coefficients: Mapping[str, Decimal],
+    pixels: int,
+    chosen: Mapping[str, OptionValue],
+    discount: Decimal,
+    at: datetime,
+) -> tuple[list[BreakdownLine], int]:
+    """The lines up to rounding, and the rounded amount (before the minimum)."""
+    with localcontext(_CONTEXT):
+        lines = _list_price(cap, base, coefficients, pixels, chosen)
+        amount = sum((line.amount for line in lines), ZERO)
+        lines.append(BreakdownLine("subtotal", amount, "base + pixels + options"))
+        window = book.window_at(at)
+        factor = window.multiplier if window is not None else _ONE
+        amount *= factor
+        why = f"{window.label()} {book.timezone}" if window else "no time-of-day window"
+        lines.append(BreakdownLine("time_of_day", amount, f"x{plain(factor)} ({why})"))
+        amount *= _ONE - discount / _HUNDRED
+        lines.append(BreakdownLine("discount", amount, f"-{plain(discount)}% account discount"))
+    if amount >= MAX_PRICE_TOKENS + 1:  # out of range however it rounds; not an int
+        return lines, MAX_PRICE_TOKENS + 1
+    rounded = round_tokens(amount, book.rounding)
+    lines.append(BreakdownLine("rounding", Decimal(rounded), book.rounding.value))
+    return lines, rounded

@@ -14,10 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from comfygate.domain.errors import InvalidOptionError
-from comfygate.domain.pricing import DIMENSIONS, MINUTES_PER_DAY, TimeWindow
+from comfygate.domain.pricing import DIMENSIONS, MAX_PRICE_TOKENS, MINUTES_PER_DAY, TimeWindow
 from comfygate.domain.pricing_options import OptionKind, OptionSpec, to_decimal
 
-MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_AMOUNT = Decimal(MAX_PRICE_TOKENS)
 """No price, surcharge or minimum above a billion tokens: a typo, not a price."""
 MAX_MULTIPLIER = Decimal(100)
 _HHMM = re.compile(r"^(\d\d):(\d\d)$")

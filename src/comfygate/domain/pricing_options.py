@@ -38,6 +38,10 @@ class OptionKind(StrEnum):
     CHOICE = "choice"
 
 
+OPTION_NUMBER_LIMIT = 10**15
+"""No number option takes a value beyond this, even one the book leaves unbounded."""
+
+
 def to_decimal(value: object) -> Decimal | None:
     """A finite ``Decimal`` from an int, float, Decimal or numeric string, else None.
 
@@ -97,16 +101,17 @@ class OptionSpec:
         number = to_decimal(value)
         if number is None:
             raise self._invalid(value, f"a {self.kind.value}")
+        if not -OPTION_NUMBER_LIMIT <= number <= OPTION_NUMBER_LIMIT:  # whatever the book says
+            raise self._invalid(value, f"between -{OPTION_NUMBER_LIMIT} and {OPTION_NUMBER_LIMIT}")
         if self.kind is OptionKind.INTEGER and number != number.to_integral_value():
             raise self._invalid(value, "a whole number")
-        if (self.minimum is not None and number < self.minimum) or (
-            self.maximum is not None and number > self.maximum
-        ):
-            if self.maximum is None:
-                raise self._invalid(value, f"at least {plain(self.minimum)}")
-            if self.minimum is None:
-                raise self._invalid(value, f"at most {plain(self.maximum)}")
-            raise self._invalid(value, f"between {plain(self.minimum)} and {plain(self.maximum)}")
+        low, high = self.minimum, self.maximum
+        if (low is not None and number < low) or (high is not None and number > high):
+            if high is None:
+                raise self._invalid(value, f"at least {plain(low or Decimal(0))}")
+            if low is None:
+                raise self._invalid(value, f"at most {plain(high)}")
+            raise self._invalid(value, f"between {plain(low)} and {plain(high)}")
         return int(number) if self.kind is OptionKind.INTEGER else number
 
     def _coerce_bool(self, value: object) -> bool:
@@ -117,10 +122,10 @@ class OptionSpec:
         raise self._invalid(value, "true or false")
 
     def _invalid(self, value: object, expected: str) -> InvalidOptionError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
         return InvalidOptionError(
-            f"option {self.name!r} must be {expected}, got {value!r}",
-            option=self.name,
-            value=repr(value),
+            f"option {self.name!r} must be {expected}, got {shown}", option=self.name, value=shown
         )
 
     def surcharge_for(self, value: OptionValue) -> Decimal:

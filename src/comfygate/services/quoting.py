@@ -21,7 +21,8 @@ from comfygate.domain.errors import (
     QuoteNotFoundError,
 )
 from comfygate.domain.ids import new_id
-from comfygate.domain.pricing import Price, PriceBook, compute_price
+from comfygate.domain.images import check_pixel_count
+from comfygate.domain.pricing import Price, PriceBook, check_image_size, compute_price
 from comfygate.domain.pricing_options import JsonScalar, normalise_options, to_json_scalar
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book, validate_price_book
@@ -108,8 +109,10 @@ class QuoteService:
         clock: Clock,
         lock_s: int,
         default_book: PriceBook,
+        max_pixels: int | None = None,
     ) -> None:
         self._books = _Books(prices, default_book)
+        self._max_pixels = max_pixels
         self._quotes = quotes
         self._clock = clock
         self._lock = timedelta(seconds=lock_s)
@@ -126,7 +129,11 @@ class QuoteService:
     ) -> Price:
         """What the request costs at ``at`` (default: now) for ``account_id``; no lock,
         no write. Raises ``UnknownCapabilityError``, ``InvalidImageSizeError``,
-        ``InvalidOptionError``."""
+        ``TooManyPixelsError`` (past ``max_pixels``, as an upload would be),
+        ``InvalidOptionError`` or ``PriceOutOfRangeError``."""
+        width, height = check_image_size(width, height)
+        if self._max_pixels is not None:
+            check_pixel_count(width, height, max_pixels=self._max_pixels)
         at = _aware(at, "at") if at is not None else self._clock.now()
         book = self._books.active(account_id=account_id, at=at).book
         return compute_price(

@@ -243,7 +243,12 @@ def read_price_book_file(path: Path | None = None) -> PriceBook:
 
 
 def build_pricing_services(
-    engine: Engine, *, clock: Clock, lock_s: int, price_book_file: Path | None = None
+    engine: Engine,
+    *,
+    clock: Clock,
+    lock_s: int,
+    price_book_file: Path | None = None,
+    max_pixels: int | None = None,
 ) -> PricingServices:
     """Wire the pricing services on ``engine`` (for ``bootstrap``)."""
     default_book = read_price_book_file(price_book_file)
@@ -254,6 +259,7 @@ def build_pricing_services(
         clock=clock,
         lock_s=lock_s,
         default_book=default_book,
+        max_pixels=max_pixels,
     )
     books = PriceBookService(prices=prices, clock=clock, default_book=default_book)
     return PricingServices(quotes=quotes, price_books=books)
