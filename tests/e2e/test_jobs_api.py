@@ -202,6 +202,43 @@ def test_idempotency_key_replays_the_first_answer(tmp_path: Path) -> None:
         container.close()
 
 
+def test_a_retry_after_a_failed_submit_holds_and_pays_afresh(tmp_path: Path) -> None:
+    """Once, the retry replayed the failed attempt's released hold: a free job."""
+    container = build(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[FakeEngine()]
+    )
+    customer = new_customer(container, tokens=100)
+    key = {"Idempotency-Key": "order-43"}
+    store = container.jobs.submission._store
+    add, failures = store.add, [RuntimeError("the database went away")]
+
+    def add_once_failing(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return add(*args, **kwargs)
+
+    store.add = add_once_failing  # type: ignore[method-assign]
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            with pytest.raises(RuntimeError):  # the test client re-raises the app's error
+                await submit(client, customer, png_bytes(seed=1), headers=key)
+            assert container.accounts.balance(account_id=customer.account_id).held == 0
+            retry = await submit(client, customer, png_bytes(seed=1), headers=key)
+            assert retry.status_code == 202, retry.text
+            return await finished(client, customer, retry.json()["id"])
+
+    try:
+        done = run(scenario)
+        assert not failures
+        assert done["state"] == "succeeded" and done["tokens_charged"] == 10
+        balance = container.accounts.balance(account_id=customer.account_id)
+        assert (balance.available, balance.held) == (90, 0)
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()
+
+
 def test_a_locked_quote_charges_exactly_the_quoted_amount(tmp_path: Path) -> None:
     container = build(
         f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[FakeEngine()]

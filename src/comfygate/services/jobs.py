@@ -155,27 +155,26 @@ class JobSubmission:
             if entitlement is not None:
                 self._check_fair_use(account_id, entitlement)
             job_id = new_id("job")
-            hold = self._hold(job_id, account_id, price, entitlement, key)
+            hold = self._hold(job_id, account_id, price, entitlement)
             tier = Tier.STANDARD if entitlement is None else Tier.VIP
             try:
                 job = self._store_job(
                     job_id, principal, upload, info, price, hold, quote_id, okey, key, tier
                 )
-            except IdempotencyConflictError:
-                # Another process stored a job under this key first, with the same hold.
+            except BaseException as failure:
+                # This attempt's hold goes back: the job row, unique per key, is what a
+                # retry finds, so a retry after a failure holds (and pays) afresh.
                 self._storage.delete_job(job_id)
-                earlier = self._store.by_idempotency_key(account_id, key or "")
-                if earlier is None:
-                    raise
-                return _replay(earlier, upload, request)
-            except BaseException:
-                self._storage.delete_job(job_id)
-                if not hold.replayed:
-                    self._ledger.release(
-                        hold_id=hold.hold_id,
-                        idempotency_key=f"{job_id}:release",
-                        reason="submit_failed",
-                    )
+                self._ledger.release(
+                    hold_id=hold.hold_id,
+                    idempotency_key=f"{job_id}:release",
+                    reason="submit_failed",
+                )
+                if isinstance(failure, IdempotencyConflictError):
+                    # Another process stored a job under this key first.
+                    earlier = self._store.by_idempotency_key(account_id, key or "")
+                    if earlier is not None:
+                        return _replay(earlier, upload, request)
                 raise
         self._after_accept(job)
         return SubmitOutcome(job)
@@ -229,14 +228,14 @@ class JobSubmission:
         account_id: str,
         price: Price,
         entitlement: Entitlement | None,
-        key: str | None,
     ) -> HoldReceipt:
+        """This submission's hold: one per attempt (keyed by its new job id)."""
         return self._ledger.place_hold(
             account_id=account_id,
             # Unlimited plans take nothing but the list price is still recorded.
             amount=0 if entitlement is not None else price.tokens,
             list_tokens=price.tokens,
-            idempotency_key=f"job:{key or job_id}",
+            idempotency_key=f"job:{job_id}",
             ttl_s=self._policy.hold_ttl_s,
             memo={"job_id": job_id, "capability": price.capability},
         )
