@@ -114,3 +114,21 @@ def test_a_bad_setting_is_named_with_every_other_and_nothing_is_created(tmp_path
     assert "COMFYGATE_HOLD_TTL_S: Input should be greater than 0" in done.stderr
     assert "Traceback" not in done.stderr
     assert not db.exists()
+
+
+def test_an_empty_idempotency_key_is_refused(cli: Any) -> None:
+    cli("init")
+    account = as_json(cli("accounts", "create", "Acme", "--json"))["id"]
+    for _ in range(2):  # once each run granted anew under a key of its own
+        refused = cli("grant", account, "10", "--idempotency-key", "", ok=False)
+        assert refused.returncode == 1 and "[invalid_input]" in refused.stderr
+    assert as_json(cli("balance", account, "--json"))["available"] == 0
+
+
+def test_the_database_url_is_shown_without_its_password(tmp_path: Path) -> None:
+    from comfygate.entrypoints.cli_ledger import shown_url
+
+    assert shown_url("postgresql://operator:s3cret@db/comfygate") == (
+        "postgresql://operator:***@db/comfygate"
+    )
+    assert shown_url(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,47 @@ def test_memos_with_quotes_percent_signs_and_placeholders_are_stored_verbatim(
     replay = c.ledger.place_hold(account_id=acct, amount=2, idempotency_key="h'%s")
     assert replay.replayed
     assert_consistent(c)
+
+
+def test_out_of_range_input_is_refused_before_anything_moves(
+    container: Container, clock: FakeClock
+) -> None:
+    """Each of these once reached the database: a raw DataError or OverflowError, a
+    balance turned REAL on SQLite, a priority that broke every later read."""
+    ledger = container.ledger
+    acct = ledger.open_account(name="bounds")
+    ledger.grant(account_id=acct, amount=100, source="promotion", idempotency_key="g0")
+    later = clock.now() + timedelta(hours=1)
+    bad_grants: list[dict[str, Any]] = [
+        {"amount": 2**63 - 1},
+        {"amount": 10**12 + 1},
+        {"priority": "x"},
+        {"priority": 2**31},
+        {"idempotency_key": ""},
+        {"idempotency_key": "k" * 201},
+        {"expires_at": clock.now()},  # dead on arrival
+        {"expires_at": later.replace(tzinfo=None)},
+    ]
+    for bad in bad_grants:
+        grant = {"account_id": acct, "amount": 5, "source": "promotion",
+                 "idempotency_key": "g1", **bad}  # fmt: skip
+        with pytest.raises(InvalidInputError):
+            ledger.grant(**grant)
+    for ttl_s in (0, -1, 31 * 24 * 3600):
+        with pytest.raises(InvalidInputError):
+            ledger.place_hold(account_id=acct, amount=5, idempotency_key="h", ttl_s=ttl_s)
+    with pytest.raises(InvalidInputError):
+        ledger.open_account(name="n" * 201)
+    assert balance(container, acct) == (100, 0)
+    assert_consistent(container)
+
+
+def test_a_grant_replays_after_its_lot_has_expired(container: Container, clock: FakeClock) -> None:
+    ledger = container.ledger
+    acct = ledger.open_account(name="late replay")
+    grant = {"account_id": acct, "amount": 5, "source": "promotion", "idempotency_key": "g",
+             "expires_at": clock.now() + timedelta(hours=1)}  # fmt: skip
+    first = ledger.grant(**grant)
+    clock.advance(minutes=120)
+    again = ledger.grant(**grant)
+    assert again.replayed and again.lot_id == first.lot_id

@@ -56,6 +56,10 @@ class InvalidImageSizeError(InvalidInputError):
     code = "invalid_image_size"
 
 
+class ExpiredGrantError(InvalidInputError):
+    """A grant whose lot would expire at or before the moment it is made."""
+
+
 class PriceOutOfRangeError(InvalidInputError):
     """A request whose price would pass ``MAX_PRICE_TOKENS`` (an option value far
     beyond anything the book's author meant, with no ``max`` to stop it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from comfygate.domain.ids import new_id
 from comfygate.entrypoints.cli import app, emit, parse_time, to_jsonable
@@ -25,7 +26,7 @@ def init_cmd(ctx: click.Context, as_json: bool) -> None:
     issued = container.identity.bootstrap_operator()
     emit(
         {
-            "database": container.settings.database_url,
+            "database": shown_url(container.settings.database_url),
             "ok": True,
             "operator_key": issued.api_key if issued else None,
         },
@@ -96,11 +97,16 @@ def grant_cmd(
         source=source,
         priority=priority,
         expires_at=parse_time(expires_at),
-        idempotency_key=idempotency_key or new_id("cli"),
+        idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
     if not receipt.replayed:
         _audit(ctx, "ledger.grant", account, tokens=tokens, source=source, lot_id=receipt.lot_id)
     emit(receipt, as_json=as_json, human=lambda r: f"granted {r.amount} tokens (lot {r.lot_id})")
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed: without its password."""
+    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def _audit(ctx: click.Context, action: str, account: str, **details: Any) -> None:
@@ -145,7 +151,9 @@ def topup_cmd(
 ) -> None:
     """Grant a top-up pack PLAN to ACCOUNT."""
     receipt = app(ctx).plans.buy_topup(
-        account_id=account, plan=plan, idempotency_key=idempotency_key or new_id("cli")
+        account_id=account,
+        plan=plan,
+        idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
     _audit(ctx, "ledger.topup", account, plan=plan, tokens=receipt.tokens_granted)
     emit(receipt, as_json=as_json, human=_describe_subscription)

@@ -20,6 +20,7 @@ import orjson
 from comfygate.domain import ledger as dl
 from comfygate.domain.errors import (
     AccountNotFoundError,
+    ExpiredGrantError,
     HoldNotOpenError,
     IdempotencyConflictError,
     InsufficientBalanceError,
@@ -103,11 +104,29 @@ class _Request(NamedTuple):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+MAX_MOVEMENT_TOKENS = 10**12
+"""The most tokens one movement may move: far past any real grant or job, and far
+enough below the 64-bit columns that balances summing many of them cannot overflow."""
+MAX_KEY_LENGTH = 200
+MAX_NAME_LENGTH = 200  # the accounts.name column
+MAX_TTL_S = 30 * 24 * 3600
+PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
 def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"{name} must be an integer number of tokens")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidInputError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if value > MAX_MOVEMENT_TOKENS:
+        raise InvalidInputError(f"{name} must be at most {MAX_MOVEMENT_TOKENS}, got {value}")
+
+
+def _key(idempotency_key: str) -> None:
+    if not isinstance(idempotency_key, str) or not idempotency_key.strip():
+        raise InvalidInputError("an idempotency key must be a non-empty string")
+    if len(idempotency_key) > MAX_KEY_LENGTH:
+        raise InvalidInputError(f"an idempotency key must be at most {MAX_KEY_LENGTH} characters")
 
 
 class LedgerService:
@@ -127,6 +146,8 @@ class LedgerService:
         """Create a customer account with an empty balance; returns its id."""
         if not name.strip():
             raise InvalidInputError("an account needs a name")
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidInputError(f"an account name must be at most {MAX_NAME_LENGTH} characters")
         account_id = account_id or new_id("acct")
         self._store.create_account(account_id=account_id, name=name, created_at=self._clock.now())
         return account_id
@@ -146,8 +167,15 @@ class LedgerService:
     ) -> GrantReceipt:
         """Add a lot of ``amount`` tokens to the account."""
         _positive("amount", amount)
+        _key(idempotency_key)
         if source not in set(dl.GrantSource):
             raise InvalidInputError(f"unknown grant source {source!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidInputError("priority must be an integer")
+        if priority not in PRIORITY_RANGE:
+            raise InvalidInputError(f"priority must be a 32-bit integer, got {priority}")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInputError("expires_at must carry a timezone")
         params = {
             "amount": amount,
             "source": source,
@@ -160,6 +188,8 @@ class LedgerService:
         def body(uow: LedgerUnitOfWork) -> GrantReceipt:
             uow.lock_account(account_id)
             now = self._clock.now()
+            if expires_at is not None and expires_at <= now:  # (a replay of a grant made
+                raise ExpiredGrantError("expires_at is not in the future")  # earlier is not)
             lot_id = new_id("lot")
             lot = dl.Lot(lot_id, account_id, amount, amount, source, expires_at, priority, now)
             receipt = GrantReceipt(
@@ -186,6 +216,11 @@ class LedgerService:
         _positive("amount", amount, allow_zero=True)
         list_tokens = amount if list_tokens is None else list_tokens
         _positive("list_tokens", list_tokens, allow_zero=True)
+        _key(idempotency_key)
+        if ttl_s is not None and (
+            isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 0 < ttl_s <= MAX_TTL_S
+        ):
+            raise InvalidInputError(f"ttl_s must be between 1 and {MAX_TTL_S} seconds")
         key = f"{account_id}:hold:{idempotency_key}"
         request = _Request.of("hold", {"amount": amount, "list_tokens": list_tokens})
 
@@ -231,6 +266,7 @@ class LedgerService:
         *,
         reason: str | None,
     ) -> SettleReceipt:
+        _key(idempotency_key)
         key = f"{hold_id}:{kind.value}:{idempotency_key}"
         request = _Request.of(kind.value, {"hold_id": hold_id, "amount": amount})
 
@@ -269,7 +305,7 @@ class LedgerService:
         def attempt(uow: LedgerUnitOfWork) -> _R:
             try:
                 return body(uow)
-            except (InsufficientBalanceError, HoldNotOpenError):
+            except (InsufficientBalanceError, HoldNotOpenError, ExpiredGrantError):
                 stored = uow.find_transaction(key)
                 if stored is None:
                     raise
