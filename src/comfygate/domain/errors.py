@@ -59,6 +59,8 @@ class InvalidImageSizeError(InvalidInputError):
 class ExpiredGrantError(InvalidInputError):
     """A grant whose lot would expire at or before the moment it is made."""
 
+    code = "grant_already_expired"
+
 
 class PriceOutOfRangeError(InvalidInputError):
     """A request whose price would pass ``MAX_PRICE_TOKENS`` (an option value far

@@ -42,6 +42,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_option": 422,
     "invalid_image_size": 422,
     "price_out_of_range": 422,
+    "grant_already_expired": 422,
     "invalid_image": 422,
     "empty_upload": 400,
     "not_an_image": 415,

@@ -20,6 +20,7 @@ TITLES: dict[str, tuple[str, str]] = {
     "invalid_option": ("Invalid option", "选项无效"),
     "invalid_image_size": ("Invalid image size", "图片尺寸无效"),
     "price_out_of_range": ("Price out of range", "价格超出范围"),
+    "grant_already_expired": ("Grant already expired", "发放的额度已过期"),
     "invalid_image": ("Invalid image", "图片无效"),
     "empty_upload": ("Empty upload", "上传内容为空"),
     "not_an_image": ("Not an image", "不是图片文件"),
