@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import pytest
@@ -59,8 +60,8 @@ def test_monthly_period_is_the_calendar_month_in_the_catalog_timezone() -> None:
     period = dp.period_containing(monthly, at, at, TZ)
     assert period.start == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
     assert period.end == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
-    following = dp.next_period(monthly, at, at, TZ)
-    assert following.start == period.end
+    following = dp.renewal_period(monthly, [period], at, TZ)
+    assert following is not None and following.start == period.end
     assert following.end == datetime(2027, 1, 31, 16, 0, tzinfo=UTC)
 
 
@@ -74,3 +75,49 @@ def test_yearly_and_vip_periods_run_from_the_start() -> None:
     # Jan 31 + 1 month clamps to Feb 28; + 2 months is Mar 31.
     assert vip.start == datetime(2026, 2, 28, 9, 30, tzinfo=UTC)
     assert vip.end == datetime(2026, 3, 31, 9, 30, tzinfo=UTC)
+
+
+def test_subscribing_again_keeps_the_period_in_force_and_after_a_lapse_starts_anew() -> None:
+    yearly = shipped().get("yearly")
+    start = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
+    first = dp.subscription_period(yearly, [], start, TZ)
+    assert (first.start, first.end) == (start, datetime(2027, 1, 31, 9, 30, tzinfo=UTC))
+    assert dp.subscription_period(yearly, [first], datetime(2026, 6, 1, tzinfo=UTC), TZ) == first
+    # Bought again in June 2028, after a lapse: a whole year from then (once 214 days).
+    again = datetime(2028, 6, 1, tzinfo=UTC)
+    assert dp.subscription_period(yearly, [first], again, TZ) == dp.Period(
+        again, datetime(2029, 6, 1, tzinfo=UTC)
+    )
+
+
+def test_a_renewal_grants_the_period_after_the_one_in_force_even_when_late() -> None:
+    monthly = shipped().get("monthly")
+    january = dp.subscription_period(monthly, [], datetime(2026, 1, 10, tzinfo=UTC), TZ)
+    assert dp.renewal_period(monthly, [], datetime(2026, 1, 10, tzinfo=UTC), TZ) is None
+    february = dp.renewal_period(monthly, [january], datetime(2026, 1, 20, tzinfo=UTC), TZ)
+    assert february is not None and february.start == january.end
+    # Renewing again in January grants February again (the grant is keyed by it) ...
+    assert dp.renewal_period(monthly, [january], datetime(2026, 1, 25, tzinfo=UTC), TZ) == february
+    # ... and renewing five minutes into February, unrenewed, grants February, not March.
+    five_past = january.end + timedelta(minutes=5)
+    assert dp.renewal_period(monthly, [january], five_past, TZ) == february
+    # Renewed months ahead: the period after the one in force is already granted.
+    march = dp.renewal_period(monthly, [january, february], five_past, TZ)
+    assert march is not None and march.start == february.end
+    # Lapsed for longer than a month: a new run, the month containing now.
+    june = datetime(2026, 6, 15, tzinfo=UTC)
+    assert dp.renewal_period(monthly, [january], june, TZ) == dp.subscription_period(
+        monthly, [], june, TZ
+    )
+
+
+def test_renewals_count_from_the_start_of_the_run_so_a_clamped_month_does_not_drift() -> None:
+    vip = shipped().get("vip")
+    start = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
+    periods = [dp.subscription_period(vip, [], start, TZ)]
+    for _ in range(2):
+        following = dp.renewal_period(vip, periods, periods[-1].start, TZ)
+        assert following is not None
+        periods.append(following)
+    assert [p.start.day for p in periods] == [31, 28, 31]  # Jan 31, Feb 28, Mar 31
+    assert all(a.end == b.start for a, b in itertools.pairwise(periods))

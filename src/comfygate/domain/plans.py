@@ -11,7 +11,7 @@ Three kinds of plan:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,12 +134,51 @@ def period_containing(plan: Plan, start: datetime, at: datetime, tz: str) -> Per
     return Period(_add_months(start, months * n), _add_months(start, months * (n + 1)))
 
 
-def next_period(plan: Plan, start: datetime, at: datetime, tz: str) -> Period:
-    """The period after the one containing ``at`` (what a renewal grants)."""
-    current = period_containing(plan, start, at, tz)
-    return period_containing(plan, start, current.end + timedelta(microseconds=1), tz)
-
-
 def topup_expiry(plan: Plan, at: datetime) -> datetime:
     assert plan.valid_days is not None
     return at + timedelta(days=plan.valid_days)
+
+
+def _in_force(periods: Sequence[Period], at: datetime) -> Period | None:
+    return next((p for p in periods if p.start <= at < p.end), None)
+
+
+def _new_run(plan: Plan, at: datetime, tz: str) -> Period:
+    """A subscription begun at ``at``: the calendar month, or a whole period from ``at``."""
+    return period_containing(plan, at, at, tz)
+
+
+def _run_start(periods: Sequence[Period], last: Period) -> datetime:
+    """Where the unbroken run of periods ending with ``last`` began: its periods are
+    counted from there, so a month clamped to the 28th does not pull the next ones."""
+    by_end = {p.end: p for p in periods}
+    first = last
+    while first.start in by_end:
+        first = by_end[first.start]
+    return first.start
+
+
+def subscription_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str) -> Period:
+    """What subscribing at ``at`` grants, given the periods granted before: the one in
+    force (subscribing again changes nothing), else a new run beginning at ``at``, so a
+    subscription bought again after a lapse is a whole period, not the rest of one
+    anchored at the first purchase."""
+    return _in_force(periods, at) or _new_run(plan, at, tz)
+
+
+def renewal_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str) -> Period | None:
+    """What renewing at ``at`` grants (None: nothing to renew).
+
+    The period after the one in force (renewing again in the same period grants the
+    same one). When none is in force, a renewal that comes late, while the period
+    after the last one is running, grants that one; a lapse longer than that starts
+    a new run at ``at``.
+    """
+    if not periods:
+        return None
+    current = _in_force(periods, at)
+    last = current or max(periods, key=lambda p: p.end)
+    following = period_containing(plan, _run_start(periods, last), last.end, tz)
+    if current is not None or following.start <= at < following.end:
+        return following
+    return _new_run(plan, at, tz)

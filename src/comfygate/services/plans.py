@@ -7,6 +7,7 @@ period grants once. Period rows are unique per (account, plan, period start).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -40,7 +41,18 @@ class SubscriptionReceipt:
 
 
 class SubscriptionStore(Protocol):
-    def first_period_start(self, account_id: str, plan: str) -> datetime | None: ...
+    def choose_period(
+        self,
+        *,
+        account_id: str,
+        plan: str,
+        choose: Callable[[list[dp.Period]], dp.Period],
+        created_at: datetime,
+    ) -> tuple[str, dp.Period]:
+        """Record the period ``choose`` picks from the account's periods of ``plan``
+        (a no-op if recorded already), deciding under the account's lock so that
+        concurrent subscribers choose one after the other; its subscription id."""
+        ...
 
     def add_period(
         self, *, account_id: str, plan: str, period: dp.Period, created_at: datetime
@@ -76,24 +88,31 @@ class PlanService:
         self._clock = clock
 
     def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
-        """Start (or confirm) a subscription: grants the period that contains now."""
+        """Start (or confirm) a subscription: the period in force, else a new one from
+        now (``plans.subscription_period``)."""
         spec = self._subscribable(plan)
         require_account(self._ledger_store, account_id)
-        now = self._clock.now()
-        start = self._subs.first_period_start(account_id, plan) or now
-        period = dp.period_containing(spec, start, now, self.catalog.timezone)
-        return self._grant_period(account_id, spec, period)
+        clock, tz = self._clock, self.catalog.timezone
+
+        def choose(periods: list[dp.Period]) -> dp.Period:  # under the lock, so "now" too
+            return dp.subscription_period(spec, periods, clock.now(), tz)
+
+        return self._grant_period(account_id, spec, choose)
 
     def renew(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
-        """Grant the period after the current one (idempotent for that period)."""
+        """Grant the period after the one in force (idempotent for that period), or the
+        one running now when the renewal comes late (``plans.renewal_period``)."""
         spec = self._subscribable(plan)
         require_account(self._ledger_store, account_id)
-        now = self._clock.now()
-        start = self._subs.first_period_start(account_id, plan)
-        if start is None:
-            raise InvalidInputError(f"account has no {plan} subscription to renew", plan=plan)
-        period = dp.next_period(spec, start, now, self.catalog.timezone)
-        return self._grant_period(account_id, spec, period)
+        clock, tz = self._clock, self.catalog.timezone
+
+        def choose(periods: list[dp.Period]) -> dp.Period:  # under the lock, so "now" too
+            period = dp.renewal_period(spec, periods, clock.now(), tz)
+            if period is None:
+                raise InvalidInputError(f"account has no {plan} subscription to renew", plan=plan)
+            return period
+
+        return self._grant_period(account_id, spec, choose)
 
     def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
         """Grant a top-up pack once per idempotency key (e.g. the payment order id)."""
@@ -125,10 +144,10 @@ class PlanService:
         return spec
 
     def _grant_period(
-        self, account_id: str, spec: dp.Plan, period: dp.Period
+        self, account_id: str, spec: dp.Plan, choose: Callable[[list[dp.Period]], dp.Period]
     ) -> SubscriptionReceipt:
-        subscription_id = self._subs.add_period(
-            account_id=account_id, plan=spec.name, period=period, created_at=self._clock.now()
+        subscription_id, period = self._subs.choose_period(
+            account_id=account_id, plan=spec.name, choose=choose, created_at=self._clock.now()
         )
         if spec.kind == "unlimited":
             self._subs.add_entitlement(

@@ -13,13 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db.engine import read_only
-from comfygate.adapters.db.tables_ledger import entitlements, subscriptions
+from comfygate.adapters.db.tables_ledger import balances, entitlements, subscriptions
 from comfygate.domain import plans as dp
 from comfygate.services.plans import Entitlement, new_subscription_id
 
@@ -46,12 +47,40 @@ class SqlSubscriptionStore:
         self._cache: OrderedDict[str, tuple[float, list[Entitlement]]] = OrderedDict()
         self._generation = 0  # bumped by every invalidation (see ``_entitlements``)
 
-    def first_period_start(self, account_id: str, plan: str) -> datetime | None:
-        query = sa.select(sa.func.min(subscriptions.c.period_start)).where(
-            subscriptions.c.account_id == account_id, subscriptions.c.plan == plan
-        )
-        with read_only(self.engine.connect()) as conn:
-            return conn.execute(query).scalar_one_or_none()
+    def choose_period(
+        self,
+        *,
+        account_id: str,
+        plan: str,
+        choose: Callable[[list[dp.Period]], dp.Period],
+        created_at: datetime,
+    ) -> tuple[str, dp.Period]:
+        s = subscriptions.c
+        # The lock: the account's balance row, as the ledger takes it (on SQLite the
+        # write transaction itself). Two subscribes of one account never both see
+        # "no period" and each start a run of its own.
+        lock = sa.select(balances.c.account_id).where(balances.c.account_id == account_id)
+        mine = (s.account_id == account_id) & (s.plan == plan)
+        with self.engine.begin() as conn:
+            conn.execute(lock.with_for_update())
+            rows = conn.execute(sa.select(s.id, s.period_start, s.period_end).where(mine))
+            known = {dp.Period(start, end): str(sub_id) for sub_id, start, end in rows}
+            period = choose(list(known))
+            if period in known:
+                return known[period], period
+            sub_id = new_subscription_id()
+            conn.execute(
+                subscriptions.insert(),
+                {
+                    "id": sub_id,
+                    "account_id": account_id,
+                    "plan": plan,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "created_at": created_at,
+                },
+            )
+        return sub_id, period
 
     def add_period(
         self, *, account_id: str, plan: str, period: dp.Period, created_at: datetime
