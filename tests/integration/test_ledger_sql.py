@@ -230,8 +230,10 @@ def test_subscriptions_grant_once_per_period(container: Container, clock: FakeCl
     c.plans.renew(account_id=acct, plan="monthly")
     assert nxt.period_start == first.period_end
     assert c.accounts.balance(account_id=acct).available == 2000
-    c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
-    c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
+    bought = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
+    clock.advance(minutes=24 * 60)  # once an idempotency conflict: its expiry moved on
+    again_later = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
+    assert again_later == bought and bought.period_end - bought.period_start == timedelta(days=365)
     assert c.accounts.balance(account_id=acct).available == 2500
     with pytest.raises(InvalidInputError):
         c.plans.subscribe(account_id=acct, plan="topup-500")
@@ -308,6 +310,8 @@ def test_out_of_range_input_is_refused_before_anything_moves(
         {"idempotency_key": "k" * 201},
         {"expires_at": clock.now()},  # dead on arrival
         {"expires_at": later.replace(tzinfo=None)},
+        {"valid_for": timedelta(0)},
+        {"valid_for": timedelta(days=1), "expires_at": later},
     ]
     for bad in bad_grants:
         grant = {"account_id": acct, "amount": 5, "source": "promotion",

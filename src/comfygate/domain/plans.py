@@ -134,9 +134,10 @@ def period_containing(plan: Plan, start: datetime, at: datetime, tz: str) -> Per
     return Period(_add_months(start, months * n), _add_months(start, months * (n + 1)))
 
 
-def topup_expiry(plan: Plan, at: datetime) -> datetime:
+def topup_validity(plan: Plan) -> timedelta:
+    """How long a top-up pack's tokens last from when they are granted."""
     assert plan.valid_days is not None
-    return at + timedelta(days=plan.valid_days)
+    return timedelta(days=plan.valid_days)
 
 
 def _in_force(periods: Sequence[Period], at: datetime) -> Period | None:

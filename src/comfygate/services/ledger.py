@@ -162,10 +162,12 @@ class LedgerService:
         source: str,
         idempotency_key: str,
         expires_at: datetime | None = None,
+        valid_for: timedelta | None = None,
         priority: int = 0,
         memo: dict[str, Any] | None = None,
     ) -> GrantReceipt:
-        """Add a lot of ``amount`` tokens to the account."""
+        """Add a lot of ``amount`` tokens to the account, expiring at ``expires_at`` or
+        ``valid_for`` after it is granted (a replay later is the same request)."""
         _positive("amount", amount)
         _key(idempotency_key)
         if source not in set(dl.GrantSource):
@@ -176,12 +178,16 @@ class LedgerService:
             raise InvalidInputError(f"priority must be a 32-bit integer, got {priority}")
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInputError("expires_at must carry a timezone")
-        params = {
+        params: dict[str, Any] = {
             "amount": amount,
             "source": source,
             "expires_at": expires_at,
             "priority": priority,
         }
+        if valid_for is not None:
+            if expires_at is not None or valid_for <= timedelta(0):
+                raise InvalidInputError("valid_for is a positive duration, instead of expires_at")
+            params["valid_for_s"] = valid_for.total_seconds()
         key = f"{account_id}:grant:{idempotency_key}"
         request = _Request.of("grant", params)
 
@@ -190,11 +196,10 @@ class LedgerService:
             now = self._clock.now()
             if expires_at is not None and expires_at <= now:  # (a replay of a grant made
                 raise ExpiredGrantError("expires_at is not in the future")  # earlier is not)
+            expires = now + valid_for if valid_for is not None else expires_at
             lot_id = new_id("lot")
-            lot = dl.Lot(lot_id, account_id, amount, amount, source, expires_at, priority, now)
-            receipt = GrantReceipt(
-                new_id("txn"), lot.id, account_id, amount, source, _iso(expires_at)
-            )
+            lot = dl.Lot(lot_id, account_id, amount, amount, source, expires, priority, now)
+            receipt = GrantReceipt(new_id("txn"), lot.id, account_id, amount, source, _iso(expires))
             movement = dl.grant_movement(account_id=account_id, lot_id=lot.id, amount=amount)
             uow.append(_txn(receipt.txn_id, now, key, request.hash, memo, receipt), movement,
                        new_lot=lot)  # fmt: skip

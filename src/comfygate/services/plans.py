@@ -119,18 +119,19 @@ class PlanService:
         spec = self.catalog.get(plan)
         if spec.kind != "topup":
             raise InvalidInputError(f"plan {plan} is not a top-up pack", plan=plan)
-        now = self._clock.now()
-        expires_at = dp.topup_expiry(spec, now)
         receipt = self._ledger.grant(
             account_id=account_id,
             amount=spec.tokens,
             source="topup",
-            expires_at=expires_at,
-            idempotency_key=f"topup:{plan}:{idempotency_key}",
+            valid_for=dp.topup_validity(spec),  # from whenever it is granted: a replay
+            idempotency_key=f"topup:{plan}:{idempotency_key}",  # later is the same request
             memo={"plan": plan},
         )
+        assert receipt.expires_at is not None
+        expires_at = datetime.fromisoformat(receipt.expires_at)
+        granted_at = expires_at - dp.topup_validity(spec)
         return SubscriptionReceipt(
-            account_id, plan, spec.kind, now, expires_at, spec.tokens, receipt.lot_id, False
+            account_id, plan, spec.kind, granted_at, expires_at, spec.tokens, receipt.lot_id, False
         )
 
     def entitlement(self, *, account_id: str) -> Entitlement | None:
