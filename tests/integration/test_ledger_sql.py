@@ -336,3 +336,20 @@ def test_a_grant_replays_after_its_lot_has_expired(container: Container, clock: 
     clock.advance(minutes=120)
     again = ledger.grant(**grant)
     assert again.replayed and again.lot_id == first.lot_id
+
+
+def test_keys_that_differ_only_in_case_accents_or_trailing_spaces_are_different(
+    container: Container,
+) -> None:
+    """On MariaDB's default collation they were one key: the second top-up replayed."""
+    c = container
+    acct = c.ledger.open_account(name="keys")
+    for key in ("PAY-abc", "pay-ABC"):
+        c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key=key)
+    holds = {
+        key: c.ledger.place_hold(account_id=acct, amount=1, idempotency_key=key)
+        for key in ("Job-A", "job-a", "k", "k ", "café", "cafe")
+    }
+    assert len({h.hold_id for h in holds.values()}) == 6
+    assert not any(h.replayed for h in holds.values())
+    assert balance(c, acct) == (994, 6)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -27,6 +28,12 @@ metadata = sa.MetaData(naming_convention=NAMING)
 Tokens = sa.BigInteger
 """Token amounts: integers, 64-bit, on every backend."""
 
+IDEMPOTENCY_KEY_COLLATION = "utf8mb4_nopad_bin"
+IdempotencyKey = sa.String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation=IDEMPOTENCY_KEY_COLLATION), "mysql"
+)
+"""A client's idempotency key: compared byte for byte on every backend. MariaDB's
+default collation would take ``Job-A`` and ``job-a``, or ``k`` and ``k ``, for one key."""
 Id = sa.String(40)
 """Client-generated ids (``comfygate.domain.ids.new_id``)."""
 

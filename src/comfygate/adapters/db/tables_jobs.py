@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata, partial_index
+from comfygate.adapters.db.base import (
+    Id,
+    IdempotencyKey,
+    Tokens,
+    UtcDateTime,
+    metadata,
+    partial_index,
+)
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -37,7 +44,7 @@ jobs = sa.Table(
     sa.Column("price_book_version", sa.String(64), nullable=False),
     sa.Column("breakdown", sa.Text, nullable=False),
     sa.Column("quote_id", Id, nullable=True),
-    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("idempotency_key", IdempotencyKey, nullable=True),
     sa.Column("input_name", sa.String(64), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from comfygate.adapters.db.base import Id, Tokens, UtcDateTime, metadata, partial_index
+from comfygate.adapters.db.base import (
+    Id,
+    IdempotencyKey,
+    Tokens,
+    UtcDateTime,
+    metadata,
+    partial_index,
+)
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -36,7 +43,7 @@ ledger_transactions = sa.Table(
     sa.Column("id", Id, primary_key=True),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False, index=True),
-    sa.Column("idempotency_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("idempotency_key", IdempotencyKey, nullable=True, unique=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Column("hold_id", Id, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
