@@ -132,3 +132,26 @@ def test_the_database_url_is_shown_without_its_password(tmp_path: Path) -> None:
         "postgresql://operator:***@db/comfygate"
     )
     assert shown_url(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:1/comfygate", "database_error"),
+        ("notaurl", "invalid_database_url"),
+        ("http://example.com/db", "invalid_database_url"),
+        ("oracle+oracledb://scott@db/orcl", "invalid_database_url"),  # no driver here
+    ],
+)
+def test_a_database_that_cannot_be_used_is_one_line_and_exit_1(url: str, code: str) -> None:
+    done = CliRunner().invoke(main, ["--database", url, "balance", "acct_x"])
+    assert done.exit_code == 1, done.output
+    assert done.stderr.startswith(f"error [{code}]: ") and "Traceback" not in done.output
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_an_unreadable_price_book_is_one_line_and_exit_1(cli: Any, tmp_path: Path) -> None:
+    binary = tmp_path / "book.toml"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    done = cli("price-books", "validate", str(binary), ok=False)
+    assert done.returncode == 1 and done.stderr.startswith("error [unreadable_input]: ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -310,6 +310,7 @@ def test_out_of_range_input_is_refused_before_anything_moves(
         {"idempotency_key": "k" * 201},
         {"expires_at": clock.now()},  # dead on arrival
         {"expires_at": later.replace(tzinfo=None)},
+        {"expires_at": datetime.max.replace(tzinfo=UTC)},  # once an OverflowError
         {"valid_for": timedelta(0)},
         {"valid_for": timedelta(days=1), "expires_at": later},
     ]

@@ -18,6 +18,8 @@ from enum import Enum
 from typing import Any, NoReturn
 
 import click
+import pydantic
+import sqlalchemy as sa
 
 from comfygate import bootstrap
 from comfygate.config import load_settings
@@ -95,12 +97,38 @@ def parse_time(value: str | None) -> datetime | None:
     return parsed
 
 
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+
+
 class ErrorHandlingGroup(click.Group):
+    """Every failure a person can cause or meet ends in one line and exit 1: ours with
+    their codes; a database URL that names nothing, a database that cannot be reached
+    and a file that cannot be read with codes of their own, never a traceback."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ComfygateError as error:
             fail(error)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+            _fail_with("invalid_database_url", f"not a database URL: {_first_line(error)}")
+        except pydantic.ValidationError as error:
+            _fail_with("invalid_settings", _first_line(error).removesuffix(":"), str(error))
+        except sa.exc.DBAPIError as error:
+            _fail_with("database_error", f"the database said: {_first_line(error)}")
+        except ImportError as error:  # a URL whose driver is not installed
+            _fail_with("invalid_database_url", f"no driver for this URL: {_first_line(error)}")
+        except (OSError, UnicodeDecodeError) as error:
+            _fail_with("unreadable_input", _first_line(error))
+
+
+def _fail_with(code: str, message: str, more: str = "") -> NoReturn:
+    click.echo(f"error [{code}]: {message}", err=True)
+    for line in more.splitlines()[1:]:
+        click.echo(f"  {line}", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=ErrorHandlingGroup)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
@@ -178,6 +178,11 @@ class LedgerService:
             raise InvalidInputError(f"priority must be a 32-bit integer, got {priority}")
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInputError("expires_at must carry a timezone")
+        if expires_at is not None:
+            try:  # with a day to spare, within what a datetime (and a column) holds
+                (expires_at + timedelta(days=1)).astimezone(UTC)
+            except OverflowError:
+                raise InvalidInputError("expires_at is too far in the future") from None
         params: dict[str, Any] = {
             "amount": amount,
             "source": source,
