@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.adapters.db.sql_pricing import build_pricing_services
 from comfygate.config import Settings
 from comfygate.entrypoints.cli_pricing import register
@@ -163,8 +165,19 @@ def test_activate_then_quote_and_show(cli: click.Group, tmp_path: Path) -> None:
 def test_enterprise_book_and_simulate(cli: click.Group, tmp_path: Path) -> None:
     book = tmp_path / "ent.toml"
     book.write_text(BOOK_V2.replace('"v2"', '"ent-1"').replace("base = 15", "base = 5"))
-    assert run(cli, "price-books", "activate", str(book), "--account", "acct_e").exit_code == 0
     args = ["--capability", "colorize.building", "--width", "1920", "--height", "1080", "--json"]
+    # A typo'd account once got the book (and quotes) without a word.
+    for refused in (
+        run(cli, "price-books", "activate", str(book), "--account", "acct_e"),
+        run(cli, "quote", *args, "--account", "acct_e"),
+    ):
+        assert refused.exit_code == 1 and "[account_not_found]" in refused.stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    SqlLedgerStore(engine).create_account(
+        account_id="acct_e", name="E", created_at=datetime.now(UTC)
+    )
+    engine.dispose()
+    assert run(cli, "price-books", "activate", str(book), "--account", "acct_e").exit_code == 0
     own = json.loads(run(cli, "quote", *args, "--account", "acct_e").stdout)
     assert (own["price_book_version"], own["tokens"]) == ("ent-1", 10)  # 9.15, minimum 10
     assert json.loads(run(cli, "quote", *args).stdout)["tokens"] == 19

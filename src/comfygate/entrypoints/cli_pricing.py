@@ -181,6 +181,8 @@ def register(group: click.Group, build_services: ServicesFactory) -> None:
         options = _options(upscale, extra)
         with _domain_errors():
             quotes = build_services(ctx).quotes
+            if account is not None:
+                quotes.require_account(account)
             request: dict[str, Any] = {
                 "capability": capability,
                 "width": width,

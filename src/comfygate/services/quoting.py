@@ -8,12 +8,13 @@ Versions are only ever added, never changed; every price names its version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from comfygate.domain.errors import (
+    AccountNotFoundError,
     DuplicatePriceBookVersionError,
     InvalidInputError,
     InvalidOptionError,
@@ -110,9 +111,11 @@ class QuoteService:
         lock_s: int,
         default_book: PriceBook,
         max_pixels: int | None = None,
+        account_exists: Callable[[str], bool] | None = None,
     ) -> None:
         self._books = _Books(prices, default_book)
         self._max_pixels = max_pixels
+        self._account_exists = account_exists
         self._quotes = quotes
         self._clock = clock
         self._lock = timedelta(seconds=lock_s)
@@ -167,6 +170,11 @@ class QuoteService:
         self._quotes.add(quote)
         return quote
 
+    def require_account(self, account_id: str) -> None:
+        """``AccountNotFoundError`` unless the account exists: for callers who name an
+        account themselves (the CLI), where a signed-in principal's always does."""
+        require_account(account_id, self._account_exists)
+
     def redeem(
         self,
         *,
@@ -220,12 +228,18 @@ class PriceBookService:
     """Validate, simulate, activate and show price book versions."""
 
     def __init__(
-        self, *, prices: PriceBookRepository, clock: Clock, default_book: PriceBook
+        self,
+        *,
+        prices: PriceBookRepository,
+        clock: Clock,
+        default_book: PriceBook,
+        account_exists: Callable[[str], bool] | None = None,
     ) -> None:
         self._prices = prices
         self._books = _Books(prices, default_book)
         self._default_version = default_book.version
         self._clock = clock
+        self._account_exists = account_exists
 
     def validate(self, doc: Mapping[str, Any]) -> list[str]:
         """Every problem with ``doc`` (empty when it is a valid price book)."""
@@ -256,8 +270,8 @@ class PriceBookService:
             raise DuplicatePriceBookVersionError(
                 f"version {book.version!r} is the built-in default's; give the book a new version"
             )
-        if account_id is not None and not 0 < len(account_id) <= 40:
-            raise InvalidInputError(f"invalid account id {account_id!r}")
+        if account_id is not None:
+            require_account(account_id, self._account_exists)
         record = PriceBookRecord(book, account_id, effective_at, now)
         self._prices.add(record)
         return record
@@ -301,3 +315,10 @@ class PricingServices:
 
     quotes: QuoteService
     price_books: PriceBookService
+
+
+def require_account(account_id: str, exists: Callable[[str], bool] | None) -> None:
+    """``AccountNotFoundError`` unless ``account_id`` names an account (a typo would
+    otherwise give a book or a quote to no one, without a word)."""
+    if not 0 < len(account_id) <= 40 or (exists is not None and not exists(account_id)):
+        raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)

@@ -15,6 +15,7 @@ book file, and ``build_pricing_services`` for the composition root.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db.engine import read_only
+from comfygate.adapters.db.tables_ledger import accounts
 from comfygate.adapters.db.tables_pricing import price_book_versions as pbv
 from comfygate.adapters.db.tables_pricing import quote_locks
 from comfygate.domain.errors import DuplicatePriceBookVersionError
@@ -260,6 +262,18 @@ def build_pricing_services(
         lock_s=lock_s,
         default_book=default_book,
         max_pixels=max_pixels,
+        account_exists=functools.partial(_account_exists, engine),
     )
-    books = PriceBookService(prices=prices, clock=clock, default_book=default_book)
+    books = PriceBookService(
+        prices=prices,
+        clock=clock,
+        default_book=default_book,
+        account_exists=functools.partial(_account_exists, engine),
+    )
     return PricingServices(quotes=quotes, price_books=books)
+
+
+def _account_exists(engine: Engine, account_id: str) -> bool:
+    query = sa.select(accounts.c.id).where(accounts.c.id == account_id)
+    with read_only(engine.connect()) as conn:
+        return conn.execute(query).first() is not None
