@@ -63,12 +63,14 @@ _HOLD_COLUMNS = (
 _LOCK_BALANCE = sa.select(balances.c.account_id).where(
     balances.c.account_id == sa.bindparam("account_id")
 )
-# The balance row of a hold's account. MariaDB has no ``FOR UPDATE OF`` and locks the
-# hold row too, harmlessly: it is the account's.
-_LOCK_HOLD_ACCOUNT = (
-    sa.select(balances.c.account_id)
-    .join(holds, holds.c.account_id == balances.c.account_id)
-    .where(holds.c.id == sa.bindparam("hold_id"))
+# The balance row of a hold's account, and only that row: the hold is found by a
+# subquery, which a locking read does not lock. (A join locked the hold row on MariaDB,
+# which has no ``FOR UPDATE OF``, before the balance row: the opposite order to
+# ``expire``, which locks the balance and then updates the account's due holds. The
+# two deadlocked.) A hold's account never changes, so the unlocked lookup is safe.
+_LOCK_HOLD_ACCOUNT = sa.select(balances.c.account_id).where(
+    balances.c.account_id
+    == sa.select(holds.c.account_id).where(holds.c.id == sa.bindparam("hold_id")).scalar_subquery()
 )
 _HOLD = sa.select(*_HOLD_COLUMNS).where(holds.c.id == sa.bindparam("hold_id"))
 _FIND_TXN = sa.select(
@@ -117,15 +119,11 @@ class LedgerSql:
     """The hot statements, prepared for one dialect."""
 
     def __init__(self, dialect: Dialect) -> None:
-        if dialect.name == "postgresql":
-            lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update(of=balances)
-        else:  # MariaDB locks every row read; SQLite has no row locks (BEGIN IMMEDIATE)
-            lock_hold = _LOCK_HOLD_ACCOUNT.with_for_update()
         # SQLite's lock is the transaction itself (BEGIN IMMEDIATE): nothing to send.
         self.locks = dialect.name != "sqlite"
         dialect = script_dialect(dialect)
         self.lock_account = Prepared(_LOCK_BALANCE.with_for_update(), dialect)
-        self.lock_hold = Prepared(lock_hold, dialect)
+        self.lock_hold = Prepared(_LOCK_HOLD_ACCOUNT.with_for_update(), dialect)
         self.hold = Prepared(_HOLD, dialect)
         self.find_txn = Prepared(_FIND_TXN, dialect)
         self.lots = Prepared(LOTS, dialect)
