@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from comfygate.adapters.images import receive_upload_sync
-from comfygate.domain.errors import InsufficientBalanceError
+from comfygate.domain.errors import ConcurrencyLimitError, InsufficientBalanceError
 from comfygate.services.identity_types import Principal, Role
 from comfygate.services.jobs import SubmitOutcome, SubmitRequest
 from tests.jobs_support import CAPABILITY, FakeEngine, build, job_rows, png_bytes, stored_files
@@ -107,3 +107,47 @@ def test_parallel_submits_of_one_image_make_one_job(database_url: str, tmp_path:
         assert list((tmp_path / "data" / "tmp").iterdir()) == []
     finally:
         container.close()
+
+
+@pytest.mark.timeout(240)
+def test_parallel_vip_submits_through_several_gateways_keep_the_fair_use_limit(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each gateway counted the active jobs and then inserted: 3 or 4 ran under a limit
+    of 2. The count is now taken under the account's lock, with the insert."""
+    data_dir = tmp_path / "data"
+    containers = [build(database_url, data_dir, engines=[FakeEngine()]) for _ in range(GATEWAYS)]
+    first = containers[0]
+    account_id = first.ledger.open_account(name="vip race")
+    first.plans.subscribe(account_id=account_id, plan="vip")
+    entitlement = first.plans.entitlement(account_id=account_id)
+    assert entitlement is not None
+    principal = Principal(account_id, "user_vip", Role.ADMIN, "key_vip")
+    barrier = threading.Barrier(SUBMISSIONS)
+
+    def attempt(i: int) -> SubmitOutcome | ConcurrencyLimitError:
+        container = containers[i % GATEWAYS]
+        upload = receive_upload_sync(
+            io.BytesIO(png_bytes(seed=i)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        barrier.wait()
+        try:
+            return container.jobs.submission.submit(
+                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+            )
+        except ConcurrencyLimitError as exc:
+            return exc
+
+    try:
+        with ThreadPoolExecutor(SUBMISSIONS) as pool:
+            results = list(pool.map(attempt, range(SUBMISSIONS)))
+        accepted = [r for r in results if isinstance(r, SubmitOutcome)]
+        assert len(accepted) == entitlement.max_concurrent_jobs
+        assert job_rows(first, account_id) == len(accepted)
+        balance = first.accounts.balance(account_id=account_id)
+        assert (balance.available, balance.held) == (0, 0)  # unlimited: holds of 0
+        assert first.accounts.reconcile().ok
+        assert len(stored_files(data_dir)) == len(accepted)
+    finally:
+        for container in containers:
+            container.close()

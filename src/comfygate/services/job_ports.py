@@ -137,11 +137,21 @@ class UsageTotals:
 
 
 class JobStore(Protocol):
-    def add(self, job: Job, first_event: JobEvent, audit: AuditEntry | None = None) -> Job:
+    def add(
+        self,
+        job: Job,
+        first_event: JobEvent,
+        audit: AuditEntry | None = None,
+        *,
+        max_active: int | None = None,
+    ) -> Job:
         """Insert a new job, its first event and ``audit`` in one transaction.
 
         Raises ``IdempotencyConflictError`` if the account already has a job under
-        ``job.idempotency_key`` (the caller then loads that one).
+        ``job.idempotency_key`` (the caller then loads that one), and
+        ``ConcurrencyLimitError`` if ``max_active`` is given and the account already has
+        that many active jobs (counted under the account's lock, so gateways that
+        submit at the same moment cannot all pass).
         """
         ...
 

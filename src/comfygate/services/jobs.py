@@ -158,9 +158,11 @@ class JobSubmission:
             hold = self._hold(job_id, account_id, price, entitlement)
             tier = Tier.STANDARD if entitlement is None else Tier.VIP
             try:
+                max_active = entitlement.max_concurrent_jobs if entitlement else None
                 job = self._store_job(
-                    job_id, principal, upload, info, price, hold, quote_id, okey, key, tier
-                )
+                    job_id, principal, upload, info, price, hold, quote_id, okey, key, tier,
+                    max_active,
+                )  # fmt: skip
             except BaseException as failure:
                 # This attempt's hold goes back: the job row, unique per key, is what a
                 # retry finds, so a retry after a failure holds (and pays) afresh.
@@ -252,6 +254,7 @@ class JobSubmission:
         okey: str,
         key: str | None,
         tier: Tier,
+        max_active: int | None,
     ) -> Job:
         input_name = self._storage.adopt_input(job_id, upload.path, suffix=info.format.value)
         job = Job(
@@ -283,7 +286,7 @@ class JobSubmission:
         first = self._events.first_event(
             job_id, "queued", {"tokens": job.tokens, "list_tokens": job.list_tokens}
         )
-        self._store.add(job, first, self._hold_entry(principal, job))
+        self._store.add(job, first, self._hold_entry(principal, job), max_active=max_active)
         self._events.announce(first)
         return job
 

@@ -22,7 +22,12 @@ from sqlalchemy.engine import Engine
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.sql_identity import INSERT_AUDIT, audit_row
 from comfygate.adapters.db.tables_jobs import job_events, jobs, usage_events
-from comfygate.domain.errors import IdempotencyConflictError, JobNotFoundError
+from comfygate.adapters.db.tables_ledger import balances
+from comfygate.domain.errors import (
+    ConcurrencyLimitError,
+    IdempotencyConflictError,
+    JobNotFoundError,
+)
 from comfygate.domain.jobs import TERMINAL_STATES, JobState
 from comfygate.services.audit import AuditEntry
 from comfygate.services.job_ports import Job, JobEvent, UsageEvent, UsageTotals
@@ -50,6 +55,11 @@ _DUPLICATES = (
 )
 _COUNT_ACTIVE = sa.select(sa.func.count()).where(
     jobs.c.account_id == sa.bindparam("account_id"), jobs.c.state.in_(_ACTIVE)
+)
+_LOCK_ACCOUNT = (
+    sa.select(balances.c.account_id)
+    .where(balances.c.account_id == sa.bindparam("account_id"))
+    .with_for_update()
 )
 _INSERT_JOB = jobs.insert()
 _INSERT_EVENTS = job_events.insert()
@@ -136,9 +146,28 @@ class SqlJobStore:
         with read_only(self.engine.connect()) as conn:
             return list(conn.execute(query, dict(params or {})))
 
-    def add(self, job: Job, first_event: JobEvent, audit: AuditEntry | None = None) -> Job:
+    def add(
+        self,
+        job: Job,
+        first_event: JobEvent,
+        audit: AuditEntry | None = None,
+        *,
+        max_active: int | None = None,
+    ) -> Job:
         try:
             with self.engine.begin() as conn:
+                if max_active is not None:
+                    # The account's balance row, as the ledger locks it (on SQLite the
+                    # write transaction itself): one fair-use count at a time.
+                    conn.execute(_LOCK_ACCOUNT, {"account_id": job.account_id})
+                    active = conn.execute(_COUNT_ACTIVE, {"account_id": job.account_id})
+                    if (count := int(active.scalar_one())) >= max_active:
+                        raise ConcurrencyLimitError(
+                            f"this plan runs at most {max_active} jobs at a time; wait for "
+                            "one to finish",
+                            limit=max_active,
+                            active=count,
+                        )
                 conn.execute(_INSERT_JOB, _job_row(job))
                 conn.execute(_INSERT_EVENTS, _event_row(first_event))
                 if audit is not None:
