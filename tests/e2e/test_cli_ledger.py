@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,23 @@ def test_an_unreadable_price_book_is_one_line_and_exit_1(cli: Any, tmp_path: Pat
     binary.write_bytes(b"\xff\xfe\x00 not text")
     done = cli("price-books", "validate", str(binary), ok=False)
     assert done.returncode == 1 and done.stderr.startswith("error [unreadable_input]: ")
+
+
+def test_human_output_reads_as_sentences(cli: Any, tmp_path: Path) -> None:
+    cli("init")
+    account = as_json(cli("accounts", "create", "Acme", "--json"))["id"]
+    # A month is the catalog's (Asia/Shanghai): it once printed the UTC dates.
+    month = cli("subscribe", account, "monthly").stdout
+    assert month.startswith("monthly: 1000 tokens from ") and "-01 00:00 to " in month
+    assert month.rstrip().endswith("(Asia/Shanghai)")
+    assert cli("statement", account, "--limit", "0", ok=False).returncode == 2
+    with sqlite3.connect(tmp_path / "cli.db") as conn:  # a cached balance gone wrong
+        conn.execute(
+            "UPDATE balances SET available = available + 7 WHERE account_id = ?", [account]
+        )
+    drifted = cli("reconcile", ok=False)
+    assert drifted.returncode == 1
+    assert drifted.stdout.splitlines() == [
+        "1 drift(s):",
+        f"  {account}: available is 1007, the postings say 1000",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 import sqlalchemy as sa
@@ -125,7 +126,8 @@ def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) ->
     """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
     receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
     _audit(ctx, "subscriptions.create", account, plan=plan, tokens=receipt.tokens_granted)
-    emit(receipt, as_json=as_json, human=_describe_subscription)
+    tz = app(ctx).plans.catalog.timezone
+    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
 
 
 @click.command("renew")
@@ -137,7 +139,8 @@ def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> Non
     """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
     receipt = app(ctx).plans.renew(account_id=account, plan=plan)
     _audit(ctx, "subscriptions.renew", account, plan=plan, tokens=receipt.tokens_granted)
-    emit(receipt, as_json=as_json, human=_describe_subscription)
+    tz = app(ctx).plans.catalog.timezone
+    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
 
 
 @click.command("topup")
@@ -156,12 +159,16 @@ def topup_cmd(
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
     _audit(ctx, "ledger.topup", account, plan=plan, tokens=receipt.tokens_granted)
-    emit(receipt, as_json=as_json, human=_describe_subscription)
+    tz = app(ctx).plans.catalog.timezone
+    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
 
 
-def _describe_subscription(r: Any) -> str:
+def _describe_subscription(r: Any, tz: str = "UTC") -> str:
+    """The period in the plan catalog's timezone, where a month is a month."""
+    zone = ZoneInfo(tz)
+    start, end = r.period_start.astimezone(zone), r.period_end.astimezone(zone)
     what = "unlimited" if r.unlimited else f"{r.tokens_granted} tokens"
-    return f"{r.plan}: {what} from {r.period_start:%Y-%m-%d} to {r.period_end:%Y-%m-%d}"
+    return f"{r.plan}: {what} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({tz})"
 
 
 @click.command("plans")
@@ -205,7 +212,7 @@ def balance_cmd(ctx: click.Context, account: str, as_json: bool) -> None:
 
 @click.command("statement")
 @click.argument("account")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--before", help="Page: transactions older than this transaction id.")
 @json_option
 @click.pass_context
@@ -237,12 +244,23 @@ def reconcile_cmd(ctx: click.Context, as_json: bool) -> None:
     emit(
         to_jsonable(report),
         as_json=as_json,
-        human=lambda r: (
-            "ledger consistent" if r["ok"] else f"{len(r['drifts'])} drift(s): {r['drifts']}"
-        ),
+        human=_describe_reconcile,
     )
     if not report.ok:
         ctx.exit(1)
+
+
+def _describe_reconcile(report: dict[str, Any]) -> str:
+    if report["ok"]:
+        return "ledger consistent"
+    lines = [f"{len(report['drifts'])} drift(s):"]
+    lines += [
+        f"  {d['account_id']}: {d['what']} is {d['cached']}, the postings say {d['derived']}"
+        for d in report["drifts"]
+    ]
+    if sum(report["book_totals"].values()) != 0:
+        lines.append(f"  postings do not sum to zero: {report['book_totals']}")
+    return "\n".join(lines)
 
 
 @click.command("expire")
