@@ -354,3 +354,31 @@ def test_keys_that_differ_only_in_case_accents_or_trailing_spaces_are_different(
     assert len({h.hold_id for h in holds.values()}) == 6
     assert not any(h.replayed for h in holds.values())
     assert balance(c, acct) == (994, 6)
+
+
+def test_reconcile_finds_a_rewritten_allocation_a_wrong_capture_and_an_overfull_lot(
+    container: Container,
+) -> None:
+    """Each of these once passed every sum that reconcile checked."""
+    c = container
+    acct = c.ledger.open_account(name="tampered")
+    first = c.ledger.grant(account_id=acct, amount=50, source="promotion", idempotency_key="a")
+    second = c.ledger.grant(account_id=acct, amount=50, source="promotion", idempotency_key="b")
+    hold = c.ledger.place_hold(account_id=acct, amount=70, idempotency_key="h")
+    assert_consistent(c)
+    with c.engine.begin() as conn:  # as if a bug wrote it: all from the second lot
+        conn.execute(
+            holds.update()
+            .where(holds.c.id == hold.hold_id)
+            .values(allocation=json.dumps([[second.lot_id, 70]]), captured=5)
+        )
+        conn.execute(lots.update().where(lots.c.id == second.lot_id).values(amount=10))
+    whats = sorted(d.what for d in c.accounts.reconcile().drifts)
+    assert whats == sorted(
+        [
+            f"hold {hold.hold_id} allocation from lot {first.lot_id}",
+            f"hold {hold.hold_id} allocation from lot {second.lot_id}",
+            f"hold {hold.hold_id} captured",
+            f"lot {second.lot_id} remaining (of 10 granted)",  # 30 left
+        ]
+    )

@@ -275,4 +275,57 @@ def _reconcile(conn: sa.Connection) -> list[Drift]:
     )
     for account_id, hold_id, cached, derived in conn.execute(per_hold):
         drifts.append(Drift(account_id, f"hold {hold_id} held", int(cached), int(derived)))
+    return drifts + _lot_bounds(conn) + _captures(conn) + _allocations(conn)
+
+
+def _lot_bounds(conn: sa.Connection) -> list[Drift]:
+    """A lot never holds more than it was granted, nor less than nothing (a release
+    routed to the wrong lot passes every sum above and fails this)."""
+    beyond = sa.select(lots.c.account_id, lots.c.id, lots.c.remaining, lots.c.amount).where(
+        sa.or_(lots.c.remaining > lots.c.amount, lots.c.remaining < 0)
+    )
+    return [
+        Drift(account_id, f"lot {lot_id} remaining (of {amount} granted)", remaining, amount)
+        for account_id, lot_id, remaining, amount in conn.execute(beyond)
+    ]
+
+
+def _captures(conn: sa.Connection) -> list[Drift]:
+    """Each hold's ``captured`` is what its postings paid to revenue."""
+    by_hold = _derived(postings.c.hold_id, "revenue")
+    paid = sa.func.coalesce(by_hold.c.revenue, 0)
+    wrong = (
+        sa.select(holds.c.account_id, holds.c.id, holds.c.captured, paid)
+        .select_from(holds.outerjoin(by_hold, by_hold.c.key == holds.c.id))
+        .where(holds.c.captured != paid)
+    )
+    return [
+        Drift(account_id, f"hold {hold_id} captured", int(captured), int(derived))
+        for account_id, hold_id, captured, derived in conn.execute(wrong)
+    ]
+
+
+def _allocations(conn: sa.Connection) -> list[Drift]:
+    """An open hold's allocation (where a release sends its tokens back) is, lot by
+    lot, what its postings took from each lot."""
+    open_holds = holds.c.state == dl.HoldState.OPEN.value
+    taken = (
+        sa.select(postings.c.hold_id, postings.c.lot_id, sa.func.sum(postings.c.amount))
+        .select_from(postings.join(holds, holds.c.id == postings.c.hold_id))
+        .where(open_holds, postings.c.book == dl.Book.HELD.value)
+        .group_by(postings.c.hold_id, postings.c.lot_id)
+    )
+    posted_by_hold: dict[str, dict[str, int]] = {}
+    for hold_id, lot_id, total in conn.execute(taken):
+        if total:
+            posted_by_hold.setdefault(hold_id, {})[lot_id] = int(total)
+    drifts = []
+    query = sa.select(holds.c.account_id, holds.c.id, holds.c.allocation).where(open_holds)
+    for account_id, hold_id, allocation in conn.execute(query):
+        said = {lot_id: int(tokens) for lot_id, tokens in json.loads(allocation) if tokens}
+        posted = posted_by_hold.get(hold_id, {})
+        for lot_id in sorted(said.keys() | posted.keys()):
+            if said.get(lot_id, 0) != posted.get(lot_id, 0):
+                what = f"hold {hold_id} allocation from lot {lot_id}"
+                drifts.append(Drift(account_id, what, said.get(lot_id, 0), posted.get(lot_id, 0)))
     return drifts
