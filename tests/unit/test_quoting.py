@@ -212,3 +212,25 @@ def test_a_quote_is_held_to_the_pixel_cap_an_upload_would_meet(world: World) -> 
     with pytest.raises(TooManyPixelsError):
         capped.price(**{**PERSON, "width": 10**15})
     assert len(world.quote_repo.quotes) == 1
+
+
+def test_a_quote_under_a_replaced_built_in_default_still_redeems(world: World) -> None:
+    """The built-in book lives in a file: after an upgrade to default-2, a quote locked
+    under default-1 raised PriceBookNotFoundError and its job failed."""
+    quote = world.quotes.quote(**PERSON, options={"upscale": 2}, account_id="acct_1")
+    doc = default_doc()
+    doc["version"] = "default-2"
+    doc["capabilities"]["colorize.person"]["base"] = 99
+    upgraded = QuoteService(
+        prices=world.prices,
+        quotes=world.quote_repo,
+        clock=world.clock,
+        lock_s=600,
+        default_book=parse_price_book(doc),
+    )
+    redeemed = upgraded.redeem(
+        quote_id=quote.quote_id, account_id="acct_1", **PERSON, options={"upscale": 2}
+    )
+    assert redeemed.tokens == 16 and redeemed.price_book_version == "default-1"
+    with pytest.raises(QuoteMismatchError):
+        upgraded.redeem(quote_id=quote.quote_id, account_id="acct_1", **PERSON)  # upscale 1

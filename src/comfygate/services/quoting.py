@@ -212,7 +212,16 @@ class QuoteService:
         that priced it); None when they cannot be this quote's."""
         if capability != quote.price.capability:
             return None
-        cap = self._books.version(quote.price_book_version).capabilities[capability]
+        try:
+            book = self._books.version(quote.price_book_version)
+        except PriceBookNotFoundError:
+            # A built-in default replaced since (it lives in a file, not the database):
+            # the request is read by the book in force now; the price stays the quote's.
+            account_id = quote.price.account_id
+            book = self._books.active(account_id=account_id, at=self._clock.now()).book
+        cap = book.capabilities.get(capability)
+        if cap is None:
+            return None
         try:
             chosen = normalise_options(cap.options, options)
         except InvalidOptionError:
