@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 
 from comfygate.adapters.db.tables_ledger import balances, holds, ledger_transactions, lots
@@ -382,3 +383,30 @@ def test_reconcile_finds_a_rewritten_allocation_a_wrong_capture_and_an_overfull_
             f"lot {second.lot_id} remaining (of 10 granted)",  # 30 left
         ]
     )
+
+
+def test_the_same_instant_in_another_offset_is_the_same_request(
+    container: Container, clock: FakeClock
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="offsets")
+    shanghai = timezone(timedelta(hours=8))
+    at_utc = (clock.now() + timedelta(days=3)).replace(microsecond=0)
+    grant = {"account_id": acct, "amount": 7, "source": "promotion", "idempotency_key": "tz"}
+    first = c.ledger.grant(**grant, expires_at=at_utc)
+    again = c.ledger.grant(**grant, expires_at=at_utc.astimezone(shanghai))  # once a conflict
+    assert again.replayed and again.txn_id == first.txn_id
+    # A key first used with an offset, hashed as given before this change, replays too.
+    given = at_utc.astimezone(shanghai)
+    params = {"op": "grant", "amount": 7, "source": "promotion", "expires_at": given,
+              "priority": 0}  # fmt: skip
+    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    with c.engine.begin() as conn:
+        key = ledger_transactions.c.idempotency_key == f"{acct}:grant:tz"
+        conn.execute(ledger_transactions.update().where(key).values(request_hash=digest))
+    assert c.ledger.grant(**grant, expires_at=given).replayed
+    # A hold's time to live is part of the request.
+    c.ledger.place_hold(account_id=acct, amount=1, idempotency_key="h", ttl_s=60)
+    assert c.ledger.place_hold(account_id=acct, amount=1, idempotency_key="h", ttl_s=60).replayed
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.place_hold(account_id=acct, amount=1, idempotency_key="h", ttl_s=120)

@@ -91,17 +91,28 @@ class _Request(NamedTuple):
 
     @classmethod
     def of(cls, op: str, params: dict[str, Any]) -> _Request:
-        canonical = orjson.dumps({"op": op, **params}, default=str, option=orjson.OPT_SORT_KEYS)
-        return cls(op, params, hashlib.sha256(canonical).hexdigest())
+        """The request and its hash, instants in UTC: ``08:00+08:00`` is ``00:00Z``."""
+        utc = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in params.items()}
+        return cls(op, params, _sha256(orjson.dumps({"op": op, **utc}, **_SORTED)))
 
     def made(self, stored_hash: str | None) -> bool:
-        """Whether the stored transaction was this request. Earlier versions hashed the
-        standard library's JSON (with spaces); a key used before an upgrade replays."""
-        return stored_hash == self.hash or stored_hash == self._earlier_hash()
+        """Whether the stored transaction was this request. Keys used before an upgrade
+        replay: earlier versions hashed instants with the offset they were given, and
+        before that the standard library's JSON (with spaces)."""
+        if stored_hash == self.hash:
+            return True
+        given = {"op": self.op, **self.params}
+        return stored_hash in (
+            _sha256(orjson.dumps(given, **_SORTED)),
+            _sha256(json.dumps(given, sort_keys=True, default=str).encode()),
+        )
 
-    def _earlier_hash(self) -> str:
-        canonical = json.dumps({"op": self.op, **self.params}, sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+
+_SORTED: dict[str, Any] = {"default": str, "option": orjson.OPT_SORT_KEYS}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 MAX_MOVEMENT_TOKENS = 10**12
@@ -232,7 +243,10 @@ class LedgerService:
         ):
             raise InvalidInputError(f"ttl_s must be between 1 and {MAX_TTL_S} seconds")
         key = f"{account_id}:hold:{idempotency_key}"
-        request = _Request.of("hold", {"amount": amount, "list_tokens": list_tokens})
+        params = {"amount": amount, "list_tokens": list_tokens}
+        if ttl_s is not None:  # (absent when not given: hashes from before stay valid)
+            params["ttl_s"] = ttl_s
+        request = _Request.of("hold", params)
 
         def body(uow: LedgerUnitOfWork) -> HoldReceipt:
             lots = uow.lock_account(account_id)
