@@ -121,3 +121,10 @@ def test_renewals_count_from_the_start_of_the_run_so_a_clamped_month_does_not_dr
         periods.append(following)
     assert [p.start.day for p in periods] == [31, 28, 31]  # Jan 31, Feb 28, Mar 31
     assert all(a.end == b.start for a, b in itertools.pairwise(periods))
+
+
+def test_a_month_of_vip_is_a_month_in_the_catalog_timezone() -> None:
+    vip = shipped().get("vip")
+    start = datetime(2026, 1, 30, 19, 0, tzinfo=UTC)  # Jan 31 03:00 in Shanghai
+    period = dp.subscription_period(vip, [], start, TZ)
+    assert period.end == datetime(2026, 2, 27, 19, 0, tzinfo=UTC)  # Feb 28 03:00 there

@@ -122,16 +122,24 @@ def _add_months(moment: datetime, months: int) -> datetime:
 
 
 def period_containing(plan: Plan, start: datetime, at: datetime, tz: str) -> Period:
-    """The period of a subscription begun at ``start`` that contains ``at``."""
+    """The period of a subscription begun at ``start`` that contains ``at``. Months
+    are the catalog timezone's: a month from Jan 31 03:00 in Shanghai ends Feb 28
+    03:00 there (counted in UTC, it was Mar 1)."""
+    zone = ZoneInfo(tz)
     if plan.period == "calendar_month":
-        local = at.astimezone(ZoneInfo(tz))
+        local = at.astimezone(zone)
         first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return Period(first.astimezone(UTC), _add_months(first, 1).astimezone(UTC))
     months = 12 if plan.period == "year" else 1
+    local_start = start.astimezone(zone)
+
+    def boundary(n: int) -> datetime:
+        return _add_months(local_start, months * n).astimezone(UTC)
+
     n = 0
-    while _add_months(start, months * (n + 1)) <= at:
+    while boundary(n + 1) <= at:
         n += 1
-    return Period(_add_months(start, months * n), _add_months(start, months * (n + 1)))
+    return Period(boundary(n), boundary(n + 1))
 
 
 def topup_validity(plan: Plan) -> timedelta:
