@@ -177,7 +177,14 @@ def test_enterprise_book_and_simulate(cli: click.Group, tmp_path: Path) -> None:
         account_id="acct_e", name="E", created_at=datetime.now(UTC)
     )
     engine.dispose()
-    assert run(cli, "price-books", "activate", str(book), "--account", "acct_e").exit_code == 0
+    activated = run(cli, "price-books", "activate", str(book), "--account", "acct_e")
+    assert activated.exit_code == 0
+    # The operator is told what the account loses against the default book.
+    notes = [line for line in activated.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: account acct_e has no {gap} in this book (the default has)"
+        for gap in ("option colorize.building.upscale", "capability colorize.person")
+    ]
     own = json.loads(run(cli, "quote", *args, "--account", "acct_e").stdout)
     assert (own["price_book_version"], own["tokens"]) == ("ent-1", 10)  # 9.15, minimum 10
     assert json.loads(run(cli, "quote", *args).stdout)["tokens"] == 19

@@ -21,6 +21,7 @@ from comfygate.domain.pricing import (
     PriceBook,
     Rounding,
     compute_price,
+    left_out,
     round_tokens,
 )
 from comfygate.domain.pricing_document import parse_toml, price_book_to_document
@@ -300,3 +301,12 @@ def test_no_price_passes_a_billion_tokens_and_no_option_number_is_unbounded() ->
     huge = book_with(capabilities={"x.y": {"base": 1, "coefficients": {"megapixels": 1000}}})
     with pytest.raises(PriceOutOfRangeError, match="more than 1000000000 tokens"):
         compute_price(huge, capability="x.y", width=10**7, height=10**7, at=NOON_SHANGHAI)
+
+
+def test_what_an_own_book_leaves_out_of_the_default() -> None:
+    person_only = book_with(capabilities={"colorize.person": {"base": 8}})
+    assert left_out(person_only, DEFAULT) == [
+        "capability colorize.building",
+        "option colorize.person.upscale",
+    ]
+    assert left_out(DEFAULT, DEFAULT) == []

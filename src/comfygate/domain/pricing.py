@@ -320,3 +320,16 @@ def _priced(
     rounded = round_tokens(amount, book.rounding)
     lines.append(BreakdownLine("rounding", Decimal(rounded), book.rounding.value))
     return lines, rounded
+
+
+def left_out(own: PriceBook, default: PriceBook) -> list[str]:
+    """What an account's own book does not offer that the default does: its requests
+    are priced by its own book alone, so these become unknown to the account."""
+    gaps = []
+    for name, cap in sorted(default.capabilities.items()):
+        mine = own.capabilities.get(name)
+        if mine is None:
+            gaps.append(f"capability {name}")
+            continue
+        gaps += [f"option {name}.{o}" for o in sorted(cap.options) if o not in mine.options]
+    return gaps

@@ -245,7 +245,8 @@ def _price_books(build_services: ServicesFactory) -> click.Group:
     ) -> None:
         """Store FILE as a new version, in effect from --effective-at."""
         with _domain_errors():
-            record = build_services(ctx).price_books.activate(
+            books = build_services(ctx).price_books
+            record = books.activate(
                 _read_document(file), effective_at=effective_at, account_id=account
             )
         owner = f"account {account}" if account else "the default book"
@@ -254,6 +255,8 @@ def _price_books(build_services: ServicesFactory) -> click.Group:
             f"activated {record.book.version} for {owner}, "
             f"effective {record.effective_at.isoformat()}"
         )
+        for gap in books.left_out(record):
+            click.echo(f"note: {owner} has no {gap} in this book (the default has)", err=True)
 
     @books.command("simulate")
     @file_arg

@@ -23,7 +23,13 @@ from comfygate.domain.errors import (
 )
 from comfygate.domain.ids import new_id
 from comfygate.domain.images import check_pixel_count
-from comfygate.domain.pricing import Price, PriceBook, check_image_size, compute_price
+from comfygate.domain.pricing import (
+    Price,
+    PriceBook,
+    check_image_size,
+    compute_price,
+    left_out,
+)
 from comfygate.domain.pricing_options import JsonScalar, normalise_options, to_json_scalar
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book, validate_price_book
@@ -284,6 +290,14 @@ class PriceBookService:
         record = PriceBookRecord(book, account_id, effective_at, now)
         self._prices.add(record)
         return record
+
+    def left_out(self, record: PriceBookRecord) -> list[str]:
+        """For an account's own book: what the default book in force when it takes
+        effect offers and it does not (the account loses those). Empty otherwise."""
+        if record.account_id is None or record.effective_at is None:
+            return []
+        default = self._books.active(account_id=None, at=record.effective_at).book
+        return left_out(record.book, default)
 
     def show(self, *, account_id: str | None = None, at: datetime | None = None) -> PriceBookRecord:
         """The version that prices ``account_id``'s requests at ``at`` (default: now)."""

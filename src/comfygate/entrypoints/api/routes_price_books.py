@@ -108,7 +108,8 @@ def activate(body: ActivateIn, container: ContainerDep, principal: OperatorDep) 
         account_id=record.account_id,
         details={"effective_at": record.effective_at, "account_id": record.account_id},
     )
-    return _record(record)
+    # What the account loses against the default book: priced by its own book alone.
+    return {**_record(record), "left_out": container.pricing.price_books.left_out(record)}
 
 
 @router.get("/active", summary="The version pricing an account's (or the default) requests now")
