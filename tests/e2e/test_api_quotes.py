@@ -190,6 +190,21 @@ def test_price_books_validate_simulate_activate(gw: Gateway, acme: Tenant) -> No
     )
     activated = gw.client.post(f"{base}/activate", json={"toml": DRAFT}, headers=gw.operator)
     assert activated.status_code == 201 and activated.json()["version"] == "spring-2"
+    assert activated.json()["left_out"] == []  # the default book itself
+    own = DRAFT.replace('"spring-2"', '"acme-1"').replace("colorize.person", "colorize.building")
+    for_acme = gw.client.post(
+        f"{base}/activate",
+        json={"toml": own, "account_id": acme.account_id, "effective_at": "2099-01-01T00:00Z"},
+        headers=gw.operator,
+    )
+    assert for_acme.status_code == 201, for_acme.text
+    assert for_acme.json()["left_out"] == ["capability colorize.person"]  # spring-2 has it
+    for_no_one = gw.client.post(
+        f"{base}/activate",
+        json={"toml": DRAFT.replace('"spring-2"', '"x-1"'), "account_id": "acct_nobody"},
+        headers=gw.operator,
+    )
+    assert for_no_one.status_code == 404 and for_no_one.json()["code"] == "account_not_found"
     after = gw.client.post("/v1/quotes", json=quote, headers=acme.user).json()
     assert (after["tokens"], after["price_book_version"]) == (21, "spring-2")
     dup = gw.client.post(f"{base}/activate", json={"toml": DRAFT}, headers=gw.operator)
