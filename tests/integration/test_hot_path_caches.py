@@ -67,7 +67,9 @@ def test_a_new_price_book_is_seen_at_once_here_and_after_the_ttl_elsewhere(
 def _subscribe(store: SqlSubscriptionStore, account_id: str, start: datetime) -> None:
     plan = dp.Plan("vip", "VIP", "unlimited", 0, "month", None, 2, "99")
     period = dp.Period(start, start + timedelta(days=30))
-    sub = store.add_period(account_id=account_id, plan="vip", period=period, created_at=start)
+    sub, _ = store.choose_period(
+        account_id=account_id, plan="vip", choose=lambda _known: period, created_at=start
+    )
     store.add_entitlement(subscription_id=sub, account_id=account_id, plan=plan, period=period)
 
 

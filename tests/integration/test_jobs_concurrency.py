@@ -12,6 +12,7 @@ import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,8 +24,33 @@ from tests.jobs_support import CAPABILITY, FakeEngine, build, job_rows, png_byte
 
 GATEWAYS = 3
 SUBMISSIONS = 12
+E = TypeVar("E", bound=Exception)
 PRICE = 10  # 64x48 person photo: the minimum
 BALANCE = 4 * PRICE + 5  # affords exactly four
+
+
+def _submit_at_once(
+    containers: list[Any], principal: Principal, refusal: type[E]
+) -> list[SubmitOutcome | E]:
+    """SUBMISSIONS different images submitted at the same moment, spread over the
+    gateways; each result is the outcome or the ``refusal`` it met."""
+    barrier = threading.Barrier(SUBMISSIONS)
+
+    def attempt(i: int) -> SubmitOutcome | E:
+        container = containers[i % GATEWAYS]
+        upload = receive_upload_sync(
+            io.BytesIO(png_bytes(seed=i)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        barrier.wait()
+        try:
+            return container.jobs.submission.submit(
+                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+            )
+        except refusal as exc:
+            return exc
+
+    with ThreadPoolExecutor(SUBMISSIONS) as pool:
+        return list(pool.map(attempt, range(SUBMISSIONS)))
 
 
 @pytest.mark.timeout(240)
@@ -39,24 +65,8 @@ def test_parallel_submits_accept_exactly_the_affordable_ones(
         account_id=account_id, amount=BALANCE, source="promotion", idempotency_key="race-grant"
     )
     principal = Principal(account_id, "user_race", Role.ADMIN, "key_race")
-    barrier = threading.Barrier(SUBMISSIONS)
-
-    def attempt(i: int) -> SubmitOutcome | InsufficientBalanceError:
-        container = containers[i % GATEWAYS]
-        upload = receive_upload_sync(
-            io.BytesIO(png_bytes(seed=i)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
-        )
-        barrier.wait()
-        try:
-            return container.jobs.submission.submit(
-                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
-            )
-        except InsufficientBalanceError as exc:
-            return exc
-
     try:
-        with ThreadPoolExecutor(SUBMISSIONS) as pool:
-            results = list(pool.map(attempt, range(SUBMISSIONS)))
+        results = _submit_at_once(containers, principal, InsufficientBalanceError)
         accepted = [r for r in results if isinstance(r, SubmitOutcome)]
         refused = [r for r in results if isinstance(r, InsufficientBalanceError)]
         assert len(accepted) == BALANCE // PRICE
@@ -123,24 +133,8 @@ def test_parallel_vip_submits_through_several_gateways_keep_the_fair_use_limit(
     entitlement = first.plans.entitlement(account_id=account_id)
     assert entitlement is not None
     principal = Principal(account_id, "user_vip", Role.ADMIN, "key_vip")
-    barrier = threading.Barrier(SUBMISSIONS)
-
-    def attempt(i: int) -> SubmitOutcome | ConcurrencyLimitError:
-        container = containers[i % GATEWAYS]
-        upload = receive_upload_sync(
-            io.BytesIO(png_bytes(seed=i)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
-        )
-        barrier.wait()
-        try:
-            return container.jobs.submission.submit(
-                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
-            )
-        except ConcurrencyLimitError as exc:
-            return exc
-
     try:
-        with ThreadPoolExecutor(SUBMISSIONS) as pool:
-            results = list(pool.map(attempt, range(SUBMISSIONS)))
+        results = _submit_at_once(containers, principal, ConcurrencyLimitError)
         accepted = [r for r in results if isinstance(r, SubmitOutcome)]
         assert len(accepted) == entitlement.max_concurrent_jobs
         assert job_rows(first, account_id) == len(accepted)

@@ -54,12 +54,6 @@ class SubscriptionStore(Protocol):
         concurrent subscribers choose one after the other; its subscription id."""
         ...
 
-    def add_period(
-        self, *, account_id: str, plan: str, period: dp.Period, created_at: datetime
-    ) -> str:
-        """Record a period (a no-op if recorded already); returns the subscription id."""
-        ...
-
     def add_entitlement(
         self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
     ) -> None:

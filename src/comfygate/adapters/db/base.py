@@ -34,6 +34,17 @@ IdempotencyKey = sa.String(255).with_variant(
 )
 """A client's idempotency key: compared byte for byte on every backend. MariaDB's
 default collation would take ``Job-A`` and ``job-a``, or ``k`` and ``k ``, for one key."""
+
+
+def idempotency_key_collation_ddl(table: str, collation: str) -> str:
+    """MariaDB's statement giving ``table.idempotency_key`` the ``collation`` (for
+    the migrations that make it byte for byte, and their downgrades)."""
+    return (
+        f"ALTER TABLE {table} MODIFY idempotency_key VARCHAR(255) "
+        f"CHARACTER SET utf8mb4 COLLATE {collation} NULL"
+    )
+
+
 Id = sa.String(40)
 """Client-generated ids (``comfygate.domain.ids.new_id``)."""
 

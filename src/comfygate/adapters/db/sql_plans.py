@@ -82,38 +82,6 @@ class SqlSubscriptionStore:
             )
         return sub_id, period
 
-    def add_period(
-        self, *, account_id: str, plan: str, period: dp.Period, created_at: datetime
-    ) -> str:
-        find = sa.select(subscriptions.c.id).where(
-            subscriptions.c.account_id == account_id,
-            subscriptions.c.plan == plan,
-            subscriptions.c.period_start == period.start,
-        )
-        with read_only(self.engine.connect()) as conn:
-            existing = conn.execute(find).scalar_one_or_none()
-        if existing is not None:
-            return str(existing)
-        sub_id = new_subscription_id()
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    subscriptions.insert(),
-                    {
-                        "id": sub_id,
-                        "account_id": account_id,
-                        "plan": plan,
-                        "period_start": period.start,
-                        "period_end": period.end,
-                        "created_at": created_at,
-                    },
-                )
-        except sa.exc.IntegrityError:
-            # A concurrent subscribe recorded the same period first: use that one.
-            with read_only(self.engine.connect()) as conn:
-                return str(conn.execute(find).scalar_one())
-        return sub_id
-
     def add_entitlement(
         self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
     ) -> None:

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from comfygate.adapters.db.base import IDEMPOTENCY_KEY_COLLATION
+from comfygate.adapters.db.base import (
+    IDEMPOTENCY_KEY_COLLATION,
+    idempotency_key_collation_ddl,
+)
 
 revision: str = "ledger_0003"
 down_revision: str | Sequence[str] | None = "ledger_0002"
@@ -26,15 +29,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
-        op.execute(
-            "ALTER TABLE ledger_transactions MODIFY idempotency_key VARCHAR(255) "
-            f"CHARACTER SET utf8mb4 COLLATE {IDEMPOTENCY_KEY_COLLATION} NULL"
-        )
+        op.execute(idempotency_key_collation_ddl("ledger_transactions", IDEMPOTENCY_KEY_COLLATION))
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
-        op.execute(
-            "ALTER TABLE ledger_transactions MODIFY idempotency_key VARCHAR(255) "
-            "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL"
-        )
+        op.execute(idempotency_key_collation_ddl("ledger_transactions", "utf8mb4_general_ci"))
