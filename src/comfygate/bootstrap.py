@@ -83,8 +83,10 @@ class Container:
     readiness_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
 
     def upgrade_database(self) -> None:
-        """Create or upgrade the schema (idempotent)."""
+        """Create or upgrade the schema (idempotent), and record the built-in price
+        book (refusing one whose prices changed under an old version)."""
         migrate.upgrade(self.engine)
+        self.pricing.price_books.check_builtin()
 
     def close(self) -> None:
         self.serial.close()

@@ -16,6 +16,7 @@ from comfygate.domain.errors import (
     TooManyPixelsError,
     ValidationFailedError,
 )
+from comfygate.domain.pricing import PriceBook
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book
 from comfygate.services.quoting import (
@@ -35,6 +36,7 @@ class FakePriceBookRepository:
 
     def __init__(self) -> None:
         self.records: list[PriceBookRecord] = []
+        self.builtins: dict[str, PriceBook] = {}
 
     def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord | None:
         def newest(owner: str | None) -> PriceBookRecord | None:
@@ -59,6 +61,12 @@ class FakePriceBookRepository:
     def history(self, *, account_id: str | None) -> list[PriceBookRecord]:
         mine = [r for r in self.records if r.account_id == account_id]
         return sorted(mine, key=lambda r: (r.effective_at, r.created_at), reverse=True)
+
+    def remember_builtin(self, book: PriceBook, *, at: datetime) -> PriceBook:
+        return self.builtins.setdefault(book.version, book)
+
+    def builtin(self, version: str) -> PriceBook | None:
+        return self.builtins.get(version)
 
 
 class FakeQuoteRepository:
@@ -234,3 +242,34 @@ def test_a_quote_under_a_replaced_built_in_default_still_redeems(world: World) -
     assert redeemed.tokens == 16 and redeemed.price_book_version == "default-1"
     with pytest.raises(QuoteMismatchError):
         upgraded.redeem(quote_id=quote.quote_id, account_id="acct_1", **PERSON)  # upscale 1
+
+
+def test_the_built_in_book_is_recorded_and_an_edit_under_its_version_refused(
+    world: World,
+) -> None:
+    world.books.check_builtin()
+    world.books.check_builtin()  # every start: the same file is fine
+    quote = world.quotes.quote(**PERSON, account_id="acct_1")
+    edited = default_doc()
+    edited["capabilities"]["colorize.person"]["base"] = 99  # still "default-1"
+    started_with_edit = PriceBookService(
+        prices=world.prices, clock=world.clock, default_book=parse_price_book(edited)
+    )
+    with pytest.raises(DuplicatePriceBookVersionError, match="did not"):
+        started_with_edit.check_builtin()
+    edited["version"] = "default-2"
+    upgraded = PriceBookService(
+        prices=world.prices, clock=world.clock, default_book=parse_price_book(edited)
+    )
+    upgraded.check_builtin()  # a new version: recorded beside the old one
+    assert world.prices.builtin("default-1") == parse_price_book(default_doc())
+    assert quote.price_book_version == "default-1"
+
+
+def test_a_built_in_version_may_not_take_a_stored_versions_name(world: World) -> None:
+    world.books.activate(book("v9"), effective_at=T0)
+    named_like_it = PriceBookService(
+        prices=world.prices, clock=world.clock, default_book=parse_price_book(book("v9"))
+    )
+    with pytest.raises(DuplicatePriceBookVersionError, match="stored version"):
+        named_like_it.check_builtin()

@@ -69,6 +69,16 @@ class PriceBookRepository(Protocol):
         """Stored versions of the default (None) or of one account, newest first."""
         ...
 
+    def remember_builtin(self, book: PriceBook, *, at: datetime) -> PriceBook:
+        """Record the built-in default ``book`` under its version unless one is
+        recorded already; return the book recorded under that version (``book``, or
+        what an earlier file said)."""
+        ...
+
+    def builtin(self, version: str) -> PriceBook | None:
+        """A built-in default book recorded earlier, by its version."""
+        ...
+
 
 class QuoteRepository(Protocol):
     def add(self, quote: Quote) -> None: ...
@@ -93,6 +103,10 @@ class _Books:
         self._prices = prices
         self._default = PriceBookRecord(default_book, None, None, None)
 
+    @property
+    def default(self) -> PriceBook:
+        return self._default.book
+
     def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord:
         return self._prices.active(account_id=account_id, at=at) or self._default
 
@@ -100,9 +114,12 @@ class _Books:
         if version == self._default.book.version:
             return self._default.book
         record = self._prices.get(version)
-        if record is None:
+        if record is not None:
+            return record.book
+        builtin = self._prices.builtin(version)  # a built-in default replaced since
+        if builtin is None:
             raise PriceBookNotFoundError(f"no price book version {version!r}", version=version)
-        return record.book
+        return builtin
 
 
 class QuoteService:
@@ -255,6 +272,22 @@ class PriceBookService:
         self._default_version = default_book.version
         self._clock = clock
         self._account_exists = account_exists
+
+    def check_builtin(self) -> None:
+        """Record the built-in default book (at start), so its version can be read back
+        once a later file replaces it; ``DuplicatePriceBookVersionError`` if the file
+        changed its prices but not its version, or took a stored version's name."""
+        book = self._books.default
+        if self._prices.get(book.version) is not None:
+            raise DuplicatePriceBookVersionError(
+                f"the built-in price book's version {book.version!r} is a stored version's; "
+                "give the file a version of its own"
+            )
+        if self._prices.remember_builtin(book, at=self._clock.now()) != book:
+            raise DuplicatePriceBookVersionError(
+                f"the built-in price book changed but its version {book.version!r} did not: "
+                "jobs already priced under it would read the new prices; give it a new version"
+            )
 
     def validate(self, doc: Mapping[str, Any]) -> list[str]:
         """Every problem with ``doc`` (empty when it is a valid price book)."""

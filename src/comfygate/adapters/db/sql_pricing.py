@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.tables_ledger import accounts
+from comfygate.adapters.db.tables_pricing import builtin_price_books, quote_locks
 from comfygate.adapters.db.tables_pricing import price_book_versions as pbv
-from comfygate.adapters.db.tables_pricing import quote_locks
 from comfygate.domain.errors import DuplicatePriceBookVersionError
 from comfygate.domain.pricing import BreakdownLine, Price, PriceBook
 from comfygate.domain.pricing_document import parse_toml, price_book_to_document
@@ -130,7 +130,7 @@ class SqlPriceBookRepository:
             return None if row is None else self._record(conn, *row)
 
     def add(self, record: PriceBookRecord) -> None:
-        document = json.dumps(price_book_to_document(record.book), ensure_ascii=False)
+        document = _document(record.book)
         values = {
             "version": record.book.version,
             "account_id": record.account_id,
@@ -156,6 +156,28 @@ class SqlPriceBookRepository:
         with read_only(self.engine.connect()) as conn:
             rows = conn.execute(sa.select(*_META).where(owner).order_by(*_ORDER)).all()
             return [self._record(conn, *row) for row in rows]
+
+    def remember_builtin(self, book: PriceBook, *, at: datetime) -> PriceBook:
+        recorded = self.builtin(book.version)
+        if recorded is not None:
+            return recorded
+        row = {"version": book.version, "document": _document(book), "first_used_at": at}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(builtin_price_books.insert(), row)
+        except sa.exc.IntegrityError:  # another process recorded it first: theirs
+            recorded = self.builtin(book.version)
+            assert recorded is not None
+            return recorded
+        return book
+
+    def builtin(self, version: str) -> PriceBook | None:
+        query = sa.select(builtin_price_books.c.document).where(
+            builtin_price_books.c.version == version
+        )
+        with read_only(self.engine.connect()) as conn:
+            document = conn.execute(query).scalar_one_or_none()
+        return None if document is None else parse_price_book(json.loads(document))
 
     def _record(
         self,
@@ -277,3 +299,8 @@ def _account_exists(engine: Engine, account_id: str) -> bool:
     query = sa.select(accounts.c.id).where(accounts.c.id == account_id)
     with read_only(engine.connect()) as conn:
         return conn.execute(query).first() is not None
+
+
+def _document(book: PriceBook) -> str:
+    """A book as it is stored: its document, as JSON with sorted keys."""
+    return json.dumps(price_book_to_document(book), ensure_ascii=False, sort_keys=True)

@@ -29,6 +29,17 @@ price_book_versions = sa.Table(
     sa.Index("ix_price_book_versions_account_effective", "account_id", "effective_at"),
 )
 
+builtin_price_books = sa.Table(
+    "builtin_price_books",
+    metadata,
+    sa.Column("version", sa.String(VERSION_LENGTH), primary_key=True),
+    sa.Column("document", Document, nullable=False),
+    sa.Column("first_used_at", UtcDateTime, nullable=False),
+)
+"""Every built-in default book (a file, not a database version) this database has been
+priced by, as it was: so a quote or a job names a version whose prices can be read
+back, and a file edited without a new version is caught at start."""
+
 quote_locks = sa.Table(
     "quote_locks",
     metadata,
