@@ -176,3 +176,13 @@ def test_human_output_reads_as_sentences(cli: Any, tmp_path: Path) -> None:
         "1 drift(s):",
         f"  {account}: available is 1007, the postings say 1000",
     ]
+
+
+def test_a_bad_time_is_named_before_any_database_is_opened() -> None:
+    """Once parsed in the command body: behind an unreachable database, its traceback."""
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/comfygate"
+    done = CliRunner().invoke(
+        main, ["--database", url, "grant", "acct_x", "10", "--expires-at", "notadate"]
+    )
+    assert done.exit_code == 2
+    assert "Invalid value for '--expires-at': 'notadate' is not an ISO-8601 time" in done.stderr

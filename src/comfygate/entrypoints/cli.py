@@ -84,19 +84,6 @@ def fail(error: ComfygateError) -> NoReturn:
     sys.exit(1)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """ISO-8601 with a UTC offset (``Z`` allowed); naive times are refused."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"not an ISO-8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise click.BadParameter(f"give a UTC offset, e.g. {value}+08:00 or {value}Z")
-    return parsed
-
-
 def _first_line(error: BaseException) -> str:
     cause = getattr(error, "orig", None) or error
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,8 @@ import click
 import sqlalchemy as sa
 
 from comfygate.domain.ids import new_id
-from comfygate.entrypoints.cli import app, emit, parse_time, to_jsonable
+from comfygate.entrypoints.cli import app, emit, to_jsonable
+from comfygate.entrypoints.cli_options import iso_time
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -70,7 +72,9 @@ def accounts_create(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.command("grant")
 @click.argument("account")
 @click.argument("tokens", type=int)
-@click.option("--expires-at", help="ISO-8601 with offset; never expires if omitted.")
+@click.option(
+    "--expires-at", callback=iso_time, metavar="ISO", help="with an offset; none: never expires"
+)
 @click.option(
     "--source",
     default="promotion",
@@ -85,7 +89,7 @@ def grant_cmd(
     ctx: click.Context,
     account: str,
     tokens: int,
-    expires_at: str | None,
+    expires_at: datetime | None,
     source: str,
     priority: int,
     idempotency_key: str | None,
@@ -97,7 +101,7 @@ def grant_cmd(
         amount=tokens,
         source=source,
         priority=priority,
-        expires_at=parse_time(expires_at),
+        expires_at=expires_at,
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
     if not receipt.replayed:

@@ -25,6 +25,7 @@ from comfygate.domain.pricing_document import parse_toml, price_book_to_document
 from comfygate.domain.pricing_options import plain
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import validate_price_book
+from comfygate.entrypoints.cli_options import iso_time
 from comfygate.services.quoting import PriceBookRecord, PricingServices
 
 ServicesFactory = Callable[[click.Context], PricingServices]
@@ -53,19 +54,6 @@ def _domain_errors() -> Iterator[None]:
         raise DomainFailure(exc) from exc
 
 
-def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """Parse an ISO-8601 time with a UTC offset (``2024-05-01T23:30+08:00``, ``...Z``)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO-8601 time") from None
-    if parsed.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no UTC offset (add +08:00 or Z)")
-    return parsed
-
-
 def _request_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options describing one request to price (shared by quote and simulate)."""
     decorators = [
@@ -74,7 +62,7 @@ def _request_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--height", type=int, required=True, help="image height in pixels"),
         click.option("--upscale", help="shorthand for --option upscale=F"),
         click.option("--option", "extra", multiple=True, metavar="NAME=VALUE"),
-        click.option("--at", callback=_iso_time, metavar="ISO", help="price at this time; no lock"),
+        click.option("--at", callback=iso_time, metavar="ISO", help="price at this time; no lock"),
         click.option("--account", help="price for this account (overrides, own book)"),
         click.option("--json", "as_json", is_flag=True, help="print JSON"),
     ]
@@ -215,7 +203,7 @@ def _price_books(build_services: ServicesFactory) -> click.Group:
 
     @books.command("show")
     @click.option("--account", help="the book that prices this account's requests")
-    @click.option("--at", callback=_iso_time, metavar="ISO", help="book in effect then")
+    @click.option("--at", callback=iso_time, metavar="ISO", help="book in effect then")
     @click.option("--history", is_flag=True, help="every stored version, newest first")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     @click.pass_context
@@ -237,7 +225,7 @@ def _price_books(build_services: ServicesFactory) -> click.Group:
 
     @books.command("activate")
     @file_arg
-    @click.option("--effective-at", callback=_iso_time, metavar="ISO", help="default: now")
+    @click.option("--effective-at", callback=iso_time, metavar="ISO", help="default: now")
     @click.option("--account", help="make FILE this account's own (enterprise) book")
     @click.pass_context
     def activate(
