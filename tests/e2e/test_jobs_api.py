@@ -185,16 +185,20 @@ def test_idempotency_key_replays_the_first_answer(tmp_path: Path) -> None:
     async def scenario() -> list[httpx.Response]:
         async with running_app(container) as client:
             first = await submit(client, customer, png_bytes(seed=1), headers=key)
-            retry = await submit(client, customer, png_bytes(seed=1), headers=key)
+            retry = await submit(client, customer, png_bytes(seed=1), headers=key, upscale="1.0")
             other = await submit(client, customer, png_bytes(seed=2), headers=key)
+            # Once a silent replay of the first (upscale 1, 10 tokens): other options.
+            upscaled = await submit(client, customer, png_bytes(seed=1), headers=key, upscale="4")
             await finished(client, customer, first.json()["id"])
-            return [first, retry, other]
+            return [first, retry, other, upscaled]
 
     try:
-        first, retry, other = run(scenario)
+        first, retry, other, upscaled = run(scenario)
         assert first.status_code == 202 and retry.status_code == 202
-        assert retry.json()["id"] == first.json()["id"]
-        assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+        assert retry.json()["id"] == first.json()["id"]  # upscale 1.0 is the default, 1
+        for refused in (other, upscaled):
+            assert refused.status_code == 409
+            assert refused.json()["code"] == "idempotency_conflict"
         assert job_rows(container, customer.account_id) == 1
         balance = container.accounts.balance(account_id=customer.account_id)
         assert balance.available == 90

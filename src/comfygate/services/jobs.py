@@ -138,7 +138,7 @@ class JobSubmission:
         account_id = principal.account_id
         key = request.idempotency_key
         if key is not None and (earlier := self._store.by_idempotency_key(account_id, key)):
-            return _replay(earlier, upload, request)
+            return self._replay(earlier, upload, request)
         price, quote_id = self._price(account_id, info, request)
         if request.capability not in self._served():
             raise WorkerUnavailableError(
@@ -176,10 +176,32 @@ class JobSubmission:
                     # Another process stored a job under this key first.
                     earlier = self._store.by_idempotency_key(account_id, key or "")
                     if earlier is not None:
-                        return _replay(earlier, upload, request)
+                        return self._replay(earlier, upload, request)
                 raise
         self._after_accept(job)
         return SubmitOutcome(job)
+
+    def _replay(self, earlier: Job, upload: ReceivedFile, request: SubmitRequest) -> SubmitOutcome:
+        """The first answer to this key, if this is the same submission: the same image,
+        capability and options (read by the book that priced the first)."""
+        options = self._quotes.canonical_options(
+            earlier.price_book_version,
+            request.capability,
+            request.options,
+            account_id=earlier.account_id,
+        )
+        if (
+            earlier.sha256 != upload.sha256
+            or earlier.capability != request.capability
+            or options is None
+            or options_key(options) != earlier.options_key
+        ):
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was used for a different submission",
+                idempotency_key=request.idempotency_key,
+                job_id=earlier.id,
+            )
+        return SubmitOutcome(earlier, replayed=True)
 
     def _price(
         self, account_id: str, info: ImageInfo, request: SubmitRequest
@@ -311,16 +333,6 @@ class JobSubmission:
 def earlier_state(job: Job) -> DedupCandidate:
     """The facts about an earlier job the duplicate rule looks at."""
     return DedupCandidate(job.state, job.created_at, job.result_available)
-
-
-def _replay(earlier: Job, upload: ReceivedFile, request: SubmitRequest) -> SubmitOutcome:
-    if earlier.sha256 != upload.sha256 or earlier.capability != request.capability:
-        raise IdempotencyConflictError(
-            "this Idempotency-Key was used for a different submission",
-            idempotency_key=request.idempotency_key,
-            job_id=earlier.id,
-        )
-    return SubmitOutcome(earlier, replayed=True)
 
 
 def _parse_time(value: str) -> datetime:

@@ -231,16 +231,28 @@ class QuoteService:
     def _canonical(
         self, quote: Quote, capability: str, options: Mapping[str, object] | None
     ) -> dict[str, JsonScalar] | None:
-        """``options`` as the quote recorded them (defaults filled, per the book version
-        that priced it); None when they cannot be this quote's."""
+        """``options`` as the quote recorded them; None when they cannot be its."""
         if capability != quote.price.capability:
             return None
+        return self.canonical_options(
+            quote.price_book_version, capability, options, account_id=quote.price.account_id
+        )
+
+    def canonical_options(
+        self,
+        version: str,
+        capability: str,
+        options: Mapping[str, object] | None,
+        *,
+        account_id: str | None,
+    ) -> dict[str, JsonScalar] | None:
+        """``options`` as a request priced by book ``version`` recorded them (defaults
+        filled, values normalised); None when that book would refuse them."""
         try:
-            book = self._books.version(quote.price_book_version)
+            book = self._books.version(version)
         except PriceBookNotFoundError:
-            # A built-in default replaced since (it lives in a file, not the database):
-            # the request is read by the book in force now; the price stays the quote's.
-            account_id = quote.price.account_id
+            # A built-in default replaced before this database recorded it: the request
+            # is read by the book in force now (a price, if any, stays as recorded).
             book = self._books.active(account_id=account_id, at=self._clock.now()).book
         cap = book.capabilities.get(capability)
         if cap is None:
