@@ -39,9 +39,13 @@ def test_grants_are_idempotent_by_header_and_audited(gw: Gateway) -> None:
     grants = [e for e in audit if e["action"] == "ledger.grant"]
     assert len(grants) == 1 and grants[0]["details"]["tokens"] == 50
     missing = gw.client.post(
-        "/v1/admin/accounts/acct_nope/grants", json={"tokens": 1}, headers=gw.operator
+        "/v1/admin/accounts/acct_nope/grants", json={"tokens": 1}, headers=headers
     )
     assert missing.status_code == 404
+    # Without a key a retry would grant again (once it did: a random key each time).
+    keyless = gw.client.post(url, json={"tokens": 100}, headers=gw.operator)
+    assert keyless.status_code == 422 and keyless.json()["code"] == "invalid_input"
+    assert gw.client.get("/v1/balance", headers=acme.user).json()["available"] == 50
 
 
 def test_statement_pages_with_a_cursor(gw: Gateway) -> None:

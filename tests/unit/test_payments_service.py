@@ -252,14 +252,38 @@ def test_webhook_amount_must_match_and_order_must_be_the_providers(parts, clock)
     assert not plans.topups
 
 
-def test_failed_payment_cancels_the_order(parts, clock) -> None:  # type: ignore[no-untyped-def]
-    service, _store, _, _ = parts
+def test_a_failed_attempt_leaves_the_order_payable_and_a_cancel_ends_it(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """A failed card attempt once canceled the order: the customer's next, successful
+    attempt then met 409 and paid for nothing."""
+    service, store, plans, _ = parts
     order = service.create_order(actor=USER, plan="topup-500", provider="acme")
-    body, headers = _webhook(clock, {"id": "e", "order_id": order.id, "status": "failed"})
-    assert (
-        service.handle_webhook(provider="acme", body=body, headers=headers).state
-        is OrderState.CANCELED
+    body, headers = _webhook(clock, {"id": "e1", "order_id": order.id, "status": "failed"})
+    assert service.handle_webhook(provider="acme", body=body, headers=headers).state is (
+        OrderState.PENDING
     )
+    assert ("acme", "e1") in store.events
+    paid = {"id": "e2", "order_id": order.id, "status": "paid", "amount": "19", "currency": "CNY"}
+    body, headers = _webhook(clock, paid)
+    assert service.handle_webhook(provider="acme", body=body, headers=headers).state is (
+        OrderState.PAID
+    )
+    assert len(plans.topups) == 1
+    other = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    body, headers = _webhook(clock, {"id": "e3", "order_id": other.id, "status": "canceled"})
+    assert service.handle_webhook(provider="acme", body=body, headers=headers).state is (
+        OrderState.CANCELED
+    )
+
+
+def test_a_paid_notice_must_say_what_was_paid(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """One without an amount and currency once granted 2,000 tokens."""
+    service, _store, plans, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    for i, event in enumerate(({"status": "paid"}, {"status": "paid", "amount": "19"})):
+        body, headers = _webhook(clock, {"id": f"e{i}", "order_id": order.id, **event})
+        with pytest.raises(PaymentMismatchError):
+            service.handle_webhook(provider="acme", body=body, headers=headers)
+    assert not plans.topups
 
 
 def test_webhook_body_must_be_a_notice(clock) -> None:  # type: ignore[no-untyped-def]

@@ -254,18 +254,22 @@ class PaymentService:
         if notice.status == "paid":
             self._check_amount(order, notice)
             order = self.confirm(order_id=order.id, actor=actor, provider_ref=notice.provider_ref)
-        elif notice.status in ("failed", "canceled") and order.state is OrderState.PENDING:
+        elif notice.status == "canceled" and order.state is OrderState.PENDING:
             order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
+        # A "failed" attempt leaves the order pending: the customer may pay it yet.
         self._store.record_event(notice, self._clock.now())
         return order
 
     @staticmethod
     def _check_amount(order: Order, notice: PaymentNotice) -> None:
         try:
-            same_amount = notice.amount is None or Decimal(notice.amount) == Decimal(order.amount)
+            # A paid notice must say what was paid: one that does not cannot be matched.
+            same_amount = notice.amount is not None and Decimal(notice.amount) == Decimal(
+                order.amount
+            )
         except InvalidOperation:
             same_amount = False
-        same_currency = notice.currency is None or notice.currency == order.currency
+        same_currency = notice.currency == order.currency
         if not (same_amount and same_currency):
             raise PaymentMismatchError(
                 f"paid {notice.amount} {notice.currency}, order is {order.amount} {order.currency}",

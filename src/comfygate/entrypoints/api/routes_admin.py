@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 
-from comfygate.domain.ids import new_id
+from comfygate.domain.errors import InvalidInputError
 from comfygate.entrypoints.api.deps import AdminDep, ContainerDep, OperatorDep, PrincipalDep
 from comfygate.entrypoints.api.routes_account import statement_page, subscribe_account
 from comfygate.entrypoints.api.schemas import (
@@ -170,7 +170,13 @@ def grant(
     principal: OperatorDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> GrantOut:
-    key = body.idempotency_key or idempotency_key or new_id("api")
+    key = body.idempotency_key or idempotency_key
+    if not key:  # a retry without one would grant again
+        raise InvalidInputError(
+            "a grant needs an Idempotency-Key header (or idempotency_key): a retry with the "
+            "same key grants once",
+            field="idempotency_key",
+        )
     receipt = container.ledger.grant(
         account_id=account_id,
         amount=body.tokens,
