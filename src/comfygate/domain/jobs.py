@@ -111,10 +111,15 @@ def blocks_resubmission(earlier: DedupCandidate, *, now: datetime, window_s: int
     return earlier.created_at >= now - timedelta(seconds=window_s)
 
 
+TIMEOUT_GRACE_S = 10.0
+"""How much later than the engine's own timeout the run's guard fires."""
+
+
 def hold_ttl_s(*, job_timeout_s: float, queue_allowance_s: int) -> int:
-    """A hold lifetime that outlives every attempt of the job plus its time in queue,
-    so a hold can never expire under a job that is still allowed to run."""
-    return int(job_timeout_s * MAX_ATTEMPTS) + queue_allowance_s
+    """A hold lifetime that outlives every attempt of the job (its guard's grace
+    included) plus its time in queue, so a hold can never expire under a job that is
+    still allowed to run."""
+    return int((job_timeout_s + TIMEOUT_GRACE_S) * MAX_ATTEMPTS) + queue_allowance_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 
 from comfygate.domain.errors import JobTimeoutError
+from comfygate.domain.jobs import TIMEOUT_GRACE_S
 from comfygate.services.engines import Engine, EngineJob, EngineResult, ProgressCallback
 from comfygate.services.events import JobEvents
 from comfygate.services.job_ports import Job, ResultStorage
-
-TIMEOUT_GRACE_S = 10.0
-"""How much later than the engine's own timeout the guard fires."""
 
 
 def engine_job(job: Job, storage: ResultStorage, *, timeout_s: float) -> EngineJob:
