@@ -88,35 +88,43 @@ def test_parallel_submits_accept_exactly_the_affordable_ones(
 
 @pytest.mark.timeout(240)
 def test_parallel_submits_of_one_image_make_one_job(database_url: str, tmp_path: Path) -> None:
-    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    """Through several gateways: each once checked for a duplicate under a lock of its
+    own process only, and the same photo was charged once per gateway."""
+    data_dir = tmp_path / "data"
+    containers = [build(database_url, data_dir, engines=[FakeEngine()]) for _ in range(GATEWAYS)]
+    container = containers[0]
     account_id = container.ledger.open_account(name="dup")
     container.ledger.grant(
         account_id=account_id, amount=100, source="promotion", idempotency_key="dup-grant"
     )
     principal = Principal(account_id, "user_dup", Role.ADMIN, "key_dup")
     image = png_bytes(seed=99)
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(SUBMISSIONS)
 
-    def attempt(_: int) -> SubmitOutcome:
+    def attempt(i: int) -> SubmitOutcome:
+        gateway = containers[i % GATEWAYS]
         upload = receive_upload_sync(
-            io.BytesIO(image), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+            io.BytesIO(image), dest_dir=gateway.jobs.upload_dir, max_bytes=10**6
         )
         barrier.wait()
-        return container.jobs.submission.submit(
+        return gateway.jobs.submission.submit(
             principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
         )
 
     try:
-        with ThreadPoolExecutor(8) as pool:
-            outcomes = list(pool.map(attempt, range(8)))
+        with ThreadPoolExecutor(SUBMISSIONS) as pool:
+            outcomes = list(pool.map(attempt, range(SUBMISSIONS)))
         (original,) = [o for o in outcomes if o.duplicate_of is None]
         assert all(o.duplicate_of == original.job.id for o in outcomes if o is not original)
         assert job_rows(container, account_id) == 1
         balance = container.accounts.balance(account_id=account_id)
         assert (balance.available, balance.held) == (100 - PRICE, PRICE)
-        assert list((tmp_path / "data" / "tmp").iterdir()) == []
+        assert container.accounts.reconcile().ok
+        assert list((data_dir / "tmp").iterdir()) == []
+        assert len(stored_files(data_dir)) == 1
     finally:
-        container.close()
+        for gateway in containers:
+            gateway.close()
 
 
 @pytest.mark.timeout(240)
@@ -145,3 +153,35 @@ def test_parallel_vip_submits_through_several_gateways_keep_the_fair_use_limit(
     finally:
         for container in containers:
             container.close()
+
+
+def test_a_user_key_is_never_handed_another_users_job_as_a_duplicate(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Bob once got Alice's job (which he may not see) for the same photo, and was
+    blocked for the whole window. An admin key sees, and so dedups against, both."""
+    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    account_id = container.ledger.open_account(name="two users")
+    container.ledger.grant(account_id=account_id, amount=100, source="promotion",
+                           idempotency_key="g")  # fmt: skip
+    alice = Principal(account_id, "user_alice", Role.USER, "key_alice")
+    bob = Principal(account_id, "user_bob", Role.USER, "key_bob")
+    admin = Principal(account_id, "user_admin", Role.ADMIN, "key_admin")
+
+    def submit(principal: Principal) -> SubmitOutcome:
+        upload = receive_upload_sync(
+            io.BytesIO(png_bytes(seed=7)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        return container.jobs.submission.submit(
+            principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+        )
+
+    try:
+        first = submit(alice)
+        own = submit(bob)
+        assert own.duplicate_of is None and own.job.user_id == "user_bob"
+        assert submit(bob).duplicate_of == own.job.id
+        assert submit(admin).duplicate_of in {first.job.id, own.job.id}
+        assert container.accounts.balance(account_id=account_id).held == 2 * PRICE
+    finally:
+        container.close()

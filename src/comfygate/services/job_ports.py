@@ -9,7 +9,7 @@ win.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -144,6 +144,7 @@ class JobStore(Protocol):
         audit: AuditEntry | None = None,
         *,
         max_active: int | None = None,
+        duplicate_of: Callable[[Sequence[Job]], Job | None] | None = None,
     ) -> Job:
         """Insert a new job, its first event and ``audit`` in one transaction.
 
@@ -151,7 +152,9 @@ class JobStore(Protocol):
         ``job.idempotency_key`` (the caller then loads that one), and
         ``ConcurrencyLimitError`` if ``max_active`` is given and the account already has
         that many active jobs (counted under the account's lock, so gateways that
-        submit at the same moment cannot all pass).
+        submit at the same moment cannot all pass). Under the same lock,
+        ``duplicate_of`` is asked about the account's earlier jobs with this job's
+        image, capability and options; ``DuplicateSubmission`` carries the one it names.
         """
         ...
 
@@ -336,3 +339,11 @@ class NullJobMetrics:
 
     def inference(self, capability: str, engine: str, seconds: float) -> None:
         return None
+
+
+class DuplicateSubmission(Exception):
+    """The job being stored duplicates ``job``, stored by another gateway meanwhile."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job

@@ -11,7 +11,7 @@ is deleted on every path that does not adopt it into the job's folder.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,8 +33,15 @@ from comfygate.domain.pricing import Price
 from comfygate.services.audit import AuditEntry, AuditLog
 from comfygate.services.clock import Clock
 from comfygate.services.events import JobEvents
-from comfygate.services.identity_types import Principal
-from comfygate.services.job_ports import ImageInspector, Job, JobMetrics, JobStore, ResultStorage
+from comfygate.services.identity_types import Principal, Role
+from comfygate.services.job_ports import (
+    DuplicateSubmission,
+    ImageInspector,
+    Job,
+    JobMetrics,
+    JobStore,
+    ResultStorage,
+)
 from comfygate.services.ledger import HoldReceipt, LedgerService
 from comfygate.services.plans import Entitlement, PlanService
 from comfygate.services.quoting import QuoteService
@@ -147,9 +154,13 @@ class JobSubmission:
         okey = options_key(price.options)
         # One submission per account at a time in this process: the duplicate check
         # and the fair-use count must see the previous submission's job row.
+        duplicate_of = self._duplicate_rule(principal)
         with self._account_lock(account_id):
-            duplicate = self._duplicate(account_id, upload.sha256, request.capability, okey)
-            if duplicate is not None:
+            candidates = self._store.find_duplicates(
+                account_id=account_id, sha256=upload.sha256, capability=request.capability,
+                options_key=okey,
+            )  # fmt: skip
+            if (duplicate := duplicate_of(candidates)) is not None:
                 return SubmitOutcome(duplicate, duplicate_of=duplicate.id)
             entitlement = self._plans.entitlement(account_id=account_id)
             if entitlement is not None:
@@ -161,7 +172,7 @@ class JobSubmission:
                 max_active = entitlement.max_concurrent_jobs if entitlement else None
                 job = self._store_job(
                     job_id, principal, upload, info, price, hold, quote_id, okey, key, tier,
-                    max_active,
+                    max_active, duplicate_of,
                 )  # fmt: skip
             except BaseException as failure:
                 # This attempt's hold goes back: the job row, unique per key, is what a
@@ -172,6 +183,8 @@ class JobSubmission:
                     idempotency_key=f"{job_id}:release",
                     reason="submit_failed",
                 )
+                if isinstance(failure, DuplicateSubmission):  # another gateway's, just now
+                    return SubmitOutcome(failure.job, duplicate_of=failure.job.id)
                 if isinstance(failure, IdempotencyConflictError):
                     # Another process stored a job under this key first.
                     earlier = self._store.by_idempotency_key(account_id, key or "")
@@ -225,16 +238,23 @@ class JobSubmission:
         )
         return price, None
 
-    def _duplicate(self, account_id: str, sha256: str, capability: str, okey: str) -> Job | None:
-        now = self._clock.now()
-        for earlier in self._store.find_duplicates(
-            account_id=account_id, sha256=sha256, capability=capability, options_key=okey
-        ):
-            if blocks_resubmission(
-                earlier_state(earlier), now=now, window_s=self._policy.dedup_window_s
-            ):
-                return earlier
-        return None
+    def _duplicate_rule(self, principal: Principal) -> Callable[[Sequence[Job]], Job | None]:
+        """Which of the earlier jobs with the same image, capability and options this
+        submission duplicates: one the submitter can see (a user key sees its own user's
+        jobs only) that still blocks a resubmission."""
+
+        def duplicate_of(earlier: Sequence[Job]) -> Job | None:
+            now = self._clock.now()
+            for job in earlier:
+                visible = principal.role is not Role.USER or job.user_id == principal.user_id
+                state = earlier_state(job)
+                if visible and blocks_resubmission(
+                    state, now=now, window_s=self._policy.dedup_window_s
+                ):
+                    return job
+            return None
+
+        return duplicate_of
 
     def _check_fair_use(self, account_id: str, entitlement: Entitlement) -> None:
         active = self._store.count_active(account_id)
@@ -277,6 +297,7 @@ class JobSubmission:
         key: str | None,
         tier: Tier,
         max_active: int | None,
+        duplicate_of: Callable[[Sequence[Job]], Job | None],
     ) -> Job:
         input_name = self._storage.adopt_input(job_id, upload.path, suffix=info.format.value)
         job = Job(
@@ -308,7 +329,8 @@ class JobSubmission:
         first = self._events.first_event(
             job_id, "queued", {"tokens": job.tokens, "list_tokens": job.list_tokens}
         )
-        self._store.add(job, first, self._hold_entry(principal, job), max_active=max_active)
+        entry = self._hold_entry(principal, job)
+        self._store.add(job, first, entry, max_active=max_active, duplicate_of=duplicate_of)
         self._events.announce(first)
         return job
 

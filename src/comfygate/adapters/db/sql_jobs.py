@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,13 @@ from comfygate.domain.errors import (
 )
 from comfygate.domain.jobs import TERMINAL_STATES, JobState
 from comfygate.services.audit import AuditEntry
-from comfygate.services.job_ports import Job, JobEvent, UsageEvent, UsageTotals
+from comfygate.services.job_ports import (
+    DuplicateSubmission,
+    Job,
+    JobEvent,
+    UsageEvent,
+    UsageTotals,
+)
 
 _JSON_FIELDS = frozenset({"options", "breakdown", "result_metadata"})
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
@@ -153,13 +159,20 @@ class SqlJobStore:
         audit: AuditEntry | None = None,
         *,
         max_active: int | None = None,
+        duplicate_of: Callable[[Sequence[Job]], Job | None] | None = None,
     ) -> Job:
         try:
             with self.engine.begin() as conn:
-                if max_active is not None:
+                if max_active is not None or duplicate_of is not None:
                     # The account's balance row, as the ledger locks it (on SQLite the
-                    # write transaction itself): one fair-use count at a time.
+                    # write transaction itself): one gateway's submission at a time sees
+                    # the jobs the others stored.
                     conn.execute(_LOCK_ACCOUNT, {"account_id": job.account_id})
+                if duplicate_of is not None:
+                    earlier = conn.execute(_DUPLICATES, _duplicate_key(job))
+                    if (duplicate := duplicate_of([_job(r) for r in earlier])) is not None:
+                        raise DuplicateSubmission(duplicate)
+                if max_active is not None:
                     active = conn.execute(_COUNT_ACTIVE, {"account_id": job.account_id})
                     if (count := int(active.scalar_one())) >= max_active:
                         raise ConcurrencyLimitError(
@@ -195,13 +208,8 @@ class SqlJobStore:
     def find_duplicates(
         self, *, account_id: str, sha256: str, capability: str, options_key: str
     ) -> list[Job]:
-        params = {
-            "account_id": account_id,
-            "sha256": sha256,
-            "capability": capability,
-            "options_key": options_key,
-        }
-        return [_job(r) for r in self._read(_DUPLICATES, params)]
+        key = {"account_id": account_id, "sha256": sha256, "capability": capability}
+        return [_job(r) for r in self._read(_DUPLICATES, {**key, "options_key": options_key})]
 
     def count_active(self, account_id: str) -> int:
         return int(self._read(_COUNT_ACTIVE, {"account_id": account_id})[0][0])
@@ -368,3 +376,12 @@ def _event_row(event: JobEvent) -> dict[str, Any]:
 
 def _usage_row(usage: UsageEvent) -> dict[str, Any]:
     return {f.name: getattr(usage, f.name) for f in fields(UsageEvent)}
+
+
+def _duplicate_key(job: Job) -> dict[str, str]:
+    return {
+        "account_id": job.account_id,
+        "sha256": job.sha256,
+        "capability": job.capability,
+        "options_key": job.options_key,
+    }
