@@ -226,6 +226,8 @@ def test_subscriptions_grant_once_per_period(container: Container, clock: FakeCl
     first = c.plans.subscribe(account_id=acct, plan="monthly")
     again = c.plans.subscribe(account_id=acct, plan="monthly")
     assert first.lot_id == again.lot_id
+    # What this call granted: once the replay, too, said 1,000 (an order showed them).
+    assert (first.tokens_granted, again.tokens_granted) == (1000, 0)
     assert balance(c, acct) == (1000, 0)
     nxt = c.plans.renew(account_id=acct, plan="monthly")
     c.plans.renew(account_id=acct, plan="monthly")

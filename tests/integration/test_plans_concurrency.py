@@ -62,3 +62,26 @@ def test_one_paid_order_confirmed_twice_at_once_grants_once(
     assert {o.state.value for o in confirmed} == {"paid"}
     assert container.ledger_store.balance(account).available == 10_000  # type: ignore[union-attr]
     assert container.accounts.reconcile().ok
+
+
+def test_a_confirm_whose_grant_fails_leaves_the_order_pending_and_payable(
+    container: bootstrap.Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = container.ledger.open_account(name="flaky")
+    buyer = Principal(account, "usr_flaky", Role.ADMIN, "key_flaky")
+    order = container.payments.create_order(actor=buyer, plan="topup-500")
+    real = container.plans.buy_topup
+
+    def down(**_: Any) -> Any:
+        raise RuntimeError("the ledger went away")
+
+    monkeypatch.setattr(container.plans, "buy_topup", down)
+    with pytest.raises(RuntimeError):
+        container.payments.confirm(order_id=order.id, actor="operator")
+    assert container.payments.order(order_id=order.id, actor="operator").state.value == "pending"
+    monkeypatch.setattr(container.plans, "buy_topup", real)
+    paid = container.payments.confirm(order_id=order.id, actor="operator")
+    assert paid.state.value == "paid" and paid.grant is not None
+    stored = container.payments.order(order_id=order.id, actor="operator")
+    assert stored.grant == paid.grant
+    assert container.ledger_store.balance(account).available == 500  # type: ignore[union-attr]

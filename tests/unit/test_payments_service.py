@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,13 +53,33 @@ class FakeOrderStore:
     def list(
         self, *, account_id: str | None, state: str | None, limit: int, before: str | None
     ) -> list[Order]:
-        found = [o for o in self.orders.values() if account_id in (None, o.account_id)]
+        found = [
+            o
+            for o in self.orders.values()
+            if account_id in (None, o.account_id) and state in (None, o.state.value)
+        ]
         return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
 
     def settle(self, order: Order) -> bool:
         if self.orders[order.id].state is not OrderState.PENDING:
             return False
         self.orders[order.id] = order
+        return True
+
+    def record_grant(self, order: Order) -> bool:
+        stored = self.orders[order.id]
+        if stored.state is not OrderState.PAID or stored.grant is not None:
+            return False
+        self.orders[order.id] = order
+        return True
+
+    def reopen(self, order: Order) -> bool:
+        stored = self.orders[order.id]
+        if stored.state is not OrderState.PAID or stored.grant is not None:
+            return False
+        self.orders[order.id] = replace(
+            stored, state=OrderState.PENDING, paid_at=None, provider_ref=None
+        )
         return True
 
     def paid_until(self, account_id: str, plan: str) -> datetime | None:
@@ -84,8 +105,10 @@ class FakePlans:
         self.clock = clock
         self.topups: dict[str, int] = {}
         self.subscribed: list[tuple[str, str]] = []
+        self.while_granting: Callable[[], None] = lambda: None
 
     def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
+        self.while_granting()  # what another request does meanwhile
         self.topups.setdefault(idempotency_key, self.catalog.get(plan).tokens)
         now = self.clock.now()
         return SubscriptionReceipt(
@@ -164,6 +187,12 @@ def test_a_running_paid_subscription_cannot_be_ordered_again(parts, clock) -> No
         service.create_order(actor=USER, plan="monthly")
     service.create_order(actor=USER, plan="topup-500")  # top-ups stack
     clock.advance(days=31)
+    pending = service.create_order(actor=USER, plan="monthly")
+    # Two pending orders for one period: once both were paid, and the second took the
+    # money for nothing.
+    with pytest.raises(OrderStateError, match="pending already"):
+        service.create_order(actor=USER, plan="monthly")
+    service.cancel(order_id=pending.id, actor=USER)
     service.create_order(actor=USER, plan="monthly")
 
 
@@ -304,3 +333,39 @@ def test_secret_rotation_accepts_either_signature(clock) -> None:  # type: ignor
     header = f"{sign(SECRET, raw, stamp)},v1={old}"
     notice = provider.verify(body=raw, headers={"Comfygate-Signature": header}, now=clock.now())
     assert replace(notice, provider="x").order_id == "o"
+
+
+def test_a_cancel_racing_a_confirm_never_leaves_tokens_on_a_canceled_order(parts) -> None:  # type: ignore[no-untyped-def]
+    """Confirm granted, then tried pending -> paid: a cancel in between won, and the
+    canceled order kept its tokens. The order is now claimed before the grant."""
+    service, store, plans, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500")
+    refused: list[Exception] = []
+
+    def cancel_meanwhile() -> None:
+        try:
+            service.cancel(order_id=order.id, actor=USER)
+        except OrderStateError as exc:
+            refused.append(exc)
+
+    plans.while_granting = cancel_meanwhile
+    paid = service.confirm(order_id=order.id, actor=OPERATOR)
+    assert paid.state is OrderState.PAID and paid.grant is not None
+    assert len(refused) == 1 and len(plans.topups) == 1
+    assert store.orders[order.id].grant == paid.grant
+
+
+def test_a_grant_that_fails_gives_the_claim_back(parts) -> None:  # type: ignore[no-untyped-def]
+    service, store, plans, _ = parts
+    order = service.create_order(actor=USER, plan="topup-500")
+
+    def fail() -> None:
+        raise RuntimeError("the ledger went away")
+
+    plans.while_granting = fail
+    with pytest.raises(RuntimeError):
+        service.confirm(order_id=order.id, actor=OPERATOR)
+    assert store.orders[order.id].state is OrderState.PENDING and not plans.topups
+    plans.while_granting = lambda: None
+    assert service.confirm(order_id=order.id, actor=OPERATOR).state is OrderState.PAID
+    assert len(plans.topups) == 1

@@ -95,6 +95,14 @@ class OrderStore(Protocol):
         """Move a pending order to ``order.state`` (with its fields); False if not pending."""
         ...
 
+    def record_grant(self, order: Order) -> bool:
+        """Store a paid order's grant; False if it has one already."""
+        ...
+
+    def reopen(self, order: Order) -> bool:
+        """Move a paid order without a grant back to pending (its grant failed)."""
+        ...
+
     def paid_until(self, account_id: str, plan: str) -> datetime | None:
         """The latest period end granted by a paid order for this plan."""
         ...
@@ -152,6 +160,12 @@ class PaymentService:
                 plan=plan,
                 paid_until=until.isoformat(),
             )
+        pending = self._store.list(account_id=account_id, state="pending", limit=500, before=None)
+        if spec.kind != "topup" and any(o.plan == plan for o in pending):
+            # Two paid orders would buy one period: the second would grant nothing.
+            raise OrderStateError(
+                f"an order for plan {plan} is pending already: pay or cancel it first", plan=plan
+            )
         amount, currency = split_price(spec.price)
         order = Order(
             new_id("ord"),
@@ -199,22 +213,35 @@ class PaymentService:
         )
 
     def confirm(self, *, order_id: str, actor: Actor, provider_ref: str | None = None) -> Order:
-        """Grant the order's plan and mark it paid; confirming again changes nothing."""
+        """Mark the order paid, then grant its plan; confirming again changes nothing.
+
+        The order is claimed (pending to paid) before anything is granted, so a cancel
+        racing the confirm either wins before the grant or is refused after the claim;
+        a grant that fails gives the claim back. A confirm that finds the order paid but
+        not yet granted (a concurrent one, or one that died between) grants it: grants
+        are idempotent per order and per plan period.
+        """
         order = self.order(order_id=order_id, actor=actor)
-        if order.state is OrderState.PAID:
-            return order
+        claimed = False
+        if order.state is OrderState.PENDING:
+            claim = replace(
+                order, state=OrderState.PAID, paid_at=self._clock.now(), provider_ref=provider_ref
+            )
+            claimed = self._store.settle(claim)
+            order = claim if claimed else self.order(order_id=order_id, actor=actor)
         if order.state is OrderState.CANCELED:
             raise OrderStateError(f"order {order_id} is canceled", state=order.state.value)
-        grant = self._grant(order)
-        paid = replace(
-            order,
-            state=OrderState.PAID,
-            paid_at=self._clock.now(),
-            provider_ref=provider_ref,
-            grant=grant,
-        )
-        if not self._store.settle(paid):
-            return self.order(order_id=order_id, actor=actor)  # a concurrent confirm won
+        if order.grant is not None:
+            return order
+        try:
+            grant = self._grant(order)
+        except BaseException:
+            if claimed:
+                self._store.reopen(order)
+            raise
+        paid = replace(order, grant=grant)
+        if not self._store.record_grant(paid):
+            return self.order(order_id=order_id, actor=actor)  # a concurrent confirm did
         self._audit.record(
             actor=actor,
             action="orders.confirm",

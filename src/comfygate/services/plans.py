@@ -165,7 +165,7 @@ class PlanService:
             spec.kind,
             period.start,
             period.end,
-            spec.tokens,
+            0 if receipt.replayed else spec.tokens,  # granted by this call, not before
             receipt.lot_id,
             False,
         )

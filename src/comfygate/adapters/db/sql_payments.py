@@ -87,6 +87,36 @@ class SqlOrderStore:
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
 
+    def record_grant(self, order: Order) -> bool:
+        period_end = (order.grant or {}).get("period_end")
+        update = (
+            orders.update()
+            .where(
+                orders.c.id == order.id,
+                orders.c.state == OrderState.PAID.value,
+                orders.c.grant_info.is_(None),
+            )
+            .values(
+                grant_info=json.dumps(dict(order.grant or {})),
+                period_end=None if period_end is None else datetime.fromisoformat(period_end),
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(update).rowcount == 1
+
+    def reopen(self, order: Order) -> bool:
+        update = (
+            orders.update()
+            .where(
+                orders.c.id == order.id,
+                orders.c.state == OrderState.PAID.value,
+                orders.c.grant_info.is_(None),
+            )
+            .values(state=OrderState.PENDING.value, paid_at=None, provider_ref=None)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(update).rowcount == 1
+
     def paid_until(self, account_id: str, plan: str) -> datetime | None:
         query = sa.select(sa.func.max(orders.c.period_end)).where(
             orders.c.account_id == account_id,
