@@ -89,30 +89,16 @@ class SqlOrderStore:
 
     def record_grant(self, order: Order) -> bool:
         period_end = (order.grant or {}).get("period_end")
-        update = (
-            orders.update()
-            .where(
-                orders.c.id == order.id,
-                orders.c.state == OrderState.PAID.value,
-                orders.c.grant_info.is_(None),
-            )
-            .values(
-                grant_info=json.dumps(dict(order.grant or {})),
-                period_end=None if period_end is None else datetime.fromisoformat(period_end),
-            )
+        update = _paid_without_grant(order).values(
+            grant_info=json.dumps(dict(order.grant or {})),
+            period_end=None if period_end is None else datetime.fromisoformat(period_end),
         )
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
 
     def reopen(self, order: Order) -> bool:
-        update = (
-            orders.update()
-            .where(
-                orders.c.id == order.id,
-                orders.c.state == OrderState.PAID.value,
-                orders.c.grant_info.is_(None),
-            )
-            .values(state=OrderState.PENDING.value, paid_at=None, provider_ref=None)
+        update = _paid_without_grant(order).values(
+            state=OrderState.PENDING.value, paid_at=None, provider_ref=None
         )
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
@@ -141,3 +127,12 @@ class SqlOrderStore:
         except sa.exc.IntegrityError:
             return False
         return True
+
+
+def _paid_without_grant(order: Order) -> sa.Update:
+    """An update of ``order`` while it is paid but its grant is not yet stored."""
+    return orders.update().where(
+        orders.c.id == order.id,
+        orders.c.state == OrderState.PAID.value,
+        orders.c.grant_info.is_(None),
+    )
