@@ -13,6 +13,7 @@ import pytest
 
 from comfygate import bootstrap
 from comfygate.config import Settings
+from comfygate.domain.errors import OrderStateError
 from comfygate.services.identity_types import Principal, Role
 
 THREADS = 8
@@ -85,3 +86,15 @@ def test_a_confirm_whose_grant_fails_leaves_the_order_pending_and_payable(
     stored = container.payments.order(order_id=order.id, actor="operator")
     assert stored.grant == paid.grant
     assert container.ledger_store.balance(account).available == 500  # type: ignore[union-attr]
+
+
+def test_a_plan_running_from_an_operator_subscription_cannot_be_ordered(
+    container: bootstrap.Container,
+) -> None:
+    """Once such an order was paid, and its confirm granted nothing: the period ran."""
+    account = container.ledger.open_account(name="subscribed")
+    buyer = Principal(account, "usr_sub", Role.ADMIN, "key_sub")
+    container.plans.subscribe(account_id=account, plan="monthly")  # the operator, by CLI
+    with pytest.raises(OrderStateError, match="runs until"):
+        container.payments.create_order(actor=buyer, plan="monthly")
+    container.payments.create_order(actor=buyer, plan="topup-500")  # top-ups stack

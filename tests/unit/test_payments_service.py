@@ -19,7 +19,7 @@ from comfygate.domain.errors import (
     PaymentMismatchError,
     PaymentProviderNotFoundError,
 )
-from comfygate.domain.plans import PlanCatalog, parse_catalog
+from comfygate.domain.plans import Period, PlanCatalog, parse_catalog
 from comfygate.services.audit import AuditLog
 from comfygate.services.identity_types import Principal, Role
 from comfygate.services.payments import Order, OrderState, PaymentNotice, PaymentService
@@ -114,6 +114,9 @@ class FakePlans:
         return SubscriptionReceipt(
             account_id, plan, "topup", now, now + timedelta(days=365), 500, "lot_1", False
         )
+
+    def period_in_force(self, *, account_id: str, plan: str) -> Period | None:
+        return None  # orders here are the only way in: paid_until says the rest
 
     def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
         self.subscribed.append((account_id, plan))

@@ -160,8 +160,18 @@ class PaymentService:
                 plan=plan,
                 paid_until=until.isoformat(),
             )
+        subscription = spec.kind != "topup"
+        running = (
+            self._plans.period_in_force(account_id=account_id, plan=plan) if subscription else None
+        )
+        if running is not None:  # granted by an operator, say
+            raise OrderStateError(
+                f"plan {plan} runs until {running.end.isoformat()}; order it again after that",
+                plan=plan,
+                paid_until=running.end.isoformat(),
+            )
         pending = self._store.list(account_id=account_id, state="pending", limit=500, before=None)
-        if spec.kind != "topup" and any(o.plan == plan for o in pending):
+        if subscription and any(o.plan == plan for o in pending):
             # Two paid orders would buy one period: the second would grant nothing.
             raise OrderStateError(
                 f"an order for plan {plan} is pending already: pay or cancel it first", plan=plan

@@ -60,6 +60,10 @@ class SubscriptionStore(Protocol):
         """Record an unlimited entitlement for the period (a no-op if there already)."""
         ...
 
+    def periods(self, account_id: str, plan: str) -> list[dp.Period]:
+        """The account's recorded periods of ``plan``."""
+        ...
+
     def active_entitlement(self, account_id: str, at: datetime) -> Entitlement | None: ...
 
 
@@ -127,6 +131,10 @@ class PlanService:
         return SubscriptionReceipt(
             account_id, plan, spec.kind, granted_at, expires_at, spec.tokens, receipt.lot_id, False
         )
+
+    def period_in_force(self, *, account_id: str, plan: str) -> dp.Period | None:
+        """The account's period of ``plan`` running now, however it was granted."""
+        return dp.in_force(self._subs.periods(account_id, plan), self._clock.now())
 
     def entitlement(self, *, account_id: str) -> Entitlement | None:
         """The unlimited entitlement in force now, if any."""

@@ -82,6 +82,14 @@ class SqlSubscriptionStore:
             )
         return sub_id, period
 
+    def periods(self, account_id: str, plan: str) -> list[dp.Period]:
+        s = subscriptions.c
+        query = sa.select(s.period_start, s.period_end).where(
+            s.account_id == account_id, s.plan == plan
+        )
+        with read_only(self.engine.connect()) as conn:
+            return [dp.Period(start, end) for start, end in conn.execute(query)]
+
     def add_entitlement(
         self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
     ) -> None:
