@@ -19,7 +19,7 @@ from comfygate.domain.errors import (
     PaymentMismatchError,
     PaymentProviderNotFoundError,
 )
-from comfygate.domain.plans import Period, PlanCatalog, parse_catalog
+from comfygate.domain.plans import PlanCatalog, parse_catalog
 from comfygate.services.audit import AuditLog
 from comfygate.services.identity_types import Principal, Role
 from comfygate.services.payments import Order, OrderState, PaymentNotice, PaymentService
@@ -82,14 +82,6 @@ class FakeOrderStore:
         )
         return True
 
-    def paid_until(self, account_id: str, plan: str) -> datetime | None:
-        ends = [
-            datetime.fromisoformat(o.grant["period_end"])
-            for o in self.orders.values()
-            if (o.account_id, o.plan, o.state) == (account_id, plan, OrderState.PAID) and o.grant
-        ]
-        return max(ends, default=None)
-
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         key = (notice.provider, notice.event_id)
         seen = key in self.events
@@ -105,6 +97,7 @@ class FakePlans:
         self.clock = clock
         self.topups: dict[str, int] = {}
         self.subscribed: list[tuple[str, str]] = []
+        self.ends: dict[tuple[str, str], datetime] = {}
         self.while_granting: Callable[[], None] = lambda: None
 
     def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
@@ -115,12 +108,14 @@ class FakePlans:
             account_id, plan, "topup", now, now + timedelta(days=365), 500, "lot_1", False
         )
 
-    def period_in_force(self, *, account_id: str, plan: str) -> Period | None:
-        return None  # orders here are the only way in: paid_until says the rest
+    def paid_until(self, *, account_id: str, plan: str) -> datetime | None:
+        end = self.ends.get((account_id, plan))
+        return end if end is not None and end > self.clock.now() else None
 
     def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
         self.subscribed.append((account_id, plan))
         now = self.clock.now()
+        self.ends[(account_id, plan)] = now + timedelta(days=30)
         return SubscriptionReceipt(
             account_id, plan, "tokens", now, now + timedelta(days=30), 1000, "lot_2", False
         )

@@ -148,8 +148,7 @@ def topup_validity(plan: Plan) -> timedelta:
     return timedelta(days=plan.valid_days)
 
 
-def in_force(periods: Sequence[Period], at: datetime) -> Period | None:
-    """The period that contains ``at``, if any."""
+def _in_force(periods: Sequence[Period], at: datetime) -> Period | None:
     return next((p for p in periods if p.start <= at < p.end), None)
 
 
@@ -173,7 +172,7 @@ def subscription_period(plan: Plan, periods: Sequence[Period], at: datetime, tz:
     force (subscribing again changes nothing), else a new run beginning at ``at``, so a
     subscription bought again after a lapse is a whole period, not the rest of one
     anchored at the first purchase."""
-    return in_force(periods, at) or _new_run(plan, at, tz)
+    return _in_force(periods, at) or _new_run(plan, at, tz)
 
 
 def renewal_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str) -> Period | None:
@@ -186,7 +185,7 @@ def renewal_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str)
     """
     if not periods:
         return None
-    current = in_force(periods, at)
+    current = _in_force(periods, at)
     last = current or max(periods, key=lambda p: p.end)
     following = period_containing(plan, _run_start(periods, last), last.end, tz)
     if current is not None or following.start <= at < following.end:

@@ -103,10 +103,6 @@ class OrderStore(Protocol):
         """Move a paid order without a grant back to pending (its grant failed)."""
         ...
 
-    def paid_until(self, account_id: str, plan: str) -> datetime | None:
-        """The latest period end granted by a paid order for this plan."""
-        ...
-
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         """Remember a provider event; False if its (provider, event_id) was seen."""
         ...
@@ -152,30 +148,8 @@ class PaymentService:
             raise PaymentProviderNotFoundError(f"no payment provider {provider!r}")
         spec = self._plans.catalog.get(plan)
         now = self._clock.now()
-        until = self._store.paid_until(account_id, plan) if spec.kind != "topup" else None
-        if until is not None and until > now:
-            # A second subscription order in the same period would grant nothing.
-            raise OrderStateError(
-                f"plan {plan} is paid until {until.isoformat()}; order it again after that",
-                plan=plan,
-                paid_until=until.isoformat(),
-            )
-        subscription = spec.kind != "topup"
-        running = (
-            self._plans.period_in_force(account_id=account_id, plan=plan) if subscription else None
-        )
-        if running is not None:  # granted by an operator, say
-            raise OrderStateError(
-                f"plan {plan} runs until {running.end.isoformat()}; order it again after that",
-                plan=plan,
-                paid_until=running.end.isoformat(),
-            )
-        pending = self._store.list(account_id=account_id, state="pending", limit=500, before=None)
-        if subscription and any(o.plan == plan for o in pending):
-            # Two paid orders would buy one period: the second would grant nothing.
-            raise OrderStateError(
-                f"an order for plan {plan} is pending already: pay or cancel it first", plan=plan
-            )
+        if spec.kind != "topup":
+            self._check_subscription_orderable(account_id, plan)
         amount, currency = split_price(spec.price)
         order = Order(
             new_id("ord"),
@@ -221,6 +195,23 @@ class PaymentService:
         return self._store.list(
             account_id=account_id, state=state, limit=max(1, min(limit, 500)), before=before
         )
+
+    def _check_subscription_orderable(self, account_id: str, plan: str) -> None:
+        """A subscription order while a period of the plan is granted (by an order or
+        an operator), or while another order for it is pending, would be paid and
+        grant nothing."""
+        until = self._plans.paid_until(account_id=account_id, plan=plan)
+        if until is not None:
+            raise OrderStateError(
+                f"plan {plan} runs until {until.isoformat()}; order it again after that",
+                plan=plan,
+                paid_until=until.isoformat(),
+            )
+        pending = self._store.list(account_id=account_id, state="pending", limit=500, before=None)
+        if any(o.plan == plan for o in pending):
+            raise OrderStateError(
+                f"an order for plan {plan} is pending already: pay or cancel it first", plan=plan
+            )
 
     def confirm(self, *, order_id: str, actor: Actor, provider_ref: str | None = None) -> Order:
         """Mark the order paid, then grant its plan; confirming again changes nothing.

@@ -132,9 +132,12 @@ class PlanService:
             account_id, plan, spec.kind, granted_at, expires_at, spec.tokens, receipt.lot_id, False
         )
 
-    def period_in_force(self, *, account_id: str, plan: str) -> dp.Period | None:
-        """The account's period of ``plan`` running now, however it was granted."""
-        return dp.in_force(self._subs.periods(account_id, plan), self._clock.now())
+    def paid_until(self, *, account_id: str, plan: str) -> datetime | None:
+        """The end of the account's last period of ``plan`` still to run (None when it
+        has none), however it was granted: by an order, or by an operator."""
+        now = self._clock.now()
+        ends = [p.end for p in self._subs.periods(account_id, plan) if p.end > now]
+        return max(ends, default=None)
 
     def entitlement(self, *, account_id: str) -> Entitlement | None:
         """The unlimited entitlement in force now, if any."""

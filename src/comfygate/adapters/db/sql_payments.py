@@ -71,13 +71,11 @@ class SqlOrderStore:
             return [_order(row) for row in conn.execute(query)]
 
     def settle(self, order: Order) -> bool:
-        period_end = (order.grant or {}).get("period_end")
         values = {
             "state": order.state.value,
             "paid_at": order.paid_at,
             "provider_ref": order.provider_ref,
             "grant_info": None if order.grant is None else json.dumps(dict(order.grant)),
-            "period_end": None if period_end is None else datetime.fromisoformat(period_end),
         }
         update = (
             orders.update()
@@ -88,11 +86,7 @@ class SqlOrderStore:
             return conn.execute(update).rowcount == 1
 
     def record_grant(self, order: Order) -> bool:
-        period_end = (order.grant or {}).get("period_end")
-        update = _paid_without_grant(order).values(
-            grant_info=json.dumps(dict(order.grant or {})),
-            period_end=None if period_end is None else datetime.fromisoformat(period_end),
-        )
+        update = _paid_without_grant(order).values(grant_info=json.dumps(dict(order.grant or {})))
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
 
@@ -102,16 +96,6 @@ class SqlOrderStore:
         )
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
-
-    def paid_until(self, account_id: str, plan: str) -> datetime | None:
-        query = sa.select(sa.func.max(orders.c.period_end)).where(
-            orders.c.account_id == account_id,
-            orders.c.plan == plan,
-            orders.c.state == OrderState.PAID.value,
-        )
-        with read_only(self.engine.connect()) as conn:
-            value = conn.execute(query).scalar_one_or_none()
-        return value if isinstance(value, datetime) else None
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         row = {

@@ -21,7 +21,6 @@ orders = sa.Table(
     sa.Column("paid_at", UtcDateTime, nullable=True),
     sa.Column("provider_ref", sa.String(200), nullable=True),
     sa.Column("grant_info", sa.Text, nullable=True),
-    sa.Column("period_end", UtcDateTime, nullable=True),
 )
 
 payment_events = sa.Table(
