@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from comfygate.domain import plans as dp
 from comfygate.domain.errors import PlanNotFoundError, ValidationFailedError
@@ -128,3 +130,41 @@ def test_a_month_of_vip_is_a_month_in_the_catalog_timezone() -> None:
     start = datetime(2026, 1, 30, 19, 0, tzinfo=UTC)  # Jan 31 03:00 in Shanghai
     period = dp.subscription_period(vip, [], start, TZ)
     assert period.end == datetime(2026, 2, 27, 19, 0, tzinfo=UTC)  # Feb 28 03:00 there
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plan=st.sampled_from(["monthly", "yearly", "vip"]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 400 * 24), st.sampled_from(["subscribe", "renew"])),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_granted_periods_never_overlap_and_each_is_one_whole_period(
+    plan: str, steps: list[tuple[int, str]]
+) -> None:
+    """Whatever order and timing subscribes and renewals come in, the periods granted
+    (each recorded once, as the store does) never overlap: no tokens are granted twice
+    for the same time, and every period is one plan period long."""
+    spec = shipped().get(plan)
+    at = datetime(2026, 1, 31, 3, 0, tzinfo=UTC)
+    periods: list[dp.Period] = []
+    for hours, action in steps:
+        at += timedelta(hours=hours)
+        if action == "subscribe":
+            chosen: dp.Period | None = dp.subscription_period(spec, periods, at, TZ)
+            assert chosen is not None and chosen.start <= at < chosen.end
+        else:
+            chosen = dp.renewal_period(spec, periods, at, TZ)
+            if chosen is None:
+                assert not periods
+                continue
+            assert chosen.end > at
+        if chosen not in periods:
+            periods.append(chosen)
+    ordered = sorted(periods, key=lambda p: p.start)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(ordered))
+    low, high = (365, 366) if plan == "yearly" else (28, 31)
+    assert all(low <= (p.end - p.start).days + (p.end - p.start).seconds / 86400 <= high + 0.05
+               for p in periods)  # fmt: skip
