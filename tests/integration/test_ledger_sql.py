@@ -154,6 +154,47 @@ def test_keys_first_used_before_the_request_hash_changed_still_replay(
     assert balance(c, acct) == (25, 0)
 
 
+def test_a_plan_grant_from_before_lots_had_a_start_still_replays(
+    container: Container, clock: FakeClock
+) -> None:
+    """Plan grants now name their period's start. One granted before (its request
+    hashed without it), retried after an upgrade, replays; another amount conflicts,
+    and so does another start for a grant that named one."""
+    c = container
+    acct = c.ledger.open_account(name="before starts")
+    first = c.plans.subscribe(account_id=acct, plan="monthly")
+    key = f"{acct}:grant:plan:monthly:{first.period_start.isoformat()}"
+    params = {"op": "grant", "amount": 1000, "source": "plan", "priority": 0,
+              "expires_at": first.period_end.astimezone(UTC)}  # fmt: skip
+    digest = hashlib.sha256(orjson.dumps(params, default=str, option=orjson.OPT_SORT_KEYS))
+    with c.engine.begin() as conn:
+        update = ledger_transactions.update().where(ledger_transactions.c.idempotency_key == key)
+        assert conn.execute(update.values(request_hash=digest.hexdigest())).rowcount == 1
+    again = c.plans.subscribe(account_id=acct, plan="monthly")
+    assert (again.lot_id, again.tokens_granted) == (first.lot_id, 0)
+    grant: dict[str, Any] = {
+        "account_id": acct,
+        "amount": 1000,
+        "source": "plan",
+        "expires_at": first.period_end,
+        "starts_at": first.period_start,
+        "idempotency_key": f"plan:monthly:{first.period_start.isoformat()}",
+    }
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.grant(**{**grant, "amount": 999})
+    named = c.ledger.grant(**{**grant, "idempotency_key": "named"})
+    assert c.ledger.grant(**{**grant, "idempotency_key": "named"}).txn_id == named.txn_id
+    with pytest.raises(IdempotencyConflictError):
+        c.ledger.grant(
+            **{
+                **grant,
+                "idempotency_key": "named",
+                "starts_at": first.period_start + timedelta(days=1),
+            }
+        )
+    assert balance(c, acct) == (2000, 0)
+
+
 def test_lots_burn_in_order_and_release_returns_to_the_same_lots(
     container: Container, clock: FakeClock
 ) -> None:
@@ -232,17 +273,41 @@ def test_subscriptions_grant_once_per_period(container: Container, clock: FakeCl
     nxt = c.plans.renew(account_id=acct, plan="monthly")
     c.plans.renew(account_id=acct, plan="monthly")
     assert nxt.period_start == first.period_end
-    assert c.accounts.balance(account_id=acct).available == 2000
+    assert c.accounts.balance(account_id=acct).available == 1000  # next month's: not yet
     bought = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
     clock.advance(minutes=24 * 60)  # once an idempotency conflict: its expiry moved on
     again_later = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
     assert again_later == bought and bought.period_end - bought.period_start == timedelta(days=365)
-    assert c.accounts.balance(account_id=acct).available == 2500
+    assert c.accounts.balance(account_id=acct).available == 1500
     with pytest.raises(InvalidInputError):
         c.plans.subscribe(account_id=acct, plan="topup-500")
     clock.current = first.period_end + timedelta(seconds=1)
     c.ledger.expire()
     assert c.accounts.balance(account_id=acct).available == 1500
+    assert_consistent(c)
+
+
+def test_a_period_renewed_ahead_is_spendable_only_once_it_begins(
+    container: Container, clock: FakeClock
+) -> None:
+    c = container
+    acct = c.ledger.open_account(name="early")
+    first = c.plans.subscribe(account_id=acct, plan="monthly")
+    nxt = c.plans.renew(account_id=acct, plan="monthly")
+    view = c.accounts.balance(account_id=acct)
+    ahead = next(lot for lot in view.lots if lot.lot_id == nxt.lot_id)
+    assert (ahead.starts_at, ahead.started, ahead.remaining) == (nxt.period_start, False, 1000)
+    assert view.available == 1000
+    with pytest.raises(InsufficientBalanceError) as err:
+        c.ledger.place_hold(account_id=acct, amount=1001, idempotency_key="too-much")
+    assert err.value.available == 1000
+    spent = c.ledger.place_hold(account_id=acct, amount=1000, idempotency_key="this-month")
+    c.ledger.capture(hold_id=spent.hold_id, idempotency_key="this-month")
+    clock.current = first.period_end  # next month begins
+    assert c.accounts.balance(account_id=acct).available == 1000
+    hold = c.ledger.place_hold(account_id=acct, amount=1000, idempotency_key="next-month")
+    assert c.ledger.capture(hold_id=hold.hold_id, idempotency_key="next-month").captured == 1000
+    assert balance(c, acct) == (0, 0)
     assert_consistent(c)
 
 
@@ -316,6 +381,10 @@ def test_out_of_range_input_is_refused_before_anything_moves(
         {"expires_at": datetime.max.replace(tzinfo=UTC)},  # once an OverflowError
         {"valid_for": timedelta(0)},
         {"valid_for": timedelta(days=1), "expires_at": later},
+        {"starts_at": later, "expires_at": later},  # ends as it starts
+        {"starts_at": later.replace(tzinfo=None)},
+        {"starts_at": datetime.min.replace(tzinfo=UTC)},
+        {"starts_at": later, "valid_for": timedelta(days=1)},
     ]
     for bad in bad_grants:
         grant = {"account_id": acct, "amount": 5, "source": "promotion",

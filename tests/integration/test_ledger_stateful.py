@@ -8,6 +8,7 @@ earlier idempotent requests must change nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -55,11 +56,20 @@ def make_machine(container: Container, clock: FakeClock) -> type[RuleBasedStateM
             self.counter += 1
             return f"k{self.counter}"
 
-        @rule(amount=st.integers(1, 60), expires_h=st.sampled_from([None, 1, 48]))
-        def grant(self, amount: int, expires_h: int | None) -> None:
-            expires_at = None if expires_h is None else clock.now() + timedelta(hours=expires_h)
+        @rule(
+            amount=st.integers(1, 60),
+            expires_h=st.sampled_from([None, 1, 48]),
+            starts_h=st.sampled_from([None, None, 2]),  # granted ahead of its start
+        )
+        def grant(self, amount: int, expires_h: int | None, starts_h: int | None) -> None:
+            now = clock.now()
+            expires_at = None if expires_h is None else now + timedelta(hours=expires_h)
+            starts_at = None if starts_h is None else now + timedelta(hours=starts_h)
+            if starts_at and expires_at and expires_at <= starts_at:
+                return
             kwargs = dict(account_id=self.account, amount=amount, source="promotion",
-                          idempotency_key=self.key(), expires_at=expires_at)  # fmt: skip
+                          idempotency_key=self.key(), expires_at=expires_at,
+                          starts_at=starts_at)  # fmt: skip
             self.done.append(("grant", kwargs, ledger.grant(**kwargs)))
 
         @rule(target=open_holds, amount=st.integers(0, 70), ttl=st.sampled_from([30, 7200]))
@@ -72,6 +82,7 @@ def make_machine(container: Container, clock: FakeClock) -> type[RuleBasedStateM
             except InsufficientBalanceError:
                 assert before < amount
                 return None
+            assert before >= amount  # only from lots spendable now
             self.done.append(("place_hold", kwargs, receipt))
             self.held[receipt.hold_id] = amount
             return ModelHold(receipt.hold_id, amount, key)
@@ -151,6 +162,18 @@ def make_machine(container: Container, clock: FakeClock) -> type[RuleBasedStateM
                 ).scalar_one()
             assert lowest is None or lowest >= 0
             assert over == 0
+
+        @invariant()
+        def no_hold_draws_on_a_lot_before_its_start_or_after_its_end(self) -> None:
+            with store.engine.connect() as conn:
+                spans = {r.id: r for r in conn.execute(sa.select(lots.c.id, lots.c.starts_at,
+                                                                 lots.c.expires_at))}  # fmt: skip
+                taken = conn.execute(sa.select(holds.c.created_at, holds.c.allocation)).all()
+            for created_at, allocation in taken:
+                for lot_id, _tokens in json.loads(allocation):
+                    lot = spans[lot_id]
+                    assert lot.starts_at is None or lot.starts_at <= created_at
+                    assert lot.expires_at is None or created_at < lot.expires_at
 
         @invariant()
         def model_matches_books(self) -> None:

@@ -42,6 +42,19 @@ def test_expired_and_empty_lots_are_not_spent() -> None:
     assert dl.allocate(lots, 10, NOW) == (("ok", 10),)
 
 
+def test_a_lot_granted_ahead_is_spent_only_from_its_start() -> None:
+    ahead = lot("next-month", 1000, days=40)._replace(starts_at=NOW + timedelta(days=3))
+    lots = [lot("this-month", 10, days=3), ahead]
+    with pytest.raises(InsufficientBalanceError) as err:
+        dl.allocate(lots, 11, NOW)
+    assert err.value.available == 10
+    assert [x.id for x in dl.spendable(lots, NOW)] == ["this-month"]
+    start = NOW + timedelta(days=3)  # the first instant it is spendable
+    assert dl.allocate(lots, 11, start) == (("next-month", 11),)  # ("this-month" expired)
+    assert not ahead.has_started(start - timedelta(microseconds=1))
+    assert ahead.has_started(start) and ahead.is_spendable(start)
+
+
 def test_zero_hold_takes_nothing() -> None:
     assert dl.allocate([], 0, NOW) == ()
     movement = dl.hold_movement(account_id="acct", hold_id="h", allocation=())

@@ -68,7 +68,11 @@ class Posting(NamedTuple):
 
 
 class Lot(NamedTuple):
-    """A grant of tokens. ``remaining`` is the part neither spent, held nor written off."""
+    """A grant of tokens. ``remaining`` is the part neither spent, held nor written off.
+
+    A lot can be granted ahead of its time (a plan's next period, paid early): it is
+    spendable from ``starts_at`` until ``expires_at``.
+    """
 
     id: str
     account_id: str
@@ -78,9 +82,17 @@ class Lot(NamedTuple):
     expires_at: datetime | None
     priority: int
     created_at: datetime
+    starts_at: datetime | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def has_started(self, now: datetime) -> bool:
+        return self.starts_at is None or self.starts_at <= now
+
+    def is_spendable(self, now: datetime) -> bool:
+        """Tokens left, started and not expired."""
+        return self.remaining > 0 and self.has_started(now) and not self.is_expired(now)
 
 
 class Hold(NamedTuple):
@@ -123,10 +135,8 @@ def burn_key(lot: Lot) -> tuple[bool, datetime, int, datetime, str]:
 
 
 def spendable(lots: Iterable[Lot], now: datetime) -> list[Lot]:
-    """Lots with tokens left that have not expired, in burn order."""
-    return sorted(
-        (lot for lot in lots if lot.remaining > 0 and not lot.is_expired(now)), key=burn_key
-    )
+    """Lots with tokens left, started and not expired, in burn order."""
+    return sorted((lot for lot in lots if lot.is_spendable(now)), key=burn_key)
 
 
 def allocate(lots: Iterable[Lot], amount: int, now: datetime) -> tuple[tuple[str, int], ...]:

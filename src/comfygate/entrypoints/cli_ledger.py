@@ -204,11 +204,13 @@ def balance_cmd(ctx: click.Context, account: str, as_json: bool) -> None:
         "unlimited_until": view.unlimited_until,
         "lots": view.lots,
     }
+    upcoming = sum(lot.remaining for lot in view.lots if not lot.started)
     emit(
         data,
         as_json=as_json,
         human=lambda d: (
             f"available {d['available']}  held {d['held']}"
+            + (f"  upcoming {upcoming} (granted ahead of their period)" if upcoming else "")
             + ("  (unlimited)" if d["unlimited"] else "")
         ),
     )

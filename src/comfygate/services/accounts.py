@@ -20,13 +20,16 @@ class LotView:
     remaining: int
     expires_at: datetime | None
     expired: bool
+    starts_at: datetime | None
+    started: bool
+    """False for a lot granted ahead of its period: not spendable yet."""
 
 
 @dataclass(frozen=True, slots=True)
 class BalanceView:
     account_id: str
     available: int
-    """Spendable now: lots not yet expired (held tokens excluded)."""
+    """Spendable now: lots started and not yet expired (held tokens excluded)."""
     held: int
     unlimited: bool
     unlimited_until: datetime | None
@@ -56,14 +59,21 @@ class AccountQueries:
         lots = sorted(self._store.lots(account_id), key=dl.burn_key)
         views = [
             LotView(
-                lot.id, lot.source, lot.amount, lot.remaining, lot.expires_at, lot.is_expired(now)
+                lot_id=lot.id,
+                source=lot.source,
+                amount=lot.amount,
+                remaining=lot.remaining,
+                expires_at=lot.expires_at,
+                expired=lot.is_expired(now),
+                starts_at=lot.starts_at,
+                started=lot.has_started(now),
             )
             for lot in lots
         ]
         entitlement = self._plans.entitlement(account_id=account_id)
         return BalanceView(
             account_id=account_id,
-            available=sum(v.remaining for v in views if not v.expired),
+            available=sum(lot.remaining for lot in lots if lot.is_spendable(now)),
             held=cached.held if cached else 0,
             unlimited=entitlement is not None,
             unlimited_until=entitlement.ends_at if entitlement else None,

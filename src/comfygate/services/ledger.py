@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -98,14 +98,21 @@ class _Request(NamedTuple):
     def made(self, stored_hash: str | None) -> bool:
         """Whether the stored transaction was this request. Keys used before an upgrade
         replay: earlier versions hashed instants with the offset they were given, and
-        before that the standard library's JSON (with spaces)."""
+        before that the standard library's JSON (with spaces); and a grant's start was
+        not part of the request before lots had one (a plan's key names its period)."""
         if stored_hash == self.hash:
             return True
-        given = {"op": self.op, **self.params}
-        return stored_hash in (
-            _sha256(orjson.dumps(given, **_SORTED)),
-            _sha256(json.dumps(given, sort_keys=True, default=str).encode()),
-        )
+        return any(stored_hash == earlier for earlier in self._earlier_hashes())
+
+    def _earlier_hashes(self) -> Iterator[str]:
+        variants = [self.params]
+        if "starts_at" in self.params:
+            variants.append({k: v for k, v in self.params.items() if k != "starts_at"})
+            yield _Request.of(self.op, variants[-1]).hash
+        for params in variants:
+            given = {"op": self.op, **params}
+            yield _sha256(orjson.dumps(given, **_SORTED))
+            yield _sha256(json.dumps(given, sort_keys=True, default=str).encode())
 
 
 _SORTED: dict[str, Any] = {"default": str, "option": orjson.OPT_SORT_KEYS}
@@ -131,6 +138,18 @@ def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
         raise InvalidInputError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     if value > MAX_MOVEMENT_TOKENS:
         raise InvalidInputError(f"{name} must be at most {MAX_MOVEMENT_TOKENS}, got {value}")
+
+
+def _instant(name: str, value: datetime | None) -> None:
+    if value is None:
+        return
+    if value.tzinfo is None:
+        raise InvalidInputError(f"{name} must carry a timezone")
+    try:  # with a day to spare, within what a datetime (and a column) holds
+        (value + timedelta(days=1)).astimezone(UTC)
+        (value - timedelta(days=1)).astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(f"{name} is out of range") from None
 
 
 def _key(idempotency_key: str) -> None:
@@ -174,11 +193,13 @@ class LedgerService:
         idempotency_key: str,
         expires_at: datetime | None = None,
         valid_for: timedelta | None = None,
+        starts_at: datetime | None = None,
         priority: int = 0,
         memo: dict[str, Any] | None = None,
     ) -> GrantReceipt:
         """Add a lot of ``amount`` tokens to the account, expiring at ``expires_at`` or
-        ``valid_for`` after it is granted (a replay later is the same request)."""
+        ``valid_for`` after it is granted (a replay later is the same request), and
+        spendable from ``starts_at`` (default: at once)."""
         _positive("amount", amount)
         _key(idempotency_key)
         if source not in set(dl.GrantSource):
@@ -187,13 +208,12 @@ class LedgerService:
             raise InvalidInputError("priority must be an integer")
         if priority not in PRIORITY_RANGE:
             raise InvalidInputError(f"priority must be a 32-bit integer, got {priority}")
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise InvalidInputError("expires_at must carry a timezone")
-        if expires_at is not None:
-            try:  # with a day to spare, within what a datetime (and a column) holds
-                (expires_at + timedelta(days=1)).astimezone(UTC)
-            except OverflowError:
-                raise InvalidInputError("expires_at is too far in the future") from None
+        _instant("expires_at", expires_at)
+        _instant("starts_at", starts_at)
+        if starts_at is not None and expires_at is not None and starts_at >= expires_at:
+            raise InvalidInputError("starts_at must be before expires_at")
+        if starts_at is not None and valid_for is not None:
+            raise InvalidInputError("a grant with valid_for starts when it is granted")
         params: dict[str, Any] = {
             "amount": amount,
             "source": source,
@@ -204,6 +224,8 @@ class LedgerService:
             if expires_at is not None or valid_for <= timedelta(0):
                 raise InvalidInputError("valid_for is a positive duration, instead of expires_at")
             params["valid_for_s"] = valid_for.total_seconds()
+        if starts_at is not None:  # (absent when not given: hashes from before stay valid)
+            params["starts_at"] = starts_at
         key = f"{account_id}:grant:{idempotency_key}"
         request = _Request.of("grant", params)
 
@@ -214,7 +236,9 @@ class LedgerService:
                 raise ExpiredGrantError("expires_at is not in the future")  # earlier is not)
             expires = now + valid_for if valid_for is not None else expires_at
             lot_id = new_id("lot")
-            lot = dl.Lot(lot_id, account_id, amount, amount, source, expires, priority, now)
+            lot = dl.Lot(
+                lot_id, account_id, amount, amount, source, expires, priority, now, starts_at
+            )
             receipt = GrantReceipt(new_id("txn"), lot.id, account_id, amount, source, _iso(expires))
             movement = dl.grant_movement(account_id=account_id, lot_id=lot.id, amount=amount)
             uow.append(_txn(receipt.txn_id, now, key, request.hash, memo, receipt), movement,

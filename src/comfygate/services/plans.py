@@ -166,6 +166,7 @@ class PlanService:
             account_id=account_id,
             amount=spec.tokens,
             source="plan",
+            starts_at=period.start,  # a period renewed ahead is not spendable before it
             expires_at=period.end,
             idempotency_key=f"plan:{spec.name}:{period.start.isoformat()}",
             memo={"plan": spec.name, "subscription_id": subscription_id},

@@ -46,6 +46,7 @@ _LOT_COLUMNS = (
     lots.c.expires_at,
     lots.c.priority,
     lots.c.created_at,
+    lots.c.starts_at,
 )  # the fields of ``dl.Lot``, in order
 _HOLD_COLUMNS = (
     holds.c.id,
@@ -322,6 +323,7 @@ def _lot_row(lot: dl.Lot, memo: dict[str, Any]) -> dict[str, Any]:
         "priority": lot.priority,
         "created_at": lot.created_at,
         "memo": _json(memo),
+        "starts_at": lot.starts_at,
     }
 
 

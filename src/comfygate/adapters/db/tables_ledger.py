@@ -75,6 +75,7 @@ lots = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("memo", sa.Text, nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=True),  # spendable from (NULL: granted)
 )
 
 holds = sa.Table(

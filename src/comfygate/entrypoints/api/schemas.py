@@ -34,6 +34,8 @@ class LotOut(BaseModel):
     remaining: int
     expires_at: datetime | None
     expired: bool
+    starts_at: datetime | None
+    started: bool
 
     @classmethod
     def of(cls, lot: LotView) -> LotOut:
