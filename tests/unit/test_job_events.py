@@ -95,6 +95,30 @@ def test_silence_yields_keepalives_and_other_jobs_are_not_mixed_in() -> None:
     assert ("job_other", "queued") not in seen
 
 
+def test_a_stream_follows_a_job_that_another_process_runs_to_its_end() -> None:
+    """Two gateways share a database: one streams while the other runs the job. Once,
+    the stream heard only its own process's announcements and never ended."""
+    here, store = _events()
+    there = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    there.record("job_x", "queued", {})
+
+    async def scenario() -> list[tuple[int, str]]:
+        reader = asyncio.create_task(_collect(here, "job_x", poll_s=0.01))
+        await asyncio.sleep(0.05)
+        there.record("job_x", "started", {})
+        there.progress("job_x", {"fraction": 0.5})  # stored with the next state event
+        await asyncio.sleep(0.05)
+        there.record("job_x", "succeeded", {})
+        return await asyncio.wait_for(reader, timeout=10)
+
+    assert asyncio.run(scenario()) == [
+        (1, "queued"),
+        (2, "started"),
+        (3, "progress"),
+        (4, "succeeded"),
+    ]
+
+
 def test_numbering_continues_after_a_restart_and_first_event_is_one() -> None:
     events, store = _events()
     first = events.first_event("job_d", "queued", {"tokens": 3})

@@ -27,6 +27,10 @@ from comfygate.services.job_ports import JobEvent, JobStore
 
 KEEPALIVE_S = 15.0
 """Silence after which a stream yields ``None`` so the transport can send a ping."""
+POLL_S = 2.0
+"""How often a quiet stream reads the stored history. Another process sharing the
+database (a gateway, a worker) may be running the job: only its stored events, state
+changes with the progress before them, reach this one."""
 
 
 class _Subscriber:
@@ -103,32 +107,39 @@ class JobEvents:
         return [events[seq] for seq in sorted(events)]
 
     async def stream(
-        self, job_id: str, *, after_seq: int = 0, keepalive_s: float = KEEPALIVE_S
+        self,
+        job_id: str,
+        *,
+        after_seq: int = 0,
+        keepalive_s: float = KEEPALIVE_S,
+        poll_s: float = POLL_S,
     ) -> AsyncIterator[JobEvent | None]:
-        """The job's events after ``after_seq``: history, then live, until a terminal
-        event. Yields ``None`` after ``keepalive_s`` of silence."""
+        """The job's events after ``after_seq``: history, then live (announced in this
+        process, or stored by another and read every ``poll_s`` of quiet), until a
+        terminal event. Yields ``None`` after ``keepalive_s`` of silence."""
         sub = _Subscriber(asyncio.get_running_loop())
         with self._lock:
             self._subscribers.setdefault(job_id, set()).add(sub)
         try:
-            last = after_seq
-            for event in await asyncio.to_thread(self.history, job_id, after_seq=after_seq):
-                last = event.seq
-                yield event
-                if event.is_terminal:
-                    return
+            last, silent = after_seq, 0.0
+            news = await asyncio.to_thread(self.history, job_id, after_seq=after_seq)
             while True:
+                for event in news:
+                    if event.seq <= last:  # replayed already, or heard live and stored
+                        continue
+                    last, silent = event.seq, 0.0
+                    yield event
+                    if event.is_terminal:
+                        return
+                wait = min(poll_s, keepalive_s)
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), timeout=keepalive_s)
+                    news = [await asyncio.wait_for(sub.queue.get(), timeout=wait)]
                 except TimeoutError:
-                    yield None
-                    continue
-                if event.seq <= last:
-                    continue
-                last = event.seq
-                yield event
-                if event.is_terminal:
-                    return
+                    news = await asyncio.to_thread(self.history, job_id, after_seq=last)
+                    silent += wait
+                    if not news and silent >= keepalive_s:
+                        silent = 0.0
+                        yield None
         finally:
             with self._lock:
                 subs = self._subscribers.get(job_id)
