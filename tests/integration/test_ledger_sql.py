@@ -192,7 +192,16 @@ def test_a_plan_grant_from_before_lots_had_a_start_still_replays(
                 "starts_at": first.period_start + timedelta(days=1),
             }
         )
-    assert balance(c, acct) == (2000, 0)
+    # A grant from now on without a start is not one that names a start, or back.
+    unnamed = {**grant, "idempotency_key": "unnamed", "starts_at": None}
+    c.ledger.grant(**unnamed)
+    for other in (
+        {**unnamed, "starts_at": clock.now() + timedelta(days=1)},
+        {**grant, "idempotency_key": "named", "starts_at": None},
+    ):
+        with pytest.raises(IdempotencyConflictError):
+            c.ledger.grant(**other)
+    assert balance(c, acct) == (3000, 0)
 
 
 def test_lots_burn_in_order_and_release_returns_to_the_same_lots(

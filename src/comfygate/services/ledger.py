@@ -98,21 +98,21 @@ class _Request(NamedTuple):
     def made(self, stored_hash: str | None) -> bool:
         """Whether the stored transaction was this request. Keys used before an upgrade
         replay: earlier versions hashed instants with the offset they were given, and
-        before that the standard library's JSON (with spaces); and a grant's start was
-        not part of the request before lots had one (a plan's key names its period)."""
+        before that the standard library's JSON (with spaces); and before lots had a
+        start, no grant's request named one. Every grant's request names it now (null
+        for none), so only a grant from before can match a request without it (a
+        plan's key names its period, and so its start)."""
         if stored_hash == self.hash:
             return True
         return any(stored_hash == earlier for earlier in self._earlier_hashes())
 
     def _earlier_hashes(self) -> Iterator[str]:
-        variants = [self.params]
-        if "starts_at" in self.params:
-            variants.append({k: v for k, v in self.params.items() if k != "starts_at"})
-            yield _Request.of(self.op, variants[-1]).hash
-        for params in variants:
-            given = {"op": self.op, **params}
-            yield _sha256(orjson.dumps(given, **_SORTED))
-            yield _sha256(json.dumps(given, sort_keys=True, default=str).encode())
+        params = {k: v for k, v in self.params.items() if k != "starts_at"}
+        if len(params) < len(self.params):
+            yield _Request.of(self.op, params).hash
+        given = {"op": self.op, **params}
+        yield _sha256(orjson.dumps(given, **_SORTED))
+        yield _sha256(json.dumps(given, sort_keys=True, default=str).encode())
 
 
 _SORTED: dict[str, Any] = {"default": str, "option": orjson.OPT_SORT_KEYS}
@@ -224,8 +224,7 @@ class LedgerService:
             if expires_at is not None or valid_for <= timedelta(0):
                 raise InvalidInputError("valid_for is a positive duration, instead of expires_at")
             params["valid_for_s"] = valid_for.total_seconds()
-        if starts_at is not None:  # (absent when not given: hashes from before stay valid)
-            params["starts_at"] = starts_at
+        params["starts_at"] = starts_at  # (null or not, unlike in grants from before it)
         key = f"{account_id}:grant:{idempotency_key}"
         request = _Request.of("grant", params)
 
