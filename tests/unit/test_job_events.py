@@ -119,6 +119,52 @@ def test_a_stream_follows_a_job_that_another_process_runs_to_its_end() -> None:
     ]
 
 
+def test_a_client_back_after_the_end_gets_an_ended_stream_not_one_left_open() -> None:
+    """A browser's EventSource reconnects when the stream closes, with the terminal
+    event's number as Last-Event-ID: that stream once stayed open (and polled) forever."""
+    events, _ = _events()
+    for kind in ("queued", "started", "succeeded"):
+        events.record("job_y", kind, {})
+
+    async def scenario() -> list[list[tuple[int, str]]]:
+        return [
+            await asyncio.wait_for(_collect(events, "job_y", after_seq=seq, poll_s=0.01), 10)
+            for seq in (3, 7)
+        ]
+
+    assert asyncio.run(scenario()) == [[], []]
+
+
+def test_all_of_a_jobs_streams_hear_what_one_of_them_reads_and_a_failed_read_is_no_news() -> None:
+    here, store = _events()
+    there = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    there.record("job_z", "queued", {})
+    reads = store.events
+    failing = {"on": False}
+
+    def events_or_failure(job_id: str, *, after_seq: int) -> list[JobEvent]:
+        if failing["on"]:
+            raise ConnectionError("database went away")
+        return reads(job_id, after_seq=after_seq)
+
+    store.events = events_or_failure  # type: ignore[method-assign]
+
+    async def scenario() -> list[list[tuple[int, str]]]:
+        early = asyncio.create_task(_collect(here, "job_z", poll_s=0.01))
+        await asyncio.sleep(0.05)
+        there.record("job_z", "started", {})
+        late = asyncio.create_task(_collect(here, "job_z", poll_s=0.01))
+        await asyncio.sleep(0.05)
+        failing["on"] = True
+        await asyncio.sleep(0.05)
+        failing["on"] = False
+        there.record("job_z", "succeeded", {})
+        return list(await asyncio.wait_for(asyncio.gather(early, late), timeout=10))
+
+    every = [(1, "queued"), (2, "started"), (3, "succeeded")]
+    assert asyncio.run(scenario()) == [every, every]
+
+
 def test_numbering_continues_after_a_restart_and_first_event_is_one() -> None:
     events, store = _events()
     first = events.first_event("job_d", "queued", {"tokens": 3})

@@ -18,7 +18,9 @@ pool); subscribers live on the event loop and are woken with ``call_soon_threads
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -28,15 +30,19 @@ from comfygate.services.job_ports import JobEvent, JobStore
 KEEPALIVE_S = 15.0
 """Silence after which a stream yields ``None`` so the transport can send a ping."""
 POLL_S = 2.0
-"""How often a quiet stream reads the stored history. Another process sharing the
-database (a gateway, a worker) may be running the job: only its stored events, state
-changes with the progress before them, reach this one."""
+"""How often a job's quiet streams read its stored history: another process sharing
+the database (a gateway, a worker) may be running the job, and only its stored events
+(state changes, with the progress before them) reach this one. One of the job's
+streams reads, for all of them in this process."""
+
+log = logging.getLogger(__name__)
 
 
 class _Subscriber:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, last: int) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.last = last  # the number of the last event it has passed on
 
 
 class JobEvents:
@@ -49,6 +55,7 @@ class JobEvents:
         self._next_seq: dict[str, int] = {}
         self._unstored: dict[str, list[JobEvent]] = {}
         self._subscribers: dict[str, set[_Subscriber]] = {}
+        self._polled_at: dict[str, float] = {}  # per job with subscribers (monotonic)
 
     def _next(self, job_id: str, kind: str, data: Mapping[str, Any]) -> JobEvent:
         """Under ``self._lock``: the job's next numbered event."""
@@ -116,29 +123,33 @@ class JobEvents:
     ) -> AsyncIterator[JobEvent | None]:
         """The job's events after ``after_seq``: history, then live (announced in this
         process, or stored by another and read every ``poll_s`` of quiet), until a
-        terminal event. Yields ``None`` after ``keepalive_s`` of silence."""
-        sub = _Subscriber(asyncio.get_running_loop())
+        terminal event. Yields ``None`` after ``keepalive_s`` of silence. A stream
+        asked for what follows the terminal event (a client reconnecting after the
+        end) ends at once."""
+        loop = asyncio.get_running_loop()
+        sub = _Subscriber(loop, after_seq)
         with self._lock:
             self._subscribers.setdefault(job_id, set()).add(sub)
         try:
-            last, silent = after_seq, 0.0
             news = await asyncio.to_thread(self.history, job_id, after_seq=after_seq)
+            if not news and after_seq and await asyncio.to_thread(self._ended, job_id, after_seq):
+                return
+            ping_at = loop.time() + keepalive_s
             while True:
                 for event in news:
-                    if event.seq <= last:  # replayed already, or heard live and stored
+                    if event.seq <= sub.last:  # replayed already, or heard twice
                         continue
-                    last, silent = event.seq, 0.0
+                    sub.last, ping_at = event.seq, loop.time() + keepalive_s
                     yield event
                     if event.is_terminal:
                         return
-                wait = min(poll_s, keepalive_s)
+                wait = max(0.0, min(poll_s, ping_at - loop.time()))
                 try:
                     news = [await asyncio.wait_for(sub.queue.get(), timeout=wait)]
                 except TimeoutError:
-                    news = await asyncio.to_thread(self.history, job_id, after_seq=last)
-                    silent += wait
-                    if not news and silent >= keepalive_s:
-                        silent = 0.0
+                    news = await self._poll(job_id, poll_s)
+                    if not news and loop.time() >= ping_at:
+                        ping_at = loop.time() + keepalive_s
                         yield None
         finally:
             with self._lock:
@@ -147,3 +158,33 @@ class JobEvents:
                     subs.discard(sub)
                     if not subs:
                         del self._subscribers[job_id]
+                        self._polled_at.pop(job_id, None)
+
+    async def _poll(self, job_id: str, every_s: float) -> list[JobEvent]:
+        """The job's stored events after the last one each of its streams here has,
+        read at most once per ``every_s``; the other streams hear them as live events.
+        A failed read is no news (the next one may work)."""
+        now = time.monotonic()
+        with self._lock:
+            subs = list(self._subscribers.get(job_id, ()))
+            if not subs or now - self._polled_at.get(job_id, -every_s) < every_s:
+                return []
+            self._polled_at[job_id] = now
+        after = min(sub.last for sub in subs)
+        try:
+            events = await asyncio.to_thread(self.history, job_id, after_seq=after)
+        except Exception:
+            log.warning("reading job %s events failed", job_id, exc_info=True)
+            return []
+        for sub in subs:
+            for event in events:
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
+        return events
+
+    def _ended(self, job_id: str, seq: int) -> bool:
+        """Whether the job's last stored event is terminal and numbered ``seq`` or less."""
+        last = self._store.last_event_seq(job_id)
+        if not 0 < last <= seq:
+            return False
+        final = self._store.events(job_id, after_seq=last - 1)
+        return bool(final) and final[-1].is_terminal
