@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from comfygate.adapters.db.tables_ledger import balances, holds, ledger_transactions, lots
 from comfygate.bootstrap import Container
@@ -460,9 +461,63 @@ def test_reconcile_finds_a_rewritten_allocation_a_wrong_capture_and_an_overfull_
             f"hold {hold.hold_id} allocation from lot {first.lot_id}",
             f"hold {hold.hold_id} allocation from lot {second.lot_id}",
             f"hold {hold.hold_id} captured",
+            f"lot {second.lot_id} amount",  # its grant posted 50
             f"lot {second.lot_id} remaining (of 10 granted)",  # 30 left
         ]
     )
+
+
+def test_reconcile_finds_a_hold_whose_state_is_not_what_the_journal_says(
+    container: Container,
+) -> None:
+    """A settled hold's state, and a zero-token hold's at all, passed every sum."""
+    c = container
+    acct = c.ledger.open_account(name="states")
+    c.ledger.grant(account_id=acct, amount=100, source="topup", idempotency_key="g")
+    paid = c.ledger.place_hold(account_id=acct, amount=10, idempotency_key="paid")
+    c.ledger.capture(hold_id=paid.hold_id, amount=5, idempotency_key="paid")
+    vip = c.ledger.place_hold(account_id=acct, amount=0, list_tokens=19, idempotency_key="vip")
+    c.ledger.capture(hold_id=vip.hold_id, idempotency_key="vip")
+    twice = c.ledger.place_hold(account_id=acct, amount=0, idempotency_key="twice")
+    c.ledger.release(hold_id=twice.hold_id, idempotency_key="twice", reason="test")
+    assert_consistent(c)
+    with c.engine.begin() as conn:  # as a bug might write them
+        conn.execute(holds.update().where(holds.c.id == paid.hold_id).values(state="released"))
+        conn.execute(holds.update().where(holds.c.id == vip.hold_id).values(state="open"))
+        again = {"id": "txn_again", "kind": "expire_hold", "account_id": acct,
+                 "hold_id": twice.hold_id, "created_at": datetime.now(UTC), "memo": "{}",
+                 "result": "{}"}  # fmt: skip
+        conn.execute(ledger_transactions.insert().values(**again))
+    found = {(d.what, d.cached, d.derived) for d in c.accounts.reconcile().drifts}
+    assert found == {
+        (f"hold {paid.hold_id} state released (journal: captured, settled 1 times)", 1, 1),
+        (f"hold {vip.hold_id} state open (journal: captured, settled 1 times)", 0, 1),
+        (f"hold {twice.hold_id} state released (journal: expired, settled 2 times)", 1, 2),
+    }
+
+
+def test_reconcile_reads_one_snapshot_while_holds_are_placed(container: Container) -> None:
+    """Once, a hold placed between two of its statements was reported as drift of a
+    sound ledger (PostgreSQL and MariaDB read each statement's own snapshot)."""
+    c = container
+    acct = c.ledger.open_account(name="busy")
+    c.ledger.grant(account_id=acct, amount=100, source="topup", idempotency_key="g")
+    placed: list[str] = []
+
+    def meanwhile(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        # Right after the first of the allocation check's two reads: another client
+        # places a hold, on its own connection.
+        if not placed and statement.lstrip().startswith("SELECT postings.hold_id"):
+            placed.append(c.ledger.place_hold(account_id=acct, amount=10,
+                                              idempotency_key="meanwhile").hold_id)  # fmt: skip
+
+    sa.event.listen(c.engine, "after_cursor_execute", meanwhile)
+    try:
+        report = c.accounts.reconcile()
+    finally:
+        sa.event.remove(c.engine, "after_cursor_execute", meanwhile)
+    assert placed and report.drifts == []
+    assert_consistent(c)
 
 
 def test_the_same_instant_in_another_offset_is_the_same_request(

@@ -220,7 +220,13 @@ class SqlLedgerStore:
             return {book: int(total) for book, total in conn.execute(query)}
 
     def reconcile(self) -> list[Drift]:
-        with read_only(self.engine.connect()) as conn:
+        """In one snapshot: a movement that commits meanwhile is wholly in it or wholly
+        out (read committed, one check's statements saw a hold the one before had not,
+        and reported a sound ledger as drifting). SQLite's read transaction is one."""
+        conn = read_only(self.engine.connect())
+        if self.engine.dialect.name != "sqlite":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn:
             return _reconcile(conn)
 
 
@@ -275,7 +281,8 @@ def _reconcile(conn: sa.Connection) -> list[Drift]:
     )
     for account_id, hold_id, cached, derived in conn.execute(per_hold):
         drifts.append(Drift(account_id, f"hold {hold_id} held", int(cached), int(derived)))
-    return drifts + _lot_bounds(conn) + _captures(conn) + _allocations(conn)
+    checks = (_lot_bounds, _lot_grants, _captures, _hold_states, _allocations)
+    return drifts + [drift for check in checks for drift in check(conn)]
 
 
 def _lot_bounds(conn: sa.Connection) -> list[Drift]:
@@ -288,6 +295,56 @@ def _lot_bounds(conn: sa.Connection) -> list[Drift]:
         Drift(account_id, f"lot {lot_id} remaining (of {amount} granted)", remaining, amount)
         for account_id, lot_id, remaining, amount in conn.execute(beyond)
     ]
+
+
+def _lot_grants(conn: sa.Connection) -> list[Drift]:
+    """A lot's ``amount`` is what its grant posted (the bounds above trust it)."""
+    by_lot = _derived(postings.c.lot_id, "grants")
+    granted = -sa.func.coalesce(by_lot.c.grants, 0)
+    wrong = (
+        sa.select(lots.c.account_id, lots.c.id, lots.c.amount, granted)
+        .select_from(lots.outerjoin(by_lot, by_lot.c.key == lots.c.id))
+        .where(lots.c.amount != granted)
+    )
+    return [
+        Drift(account_id, f"lot {lot_id} amount", int(amount), int(derived))
+        for account_id, lot_id, amount, derived in conn.execute(wrong)
+    ]
+
+
+_SETTLED_AS = {
+    dl.TxnKind.CAPTURE.value: dl.HoldState.CAPTURED.value,
+    dl.TxnKind.RELEASE.value: dl.HoldState.RELEASED.value,
+    dl.TxnKind.EXPIRE_HOLD.value: dl.HoldState.EXPIRED.value,
+}
+
+
+def _hold_states(conn: sa.Connection) -> list[Drift]:
+    """A hold is open until one transaction settles it (a capture, a release or its
+    expiry), and then in that one's state: a zero-token hold (VIP) posts nothing, so
+    no sum says whether it was settled. Settled twice is drift too."""
+    t = ledger_transactions
+    settled = (
+        sa.select(t.c.hold_id, sa.func.count().label("times"), sa.func.min(t.c.kind).label("kind"))
+        .where(t.c.kind.in_(list(_SETTLED_AS)))
+        .group_by(t.c.hold_id)
+        .subquery()
+    )
+    journal_state = sa.case(
+        *((settled.c.kind == kind, state) for kind, state in _SETTLED_AS.items()),
+        else_=dl.HoldState.OPEN.value,
+    )
+    times = sa.func.coalesce(settled.c.times, 0)
+    wrong = (
+        sa.select(holds.c.account_id, holds.c.id, holds.c.state, journal_state, times)
+        .select_from(holds.outerjoin(settled, settled.c.hold_id == holds.c.id))
+        .where(sa.or_(holds.c.state != journal_state, times > 1))
+    )
+    drifts = []
+    for account_id, hold_id, state, journal, n in conn.execute(wrong):
+        what = f"hold {hold_id} state {state} (journal: {journal}, settled {n} times)"
+        drifts.append(Drift(account_id, what, int(state != dl.HoldState.OPEN.value), int(n)))
+    return drifts
 
 
 def _captures(conn: sa.Connection) -> list[Drift]:
