@@ -178,6 +178,23 @@ def test_human_output_reads_as_sentences(cli: Any, tmp_path: Path) -> None:
     ]
 
 
+def test_expire_goes_on_past_an_account_that_fails_and_exits_1(cli: Any, tmp_path: Path) -> None:
+    cli("init")
+    broken, fine = (as_json(cli("accounts", "create", n, "--json"))["id"] for n in "ab")
+    for account in (broken, fine):
+        cli("grant", account, "5", "--expires-at", "2099-01-01T00:00:00+00:00")
+    with sqlite3.connect(tmp_path / "cli.db") as conn:  # both due; one unreadable
+        conn.execute("UPDATE lots SET expires_at = '2000-01-01 00:00:00.000000'")
+        conn.execute("UPDATE lots SET created_at = 'garbage' WHERE account_id = ?", [broken])
+    done = cli("expire", ok=False)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "released 0 hold(s) (0 tokens), wrote off 1 lot(s) (5 tokens)",
+        f"failed: {broken} (see the log)",
+    ]
+    assert as_json(cli("balance", fine, "--json"))["lots"] == []  # written off
+
+
 def test_a_bad_time_is_named_before_any_database_is_opened() -> None:
     """Once parsed in the command body: behind an unreachable database, its traceback."""
     url = "postgresql+psycopg://postgres@127.0.0.1:1/comfygate"

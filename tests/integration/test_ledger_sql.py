@@ -258,6 +258,29 @@ def test_expiry_writes_off_lots_and_releases_holds_idempotently(
     assert_consistent(c)
 
 
+def test_one_account_whose_expiry_fails_does_not_hold_up_the_others(
+    container: Container, clock: FakeClock
+) -> None:
+    """Once, the first failing account ended the run, and every run after it: no other
+    account's holds were released nor its lots written off."""
+    c = container
+    broken, fine = (c.ledger.open_account(name=name) for name in ("broken", "fine"))
+    holds_due = {}
+    for acct in (broken, fine):
+        c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
+        holds_due[acct] = c.ledger.place_hold(account_id=acct, amount=10, idempotency_key="h",
+                                              ttl_s=60).hold_id  # fmt: skip
+    with c.engine.begin() as conn:  # a hold no code can read back
+        conn.execute(holds.update().where(holds.c.id == holds_due[broken]).values(allocation="{"))
+    clock.advance(minutes=2)
+    assert sorted(c.ledger_store.accounts_with_expiring(clock.now())) == sorted([broken, fine])
+    report = c.ledger.expire()
+    assert (report.holds_expired, report.tokens_released) == (1, 10)
+    assert report.failed_accounts == (broken,)
+    assert balance(c, fine) == (50, 0)
+    assert balance(c, broken) == (40, 10)
+
+
 def test_unlimited_holds_take_nothing_but_record_the_list_price(container: Container) -> None:
     c = container
     acct = c.ledger.open_account(name="vip")

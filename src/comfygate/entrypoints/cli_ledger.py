@@ -260,10 +260,11 @@ def _describe_reconcile(report: dict[str, Any]) -> str:
     if report["ok"]:
         return "ledger consistent"
     lines = [f"{len(report['drifts'])} drift(s):"]
-    lines += [
-        f"  {d['account_id']}: {d['what']} is {d['cached']}, the postings say {d['derived']}"
-        for d in report["drifts"]
-    ]
+    for d in report["drifts"]:
+        line = f"  {d['account_id']}: {d['what']}"
+        if d["cached"] != d["derived"]:  # (a hold's state names both in ``what``)
+            line += f" is {d['cached']}, the postings say {d['derived']}"
+        lines.append(line)
     if sum(report["book_totals"].values()) != 0:
         lines.append(f"  postings do not sum to zero: {report['book_totals']}")
     return "\n".join(lines)
@@ -273,7 +274,8 @@ def _describe_reconcile(report: dict[str, Any]) -> str:
 @json_option
 @click.pass_context
 def expire_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Release overdue holds and write off expired lots (idempotent)."""
+    """Release overdue holds and write off expired lots (idempotent); exit 1 if the
+    expiry of any account failed (the others' went ahead)."""
     report = app(ctx).ledger.expire()
     emit(
         report,
@@ -281,8 +283,11 @@ def expire_cmd(ctx: click.Context, as_json: bool) -> None:
         human=lambda r: (
             f"released {r.holds_expired} hold(s) ({r.tokens_released} tokens), "
             f"wrote off {r.lots_expired} lot(s) ({r.tokens_written_off} tokens)"
+            + "".join(f"\nfailed: {account} (see the log)" for account in r.failed_accounts)
         ),
     )
+    if report.failed_accounts:
+        ctx.exit(1)
 
 
 def register(group: click.Group) -> None:

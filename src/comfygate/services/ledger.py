@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,8 @@ class ExpiryReport:
     tokens_released: int
     lots_expired: int
     tokens_written_off: int
+    failed_accounts: tuple[str, ...] = ()
+    """Accounts whose expiry failed (logged): the others' went ahead without them."""
 
 
 class _Request(NamedTuple):
@@ -121,6 +124,8 @@ _SORTED: dict[str, Any] = {"default": str, "option": orjson.OPT_SORT_KEYS}
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
+
+log = logging.getLogger(__name__)
 
 MAX_MOVEMENT_TOKENS = 10**12
 """The most tokens one movement may move: far past any real grant or job, and far
@@ -409,23 +414,41 @@ class LedgerService:
         return self._append_settlement(uow, hold, 0, dl.TxnKind.EXPIRE_HOLD, None, None, "expired")
 
     def expire(self) -> ExpiryReport:
-        """Release holds past their time limit and write off expired lots. Idempotent."""
+        """Release holds past their time limit and write off expired lots. Idempotent.
+
+        One transaction per account; an account whose expiry fails is logged and
+        reported, and the others' go ahead (it is tried again on the next run)."""
         now = self._clock.now()
         holds = released = lots = written_off = 0
+        failed: list[str] = []
         for account_id in self._store.accounts_with_expiring(now):
-            with self._store.unit_of_work() as uow:
-                uow.lock_account(account_id)
-                for hold in uow.open_holds_due(account_id, now):
-                    self._expire_hold(uow, hold, now)
-                    holds += 1
-                    released += hold.amount
-                for lot in uow.lots(account_id):
-                    if lot.is_expired(now) and lot.remaining > 0:
-                        txn = NewTransaction(new_id("txn"), now, None, None, {}, {"lot_id": lot.id})
-                        uow.append(txn, dl.expire_lot_movement(lot))
-                        lots += 1
-                        written_off += lot.remaining
-                uow.commit()
+            try:
+                done = self._expire_account(account_id, now)
+            except Exception:
+                log.exception("expiry of account %s failed", account_id)
+                failed.append(account_id)
+                continue
+            holds += done.holds_expired
+            released += done.tokens_released
+            lots += done.lots_expired
+            written_off += done.tokens_written_off
+        return ExpiryReport(holds, released, lots, written_off, tuple(failed))
+
+    def _expire_account(self, account_id: str, now: datetime) -> ExpiryReport:
+        holds = released = lots = written_off = 0
+        with self._store.unit_of_work() as uow:
+            uow.lock_account(account_id)
+            for hold in uow.open_holds_due(account_id, now):
+                self._expire_hold(uow, hold, now)
+                holds += 1
+                released += hold.amount
+            for lot in uow.lots(account_id):
+                if lot.is_expired(now) and lot.remaining > 0:
+                    txn = NewTransaction(new_id("txn"), now, None, None, {}, {"lot_id": lot.id})
+                    uow.append(txn, dl.expire_lot_movement(lot))
+                    lots += 1
+                    written_off += lot.remaining
+            uow.commit()
         return ExpiryReport(holds, released, lots, written_off)
 
 
