@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from comfygate import bootstrap
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.base import metadata
 from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.tables_ledger import holds
+from comfygate.config import Settings
 
 
 def test_upgraded_schema_matches_the_declared_tables(database_url: str) -> None:
@@ -56,3 +60,115 @@ def test_a_new_sqlite_database_has_small_pages_and_an_old_one_keeps_its_own(
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         finally:
             engine.dispose()
+
+
+MONEY_TABLES = ("accounts", "balances", "lots", "holds", "ledger_transactions", "postings")
+
+
+def _money_rows(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the money tables, as the first revisions have them (no lot start)."""
+    rows = {}
+    with engine.connect() as conn:
+        for name in MONEY_TABLES:
+            table = metadata.tables[name]
+            columns = [c for c in table.c if c.name != "starts_at"]
+            query = sa.select(*columns).order_by(*table.primary_key.columns)
+            rows[name] = [dict(r._mapping) for r in conn.execute(query)]
+    return rows
+
+
+def _heads(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def _downgrade(engine: sa.Engine, *revisions: str) -> None:
+    for revision in revisions:
+        command.downgrade(migrate.alembic_config(engine), revision)
+
+
+def test_money_survives_a_downgrade_to_the_first_revisions_and_back(database_url: str) -> None:
+    app = bootstrap.build(Settings(database_url=database_url))
+    app.upgrade_database()
+    ledger = app.ledger
+    alice, bob = ledger.open_account(name="alice"), ledger.open_account(name="bob")
+    app.plans.subscribe(account_id=alice, plan="monthly")
+    app.plans.subscribe(account_id=bob, plan="vip")
+    ledger.grant(account_id=alice, amount=30, source="promotion", idempotency_key="promo")
+    for key, settle in (("paid", "capture"), ("back", "release"), ("open", None)):
+        hold = ledger.place_hold(account_id=alice, amount=11, idempotency_key=key)
+        if settle == "capture":
+            ledger.capture(hold_id=hold.hold_id, idempotency_key=key, amount=7)
+        elif settle == "release":
+            ledger.release(hold_id=hold.hold_id, idempotency_key=key, reason="test")
+    vip = ledger.place_hold(account_id=bob, amount=0, list_tokens=19, idempotency_key="vip")
+    ledger.capture(hold_id=vip.hold_id, idempotency_key="vip")
+    before, balance = _money_rows(app.engine), _balance(app, alice)
+    app.close()
+    engine = create_engine(database_url)
+    try:
+        _downgrade(engine, "ledger_0001", "identity_0001", "jobs_0001", "pricing_0001")
+        assert _heads(engine) == {"identity_0001", "jobs_0001", "pricing_0001"}
+        with engine.connect() as conn:
+            assert "starts_at" not in {c["name"] for c in sa.inspect(conn).get_columns("lots")}
+        assert _money_rows(engine) == before
+    finally:
+        engine.dispose()
+    app = bootstrap.build(Settings(database_url=database_url))
+    try:
+        app.upgrade_database()
+        assert _money_rows(app.engine) == before
+        assert app.accounts.reconcile().ok
+        assert _balance(app, alice) == balance
+        assert ledger_replays_and_moves(app, alice)
+    finally:
+        app.close()
+
+
+def _balance(app: bootstrap.Container, account: str) -> tuple[int, int, list[Any]]:
+    """(A started lot's start is not kept below ledger_0004: it makes no difference.)"""
+    view = app.accounts.balance(account_id=account)
+    return view.available, view.held, [(x.lot_id, x.remaining, x.expires_at) for x in view.lots]
+
+
+def ledger_replays_and_moves(app: bootstrap.Container, account: str) -> bool:
+    again = app.ledger.place_hold(account_id=account, amount=11, idempotency_key="paid")
+    hold = app.ledger.place_hold(account_id=account, amount=5, idempotency_key="after")
+    taken = app.ledger.capture(hold_id=hold.hold_id, idempotency_key="after")
+    return again.replayed and taken.captured == 5 and app.accounts.reconcile().ok
+
+
+def test_a_downgrade_that_would_change_money_is_refused(database_url: str) -> None:
+    """Each of these once went through: a lot granted ahead of its start became
+    spendable at once; on MariaDB, keys that differ only in case failed the unique
+    index halfway; replaced built-in price books were dropped with their prices."""
+    app = bootstrap.build(Settings(database_url=database_url))
+    app.upgrade_database()
+    acct = app.ledger.open_account(name="ahead")
+    app.plans.subscribe(account_id=acct, plan="monthly")
+    app.plans.renew(account_id=acct, plan="monthly")  # next month's lot starts later
+    for key in ("Order-A", "order-a"):
+        app.ledger.grant(account_id=acct, amount=5, source="topup", idempotency_key=key)
+    with app.engine.begin() as conn:
+        replaced = {"version": "default-0", "document": "{}", "first_used_at": sa.func.now()}
+        conn.execute(sa.insert(metadata.tables["builtin_price_books"]).values(**replaced))
+    heads = _heads(app.engine)
+    app.close()
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(RuntimeError, match="granted ahead of their start"):
+            _downgrade(engine, "ledger_0003")
+        with pytest.raises(RuntimeError, match="replaced"):
+            _downgrade(engine, "pricing_0001")
+        assert _heads(engine) == heads  # nothing done
+        with engine.begin() as conn:  # (as if next month had begun)
+            conn.execute(sa.update(metadata.tables["lots"]).values(starts_at=None))
+        if engine.dialect.name == "mysql":
+            with pytest.raises(RuntimeError, match="differ only in case"):
+                _downgrade(engine, "ledger_0002")
+        else:  # bytes are compared either way
+            _downgrade(engine, "ledger_0002")
+        migrate.upgrade(engine)
+        assert _heads(engine) == heads
+    finally:
+        engine.dispose()

@@ -45,6 +45,27 @@ def idempotency_key_collation_ddl(table: str, collation: str) -> str:
     )
 
 
+def refuse_colliding_keys(conn: sa.Connection, table: str, collation: str) -> None:
+    """Refuse to give ``table.idempotency_key`` back a ``collation`` (MariaDB) under
+    which two of its keys are one: the unique index would fail halfway through a
+    downgrade, and the older schema would replay one key's request for the other."""
+    key = sa.table(table, sa.column("idempotency_key")).c.idempotency_key
+    one_key = sa.collate(key, collation)
+    same = conn.execute(
+        sa.select(sa.func.min(key))
+        .where(key.is_not(None))
+        .group_by(one_key)
+        .having(sa.func.count() > 1)
+        .limit(1)
+    ).scalar()
+    if same is not None:
+        raise RuntimeError(
+            f"cannot downgrade: {table} has idempotency keys that differ only in case, "
+            f"accents or trailing spaces (such as {same!r}), which {collation} takes "
+            "for one key"
+        )
+
+
 Id = sa.String(40)
 """Client-generated ids (``comfygate.domain.ids.new_id``)."""
 

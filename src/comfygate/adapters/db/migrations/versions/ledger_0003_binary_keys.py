@@ -19,6 +19,7 @@ from alembic import op
 from comfygate.adapters.db.base import (
     IDEMPOTENCY_KEY_COLLATION,
     idempotency_key_collation_ddl,
+    refuse_colliding_keys,
 )
 
 revision: str = "ledger_0003"
@@ -34,4 +35,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
+        refuse_colliding_keys(op.get_bind(), "ledger_transactions", "utf8mb4_general_ci")
         op.execute(idempotency_key_collation_ddl("ledger_transactions", "utf8mb4_general_ci"))

@@ -12,6 +12,7 @@ Create Date: 2026-11-28 09:20:00.000000
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -30,5 +31,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    lots = sa.table("lots", sa.column("starts_at", UtcDateTime))
+    ahead = sa.select(sa.func.count()).where(lots.c.starts_at > datetime.now(UTC))
+    waiting = op.get_bind().execute(ahead).scalar_one()
+    if waiting:  # the older schema would make their tokens spendable now
+        raise RuntimeError(
+            f"cannot downgrade: {waiting} lot(s) are granted ahead of their start, and "
+            "would be spendable at once; downgrade once they have started"
+        )
     with op.batch_alter_table("lots") as batch_op:
         batch_op.drop_column("starts_at")

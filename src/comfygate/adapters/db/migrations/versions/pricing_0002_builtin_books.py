@@ -32,4 +32,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    books = sa.table("builtin_price_books", sa.column("version"))
+    replaced = op.get_bind().execute(sa.select(sa.func.count()).select_from(books)).scalar_one()
+    if replaced > 1:  # the one in use comes back from its file; the others would not
+        raise RuntimeError(
+            "cannot downgrade: the database keeps built-in price books that a newer one "
+            "replaced, and quotes and charges priced by them would lose their prices"
+        )
     op.drop_table("builtin_price_books")
