@@ -262,15 +262,7 @@ def _reconcile(conn: sa.Connection) -> list[Drift]:
             drifts.append(Drift(account_id, "available", cached_available, int(derived_available)))
         if cached_held != derived_held:
             drifts.append(Drift(account_id, "held", cached_held, int(derived_held)))
-    by_lot = _derived(postings.c.lot_id, "available")
-    lot_available = sa.func.coalesce(by_lot.c.available, 0)
-    per_lot = (
-        sa.select(lots.c.account_id, lots.c.id, lots.c.remaining, lot_available)
-        .select_from(lots.outerjoin(by_lot, by_lot.c.key == lots.c.id))
-        .where(lots.c.remaining != lot_available)
-    )
-    for account_id, lot_id, remaining, derived in conn.execute(per_lot):
-        drifts.append(Drift(account_id, f"lot {lot_id} remaining", remaining, int(derived)))
+    drifts += _per_row(conn, lots, "remaining", postings.c.lot_id, "available")
     by_hold = _derived(postings.c.hold_id, "held")
     hold_held = sa.func.coalesce(by_hold.c.held, 0)
     expected = sa.case((holds.c.state == dl.HoldState.OPEN.value, holds.c.amount), else_=0)
@@ -297,19 +289,34 @@ def _lot_bounds(conn: sa.Connection) -> list[Drift]:
     ]
 
 
+def _per_row(
+    conn: sa.Connection,
+    table: sa.Table,
+    cache: str,
+    key: sa.Column[Any],
+    book: str,
+    *,
+    sign: int = 1,
+) -> list[Drift]:
+    """Rows of ``table`` (lots or holds) whose ``cache`` column is not ``sign`` times
+    what their postings (found by ``key``) put in ``book``."""
+    by_row = _derived(key, book)
+    derived = sign * sa.func.coalesce(by_row.c[book], 0)
+    wrong = (
+        sa.select(table.c.account_id, table.c.id, table.c[cache], derived)
+        .select_from(table.outerjoin(by_row, by_row.c.key == table.c.id))
+        .where(table.c[cache] != derived)
+    )
+    kind = table.name.rstrip("s")
+    return [
+        Drift(account_id, f"{kind} {row_id} {cache}", int(cached), int(found))
+        for account_id, row_id, cached, found in conn.execute(wrong)
+    ]
+
+
 def _lot_grants(conn: sa.Connection) -> list[Drift]:
     """A lot's ``amount`` is what its grant posted (the bounds above trust it)."""
-    by_lot = _derived(postings.c.lot_id, "grants")
-    granted = -sa.func.coalesce(by_lot.c.grants, 0)
-    wrong = (
-        sa.select(lots.c.account_id, lots.c.id, lots.c.amount, granted)
-        .select_from(lots.outerjoin(by_lot, by_lot.c.key == lots.c.id))
-        .where(lots.c.amount != granted)
-    )
-    return [
-        Drift(account_id, f"lot {lot_id} amount", int(amount), int(derived))
-        for account_id, lot_id, amount, derived in conn.execute(wrong)
-    ]
+    return _per_row(conn, lots, "amount", postings.c.lot_id, "grants", sign=-1)
 
 
 _SETTLED_AS = {
@@ -349,17 +356,7 @@ def _hold_states(conn: sa.Connection) -> list[Drift]:
 
 def _captures(conn: sa.Connection) -> list[Drift]:
     """Each hold's ``captured`` is what its postings paid to revenue."""
-    by_hold = _derived(postings.c.hold_id, "revenue")
-    paid = sa.func.coalesce(by_hold.c.revenue, 0)
-    wrong = (
-        sa.select(holds.c.account_id, holds.c.id, holds.c.captured, paid)
-        .select_from(holds.outerjoin(by_hold, by_hold.c.key == holds.c.id))
-        .where(holds.c.captured != paid)
-    )
-    return [
-        Drift(account_id, f"hold {hold_id} captured", int(captured), int(derived))
-        for account_id, hold_id, captured, derived in conn.execute(wrong)
-    ]
+    return _per_row(conn, holds, "captured", postings.c.hold_id, "revenue")
 
 
 def _allocations(conn: sa.Connection) -> list[Drift]:
