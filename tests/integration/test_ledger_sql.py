@@ -511,12 +511,13 @@ def test_reconcile_finds_a_hold_whose_state_is_not_what_the_journal_says(
                  "hold_id": twice.hold_id, "created_at": datetime.now(UTC), "memo": "{}",
                  "result": "{}"}  # fmt: skip
         conn.execute(ledger_transactions.insert().values(**again))
-    found = {(d.what, d.cached, d.derived) for d in c.accounts.reconcile().drifts}
+    found = {(d.what, d.cached, d.derived, d.unit) for d in c.accounts.reconcile().drifts}
     assert found == {
-        (f"hold {paid.hold_id} state released (journal: captured, settled 1 times)", 1, 1),
-        (f"hold {vip.hold_id} state open (journal: captured, settled 1 times)", 0, 1),
-        (f"hold {twice.hold_id} state released (journal: expired, settled 2 times)", 1, 2),
-    }
+        (f"hold {paid.hold_id} is released, but the journal says captured", 1, 1, "settlements"),
+        (f"hold {vip.hold_id} is open, but the journal says captured", 0, 1, "settlements"),
+        (f"hold {twice.hold_id} is released, but the journal settles it 2 times", 1, 2,
+         "settlements"),
+    }  # fmt: skip
 
 
 def test_reconcile_reads_one_snapshot_while_holds_are_placed(container: Container) -> None:

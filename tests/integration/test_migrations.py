@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 
 from comfygate import bootstrap
 from comfygate.adapters.db import migrate
-from comfygate.adapters.db.base import metadata
+from comfygate.adapters.db.base import metadata, refuse_colliding_keys
 from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.tables_ledger import holds
 from comfygate.config import Settings
@@ -171,4 +171,31 @@ def test_a_downgrade_that_would_change_money_is_refused(database_url: str) -> No
         migrate.upgrade(engine)
         assert _heads(engine) == heads
     finally:
+        engine.dispose()
+
+
+def test_keys_collide_only_within_their_unique_index(database_url: str) -> None:
+    """The jobs' unique index is (account, key): the same key in two accounts once
+    refused a MariaDB downgrade it would not have broken."""
+    engine = create_engine(database_url)
+    if engine.dialect.name != "mysql":
+        engine.dispose()
+        pytest.skip("collations are MariaDB's")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE keyed (account_id VARCHAR(40), idempotency_key VARCHAR(255) "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin)"
+            )
+            rows = [("a", "retry-1"), ("b", "retry-1"), ("a", "Retry-2 ")]
+            conn.exec_driver_sql("INSERT INTO keyed VALUES (%s, %s)", rows)
+            refuse_colliding_keys(conn, "keyed", "utf8mb4_general_ci", scope=["account_id"])
+            conn.exec_driver_sql("INSERT INTO keyed VALUES ('a', 'retry-2')")
+            with pytest.raises(RuntimeError, match="differ only in case"):
+                refuse_colliding_keys(conn, "keyed", "utf8mb4_general_ci", scope=["account_id"])
+            with pytest.raises(RuntimeError, match="differ only in case"):
+                refuse_colliding_keys(conn, "keyed", "utf8mb4_general_ci")  # "retry-1"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS keyed")
         engine.dispose()

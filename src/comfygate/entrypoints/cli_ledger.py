@@ -262,7 +262,7 @@ def _describe_reconcile(report: dict[str, Any]) -> str:
     lines = [f"{len(report['drifts'])} drift(s):"]
     for d in report["drifts"]:
         line = f"  {d['account_id']}: {d['what']}"
-        if d["cached"] != d["derived"]:  # (a hold's state names both in ``what``)
+        if d["unit"] == "tokens":  # (a hold's state says it all in ``what``)
             line += f" is {d['cached']}, the postings say {d['derived']}"
         lines.append(line)
     if sum(report["book_totals"].values()) != 0:

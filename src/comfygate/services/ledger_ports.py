@@ -53,6 +53,8 @@ class Drift:
     what: str
     cached: int
     derived: int
+    unit: str = "tokens"
+    """What the two figures count: tokens, or (for a hold's state) settlements."""
 
 
 class NewTransaction(NamedTuple):

@@ -6,7 +6,7 @@ tokens are BIGINT everywhere, times are stored as timezone-aware UTC.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -45,16 +45,19 @@ def idempotency_key_collation_ddl(table: str, collation: str) -> str:
     )
 
 
-def refuse_colliding_keys(conn: sa.Connection, table: str, collation: str) -> None:
+def refuse_colliding_keys(
+    conn: sa.Connection, table: str, collation: str, *, scope: Sequence[str] = ()
+) -> None:
     """Refuse to give ``table.idempotency_key`` back a ``collation`` (MariaDB) under
-    which two of its keys are one: the unique index would fail halfway through a
-    downgrade, and the older schema would replay one key's request for the other."""
-    key = sa.table(table, sa.column("idempotency_key")).c.idempotency_key
-    one_key = sa.collate(key, collation)
+    which two of its keys are one (within the ``scope`` columns its unique index
+    also has): the index would fail halfway through a downgrade, and the older schema
+    would replay one key's request for the other."""
+    rows = sa.table(table, sa.column("idempotency_key"), *map(sa.column, scope))
+    key = rows.c.idempotency_key
     same = conn.execute(
         sa.select(sa.func.min(key))
         .where(key.is_not(None))
-        .group_by(one_key)
+        .group_by(*(rows.c[name] for name in scope), sa.collate(key, collation))
         .having(sa.func.count() > 1)
         .limit(1)
     ).scalar()

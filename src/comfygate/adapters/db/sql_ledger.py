@@ -241,10 +241,11 @@ def _derived(key: sa.Column[Any], *books: str) -> sa.Subquery:
 
 
 def _reconcile(conn: sa.Connection) -> list[Drift]:
-    """Recompute every cache from postings and list where they disagree.
+    """Recompute every cache from the journal and list where they disagree.
 
-    Each check aggregates the postings once (a scan: postings are indexed only by
-    transaction) and joins the totals to the cache, so only drifts come back.
+    Each check aggregates the postings (or, for holds' states, the settling
+    transactions) once, in a scan, and joins the totals to the cache, so only drifts
+    come back.
     """
     drifts: list[Drift] = []
     by_account = _derived(postings.c.account_id, "available", "held")
@@ -349,8 +350,11 @@ def _hold_states(conn: sa.Connection) -> list[Drift]:
     )
     drifts = []
     for account_id, hold_id, state, journal, n in conn.execute(wrong):
-        what = f"hold {hold_id} state {state} (journal: {journal}, settled {n} times)"
-        drifts.append(Drift(account_id, what, int(state != dl.HoldState.OPEN.value), int(n)))
+        what = f"hold {hold_id} is {state}, " + (
+            f"but the journal settles it {n} times" if n > 1 else f"but the journal says {journal}"
+        )
+        said = int(state != dl.HoldState.OPEN.value)  # settlements its state implies
+        drifts.append(Drift(account_id, what, said, int(n), unit="settlements"))
     return drifts
 
 

@@ -35,5 +35,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
-        refuse_colliding_keys(op.get_bind(), "jobs", "utf8mb4_general_ci")
+        refuse_colliding_keys(op.get_bind(), "jobs", "utf8mb4_general_ci", scope=["account_id"])
         op.execute(idempotency_key_collation_ddl("jobs", "utf8mb4_general_ci"))
