@@ -264,21 +264,27 @@ def test_one_account_whose_expiry_fails_does_not_hold_up_the_others(
     """Once, the first failing account ended the run, and every run after it: no other
     account's holds were released nor its lots written off."""
     c = container
-    broken, fine = (c.ledger.open_account(name=name) for name in ("broken", "fine"))
+    broken, fine, other = (c.ledger.open_account(name=name) for name in ("b", "f", "o"))
     holds_due = {}
-    for acct in (broken, fine):
+    for acct in (broken, fine, other):
         c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
         holds_due[acct] = c.ledger.place_hold(account_id=acct, amount=10, idempotency_key="h",
                                               ttl_s=60).hold_id  # fmt: skip
     with c.engine.begin() as conn:  # a hold no code can read back
         conn.execute(holds.update().where(holds.c.id == holds_due[broken]).values(allocation="{"))
     clock.advance(minutes=2)
-    assert sorted(c.ledger_store.accounts_with_expiring(clock.now())) == sorted([broken, fine])
+    assert c.ledger_store.accounts_with_expiring(clock.now()) == [broken, fine, other]
     report = c.ledger.expire()
-    assert (report.holds_expired, report.tokens_released) == (1, 10)
+    assert (report.holds_expired, report.tokens_released) == (2, 20)
     assert report.failed_accounts == (broken,)
-    assert balance(c, fine) == (50, 0)
+    assert balance(c, fine) == balance(c, other) == (50, 0)
     assert balance(c, broken) == (40, 10)
+    # Every account failing in a row is not the accounts' fault: the run stops.
+    with c.engine.begin() as conn:
+        conn.execute(holds.update().values(allocation="{", state="open"))
+    clock.advance(minutes=2)
+    with pytest.raises(orjson.JSONDecodeError):
+        c.ledger.expire()
 
 
 def test_unlimited_holds_take_nothing_but_record_the_list_price(container: Container) -> None:

@@ -165,6 +165,37 @@ def test_all_of_a_jobs_streams_hear_what_one_of_them_reads_and_a_failed_read_is_
     assert asyncio.run(scenario()) == [every, every]
 
 
+def test_a_jobs_streams_share_one_read_of_the_stored_history() -> None:
+    """Three streams of a job another process runs: one of them reads, the others
+    hear what it read (the reads are throttled to one per ``poll_s``, an hour here)."""
+    here, store = _events()
+    there = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    there.record("job_s", "queued", {})
+    reads = []
+    events_of = store.events
+
+    def counted(job_id: str, *, after_seq: int) -> list[JobEvent]:
+        reads.append(after_seq)
+        return events_of(job_id, after_seq=after_seq)
+
+    store.events = counted  # type: ignore[method-assign]
+
+    async def scenario() -> list[list[tuple[int, str]]]:
+        streams = [
+            asyncio.create_task(_collect(here, "job_s", poll_s=3600, keepalive_s=0.01))
+            for _ in range(3)
+        ]
+        while len(reads) < 3:  # each has read the history once
+            await asyncio.sleep(0.01)
+        there.record("job_s", "started", {})
+        there.record("job_s", "succeeded", {})
+        return list(await asyncio.wait_for(asyncio.gather(*streams), timeout=10))
+
+    every = [(1, "queued"), (2, "started"), (3, "succeeded")]
+    assert asyncio.run(scenario()) == [every, every, every]
+    assert reads == [0, 0, 0, 1]  # three histories, then one read for all three
+
+
 def test_numbering_continues_after_a_restart_and_first_event_is_one() -> None:
     events, store = _events()
     first = events.first_event("job_d", "queued", {"tokens": 3})

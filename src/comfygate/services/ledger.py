@@ -127,6 +127,9 @@ def _sha256(data: bytes) -> str:
 
 log = logging.getLogger(__name__)
 
+GIVE_UP_AFTER = 3
+"""Failed accounts in a row after which ``expire`` stops and raises."""
+
 MAX_MOVEMENT_TOKENS = 10**12
 """The most tokens one movement may move: far past any real grant or job, and far
 enough below the 64-bit columns that balances summing many of them cannot overflow."""
@@ -417,17 +420,24 @@ class LedgerService:
         """Release holds past their time limit and write off expired lots. Idempotent.
 
         One transaction per account; an account whose expiry fails is logged and
-        reported, and the others' go ahead (it is tried again on the next run)."""
+        reported, and the others' go ahead (it is tried again on the next run). When
+        ``GIVE_UP_AFTER`` accounts in a row fail, the cause is not theirs (the
+        database is down, say): the last failure is raised."""
         now = self._clock.now()
         holds = released = lots = written_off = 0
         failed: list[str] = []
+        in_a_row = 0
         for account_id in self._store.accounts_with_expiring(now):
             try:
                 done = self._expire_account(account_id, now)
             except Exception:
+                in_a_row += 1
+                if in_a_row >= GIVE_UP_AFTER:
+                    raise
                 log.exception("expiry of account %s failed", account_id)
                 failed.append(account_id)
                 continue
+            in_a_row = 0
             holds += done.holds_expired
             released += done.tokens_released
             lots += done.lots_expired
