@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from comfygate.services.identity_types import Principal, Role
 from comfygate.services.job_ports import Job
 from comfygate.services.jobs import SubmitRequest
 from comfygate.services.recovery import settle_unsettled
+from tests.fakes import FakeClock
 from tests.jobs_support import CAPABILITY, FakeEngine, build, png_bytes
 
 GRANT = 100
@@ -167,3 +169,32 @@ def test_housekeeping_settles_a_job_whose_settlement_failed_in_this_process(
     assert sweep() == 1
     assert sweep() == 0  # settled: nothing left, nothing charged twice
     _assert_money(container, account_id, succeeded=1)
+
+
+def test_a_job_whose_hold_expired_before_settlement_says_its_tokens_went_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The ledger released the expired hold in full; the job's audit entry and the
+    released-tokens metric once said 0."""
+    clock = FakeClock()
+    container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
+    try:
+        account_id = container.ledger.open_account(name="late")
+        container.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
+                               idempotency_key="g")  # fmt: skip
+        job = _submit(container, account_id, 1)
+        running = container.jobs.lifecycle.start(job)
+        assert running is not None
+        assert container.jobs.store.transition(running, target=JobState.FAILED, changes={})
+        clock.current = running.hold_expires_at + timedelta(seconds=1)
+        assert container.ledger.expire().tokens_released == PRICE
+        chores = container.jobs.dispatcher._housekeeping
+        sweep = next(c for c in chores if getattr(c, "func", None) is settle_unsettled)
+        assert sweep() == 1
+        entry = next(e for e in container.audit.entries(account_id=account_id)
+                     if e.target == job.id)  # fmt: skip
+        assert (entry.action, entry.details["tokens_released"]) == ("jobs.release", PRICE)
+        assert entry.details["tokens_charged"] == 0 and job.tokens == PRICE
+        _assert_money(container, account_id, succeeded=0)
+    finally:
+        container.close()

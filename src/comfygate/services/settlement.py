@@ -19,6 +19,7 @@ from typing import Any
 from comfygate.domain.errors import HoldNotOpenError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState, check_transition
+from comfygate.domain.ledger import HoldState
 from comfygate.services.audit import AuditEntry, AuditLog
 from comfygate.services.clock import Clock
 from comfygate.services.engines import EngineResult
@@ -176,7 +177,7 @@ class JobLifecycle:
 
     def _settle_hold(self, job: Job) -> tuple[int, int]:
         """``(captured, released)``; a hold that expired meanwhile was already returned
-        in full by the ledger, so it charges nothing."""
+        in full by the ledger, so it charges nothing and says all went back."""
         try:
             if job.state is JobState.SUCCEEDED:
                 receipt = self._ledger.capture(
@@ -190,7 +191,8 @@ class JobLifecycle:
                 )
         except HoldNotOpenError as exc:
             log.warning("job %s: hold %s not open at settlement: %s", job.id, job.hold_id, exc)
-            return 0, 0
+            expired = exc.details.get("state") == HoldState.EXPIRED.value
+            return 0, job.tokens if expired else 0
         return receipt.captured, receipt.released
 
 
