@@ -51,12 +51,20 @@ class FakeOrderStore:
         return self.orders.get(order_id)
 
     def list(
-        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+        self,
+        *,
+        account_id: str | None,
+        state: str | None,
+        limit: int,
+        before: str | None,
+        plan: str | None = None,
     ) -> list[Order]:
         found = [
             o
             for o in self.orders.values()
-            if account_id in (None, o.account_id) and state in (None, o.state.value)
+            if account_id in (None, o.account_id)
+            and state in (None, o.state.value)
+            and plan in (None, o.plan)
         ]
         return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
 
@@ -192,6 +200,17 @@ def test_a_running_paid_subscription_cannot_be_ordered_again(parts, clock) -> No
         service.create_order(actor=USER, plan="monthly")
     service.cancel(order_id=pending.id, actor=USER)
     service.create_order(actor=USER, plan="monthly")
+
+
+def test_a_pending_subscription_order_is_found_behind_any_number_of_top_ups(parts) -> None:  # type: ignore[no-untyped-def]
+    """The check once read the newest 500 pending orders: 500 top-ups after it hid a
+    pending monthly order, and a second one for the same period was accepted."""
+    service, *_ = parts
+    service.create_order(actor=USER, plan="monthly")
+    for _ in range(500):
+        service.create_order(actor=USER, plan="topup-500")
+    with pytest.raises(OrderStateError, match="pending already"):
+        service.create_order(actor=USER, plan="monthly")
 
 
 def test_unknown_plan_and_provider(parts) -> None:  # type: ignore[no-untyped-def]

@@ -86,7 +86,13 @@ class OrderStore(Protocol):
     def get(self, order_id: str) -> Order | None: ...
 
     def list(
-        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+        self,
+        *,
+        account_id: str | None,
+        state: str | None,
+        limit: int,
+        before: str | None,
+        plan: str | None = None,
     ) -> list[Order]:
         """Newest first."""
         ...
@@ -207,8 +213,10 @@ class PaymentService:
                 plan=plan,
                 paid_until=until.isoformat(),
             )
-        pending = self._store.list(account_id=account_id, state="pending", limit=500, before=None)
-        if any(o.plan == plan for o in pending):
+        pending = self._store.list(
+            account_id=account_id, state="pending", limit=1, before=None, plan=plan
+        )
+        if pending:
             raise OrderStateError(
                 f"an order for plan {plan} is pending already: pay or cancel it first", plan=plan
             )

@@ -208,8 +208,13 @@ class SqlJobStore:
     def find_duplicates(
         self, *, account_id: str, sha256: str, capability: str, options_key: str
     ) -> list[Job]:
-        key = {"account_id": account_id, "sha256": sha256, "capability": capability}
-        return [_job(r) for r in self._read(_DUPLICATES, {**key, "options_key": options_key})]
+        params = {
+            "account_id": account_id,
+            "sha256": sha256,
+            "capability": capability,
+            "options_key": options_key,
+        }
+        return [_job(r) for r in self._read(_DUPLICATES, params)]
 
     def count_active(self, account_id: str) -> int:
         return int(self._read(_COUNT_ACTIVE, {"account_id": account_id})[0][0])

@@ -58,13 +58,21 @@ class SqlOrderStore:
         return None if row is None else _order(row)
 
     def list(
-        self, *, account_id: str | None, state: str | None, limit: int, before: str | None
+        self,
+        *,
+        account_id: str | None,
+        state: str | None,
+        limit: int,
+        before: str | None,
+        plan: str | None = None,
     ) -> list[Order]:
         query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
         if account_id is not None:
             query = query.where(orders.c.account_id == account_id)
         if state is not None:
             query = query.where(orders.c.state == state)
+        if plan is not None:
+            query = query.where(orders.c.plan == plan)
         if before is not None:
             query = query.where(orders.c.id < before)
         with read_only(self.engine.connect()) as conn:
