@@ -142,6 +142,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         lock_s=settings.quote_lock_s,
         price_book_file=settings.price_book_file,
         max_pixels=settings.max_image_pixels,
+        account_exists=ledger_store.account_exists,
     )
     jobs = build_job_services(
         settings,

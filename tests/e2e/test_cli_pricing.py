@@ -46,7 +46,13 @@ def cli(tmp_path: Path) -> Iterator[click.Group]:
     def services(ctx: click.Context) -> PricingServices:
         if not built:  # lazily, like the real CLI's container
             cap = Settings.model_fields["max_image_pixels"].default
-            made = build_pricing_services(engine, clock=SystemClock(), lock_s=600, max_pixels=cap)
+            made = build_pricing_services(
+                engine,
+                clock=SystemClock(),
+                lock_s=600,
+                max_pixels=cap,
+                account_exists=SqlLedgerStore(engine).account_exists,  # as bootstrap wires it
+            )
             built.append(made)
         return built[0]
 

@@ -15,11 +15,11 @@ book file, and ``build_pricing_services`` for the composition root.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -28,7 +28,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from comfygate.adapters.db.engine import read_only
-from comfygate.adapters.db.tables_ledger import accounts
 from comfygate.adapters.db.tables_pricing import builtin_price_books, quote_locks
 from comfygate.adapters.db.tables_pricing import price_book_versions as pbv
 from comfygate.domain.errors import DuplicatePriceBookVersionError
@@ -273,8 +272,10 @@ def build_pricing_services(
     lock_s: int,
     price_book_file: Path | None = None,
     max_pixels: int | None = None,
+    account_exists: Callable[[str], bool] | None = None,
 ) -> PricingServices:
-    """Wire the pricing services on ``engine`` (for ``bootstrap``)."""
+    """Wire the pricing services on ``engine`` (for ``bootstrap``); ``account_exists``
+    is the ledger's (the accounts are its)."""
     default_book = read_price_book_file(price_book_file)
     prices = SqlPriceBookRepository(engine)
     quotes = QuoteService(
@@ -284,21 +285,12 @@ def build_pricing_services(
         lock_s=lock_s,
         default_book=default_book,
         max_pixels=max_pixels,
-        account_exists=functools.partial(_account_exists, engine),
+        account_exists=account_exists,
     )
     books = PriceBookService(
-        prices=prices,
-        clock=clock,
-        default_book=default_book,
-        account_exists=functools.partial(_account_exists, engine),
+        prices=prices, clock=clock, default_book=default_book, account_exists=account_exists
     )
     return PricingServices(quotes=quotes, price_books=books)
-
-
-def _account_exists(engine: Engine, account_id: str) -> bool:
-    query = sa.select(accounts.c.id).where(accounts.c.id == account_id)
-    with read_only(engine.connect()) as conn:
-        return conn.execute(query).first() is not None
 
 
 def _document(book: PriceBook) -> str:
