@@ -130,8 +130,7 @@ def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) ->
     """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
     receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
     _audit(ctx, "subscriptions.create", account, plan=plan, tokens=receipt.tokens_granted)
-    tz = app(ctx).plans.catalog.timezone
-    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
+    _emit_subscription(ctx, receipt, as_json)
 
 
 @click.command("renew")
@@ -143,8 +142,7 @@ def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> Non
     """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
     receipt = app(ctx).plans.renew(account_id=account, plan=plan)
     _audit(ctx, "subscriptions.renew", account, plan=plan, tokens=receipt.tokens_granted)
-    tz = app(ctx).plans.catalog.timezone
-    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
+    _emit_subscription(ctx, receipt, as_json)
 
 
 @click.command("topup")
@@ -163,16 +161,21 @@ def topup_cmd(
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
     _audit(ctx, "ledger.topup", account, plan=plan, tokens=receipt.tokens_granted)
+    _emit_subscription(ctx, receipt, as_json)
+
+
+def _emit_subscription(ctx: click.Context, receipt: Any, as_json: bool) -> None:
+    """The receipt; in words, its period in the plan catalog's timezone, where a month
+    is a month."""
     tz = app(ctx).plans.catalog.timezone
-    emit(receipt, as_json=as_json, human=lambda r: _describe_subscription(r, tz))
-
-
-def _describe_subscription(r: Any, tz: str = "UTC") -> str:
-    """The period in the plan catalog's timezone, where a month is a month."""
     zone = ZoneInfo(tz)
-    start, end = r.period_start.astimezone(zone), r.period_end.astimezone(zone)
-    what = "unlimited" if r.unlimited else f"{r.tokens_granted} tokens"
-    return f"{r.plan}: {what} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({tz})"
+
+    def describe(r: Any) -> str:
+        start, end = r.period_start.astimezone(zone), r.period_end.astimezone(zone)
+        what = "unlimited" if r.unlimited else f"{r.tokens_granted} tokens"
+        return f"{r.plan}: {what} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({tz})"
+
+    emit(receipt, as_json=as_json, human=describe)
 
 
 @click.command("plans")
