@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -79,6 +80,31 @@ def test_concurrent_holds_from_threads(database_url: str, batch_max: int) -> Non
     account_id = _funded_account(database_url)
     succeeded = _race_in_threads(database_url, account_id, range(HOLDS), 32, batch_max)
     _check_outcome(database_url, account_id, succeeded)
+
+
+def test_concurrent_holds_leave_a_lot_granted_ahead_alone(database_url: str) -> None:
+    """Next month's lot, granted ahead, beside this month's 1,000: the race for this
+    month's tokens ends as it does without it, and the lot waiting for its start
+    keeps every token."""
+    account_id = _funded_account(database_url)
+    container = bootstrap.build(Settings(database_url=database_url))
+    try:
+        ahead = container.ledger.grant(
+            account_id=account_id, amount=FUNDS, source="plan", idempotency_key="next",
+            starts_at=datetime.now(UTC) + timedelta(days=3),
+        )  # fmt: skip
+    finally:
+        container.close()
+    succeeded = _race_in_threads(database_url, account_id, range(HOLDS), 32)
+    _check_outcome(database_url, account_id, succeeded)
+    container = bootstrap.build(Settings(database_url=database_url))
+    try:
+        lots = container.accounts.balance(account_id=account_id).lots
+        assert [(x.remaining, x.started) for x in lots if x.lot_id == ahead.lot_id] == [
+            (FUNDS, False)
+        ]
+    finally:
+        container.close()
 
 
 @pytest.mark.parametrize("batch_max", [1, 32], ids=["alone", "batched"])
