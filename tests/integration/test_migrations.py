@@ -160,7 +160,10 @@ def test_a_downgrade_that_would_change_money_is_refused(database_url: str) -> No
             _downgrade(engine, "ledger_0003")
         with pytest.raises(RuntimeError, match="replaced"):
             _downgrade(engine, "pricing_0001")
-        assert _heads(engine) == heads  # nothing done
+        if engine.dialect.name == "mysql":  # DDL commits: it stops at the one refusing
+            assert _heads(engine) == heads - {"ledger_0005"} | {"ledger_0004"}
+        else:
+            assert _heads(engine) == heads  # nothing done
         with engine.begin() as conn:  # (as if next month had begun)
             conn.execute(sa.update(metadata.tables["lots"]).values(starts_at=None))
         if engine.dialect.name == "mysql":

@@ -171,25 +171,25 @@ class SqlLedgerStore:
             return [lot_from_row(r) for r in conn.execute(LOTS, {"account_id": account_id})]
 
     def statement(self, account_id: str, *, limit: int, before: str | None) -> list[StatementLine]:
+        """The page first (a range of ``ix_ledger_transactions_account_newest``), then
+        each of its transactions' postings (by ``ix_postings_txn_id``): the work is the
+        page's, whatever the account's history. (Joined and grouped instead, PostgreSQL
+        planned a scan of every posting.)"""
         t, p = ledger_transactions, postings
-        query = (
-            sa.select(
-                t.c.id,
-                t.c.kind,
-                t.c.created_at,
-                t.c.hold_id,
-                t.c.memo,
-                _book_sum("available").label("d_available"),
-                _book_sum("held").label("d_held"),
-            )
-            .select_from(t.outerjoin(p, p.c.txn_id == t.c.id))
-            .where(t.c.account_id == account_id)
-            .group_by(t.c.id, t.c.kind, t.c.created_at, t.c.hold_id, t.c.memo)
-            .order_by(t.c.id.desc())
-            .limit(limit)
+        page = sa.select(t.c.id, t.c.kind, t.c.created_at, t.c.hold_id, t.c.memo).where(
+            t.c.account_id == account_id
         )
         if before:
-            query = query.where(t.c.id < before)
+            page = page.where(t.c.id < before)
+        lines = page.order_by(t.c.id.desc()).limit(limit).subquery()
+
+        def delta(book: str) -> sa.ScalarSelect[Any]:
+            total = sa.select(sa.func.coalesce(sa.func.sum(p.c.amount), 0))
+            return total.where(p.c.txn_id == lines.c.id, p.c.book == book).scalar_subquery()
+
+        query = sa.select(
+            *lines.c, delta("available").label("d_available"), delta("held").label("d_held")
+        ).order_by(lines.c.id.desc())
         with read_only(self.engine.connect()) as conn:
             rows = conn.execute(query).all()
         return [

@@ -42,13 +42,15 @@ ledger_transactions = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("idempotency_key", IdempotencyKey, nullable=True, unique=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Column("hold_id", Id, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("memo", sa.Text, nullable=False),
     sa.Column("result", sa.Text, nullable=False),
+    # An account's statement, newest first: a page is a range of this index.
+    sa.Index("ix_ledger_transactions_account_newest", "account_id", "id"),
 )
 
 postings = sa.Table(
