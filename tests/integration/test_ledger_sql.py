@@ -593,28 +593,37 @@ def test_the_same_instant_in_another_offset_is_the_same_request(
         c.ledger.place_hold(account_id=acct, amount=1, idempotency_key="h", ttl_s=120)
 
 
+class SqliteSteps:
+    """Counts the instructions SQLite's VM runs on the engine's connections checked
+    out from now on: what a query costs, the same on every run however busy the
+    machine is."""
+
+    def __init__(self, c: Container) -> None:
+        self.steps = 0
+        c.ledger_store.close()  # connections kept for movements are checked out again
+        sa.event.listen(c.engine, "checkout", self._count)
+
+    def _step(self) -> int:
+        self.steps += 1
+        return 0  # go on
+
+    def _count(self, driver: Any, *_: Any) -> None:
+        driver.set_progress_handler(self._step, 1)
+
+
 def test_a_statement_page_costs_the_same_however_long_the_history(tmp_path: Any) -> None:
     """A page is a range of the account's index, read from the cursor: SQLite runs
     about as many instructions for it with 20 transactions behind it as with 1,000
     (it used to find, sum and sort every one of them for each page)."""
     c = bootstrap.build(Settings(database_url=f"sqlite:///{tmp_path / 'history.db'}"))
     c.upgrade_database()
-    steps = [0]
-
-    def step() -> int:
-        steps[0] += 1
-        return 0  # go on
-
-    def count(conn: sa.Connection, *_: Any) -> None:
-        conn.connection.driver_connection.set_progress_handler(step, 1)
-
-    sa.event.listen(c.engine, "before_cursor_execute", count)
+    counter = SqliteSteps(c)
 
     def page_cost(acct: str, before: str | None = None) -> int:
-        steps[0] = 0
+        counter.steps = 0
         lines = c.accounts.statement(account_id=acct, limit=10, before=before)
         assert len(lines) == 10
-        return steps[0]
+        return counter.steps
 
     def account(grants: int) -> str:
         acct = c.ledger.open_account(name=f"{grants} grants")
@@ -628,5 +637,33 @@ def test_a_statement_page_costs_the_same_however_long_the_history(tmp_path: Any)
         cost = page_cost(short)
         assert page_cost(long) < 2 * cost
         assert page_cost(long, before=middle) < 2 * cost
+    finally:
+        c.close()
+
+
+def test_a_movement_costs_the_same_however_many_lots_were_used_up(tmp_path: Any) -> None:
+    """A hold reads the account's lots with tokens left (``ix_lots_live``): 500 lots
+    used up long ago are not read again by every movement, as they were."""
+    c = bootstrap.build(Settings(database_url=f"sqlite:///{tmp_path / 'lots.db'}"))
+    c.upgrade_database()
+    ledger = c.ledger
+
+    def hold_cost(acct: str, key: str) -> int:
+        counter.steps = 0
+        ledger.place_hold(account_id=acct, amount=1, idempotency_key=key)
+        return counter.steps
+
+    fresh, old = ledger.open_account(name="fresh"), ledger.open_account(name="old")
+    for i in range(500):
+        ledger.grant(account_id=old, amount=1, source="promotion", idempotency_key=f"{i}")
+    spent = ledger.place_hold(account_id=old, amount=500, idempotency_key="spend")
+    ledger.capture(hold_id=spent.hold_id, idempotency_key="spend")
+    for acct in (fresh, old):
+        ledger.grant(account_id=acct, amount=100, source="topup", idempotency_key="live")
+    counter = SqliteSteps(c)
+    try:
+        cost = hold_cost(fresh, "a")
+        assert hold_cost(old, "a") < 1.5 * cost
+        assert [lot.remaining for lot in c.ledger_store.lots(old)] == [99]
     finally:
         c.close()

@@ -161,7 +161,8 @@ def test_a_downgrade_that_would_change_money_is_refused(database_url: str) -> No
         with pytest.raises(RuntimeError, match="replaced"):
             _downgrade(engine, "pricing_0001")
         if engine.dialect.name == "mysql":  # DDL commits: it stops at the one refusing
-            assert _heads(engine) == heads - {"ledger_0005"} | {"ledger_0004"}
+            ledger_0004 = {h for h in heads if not h.startswith("ledger_")} | {"ledger_0004"}
+            assert _heads(engine) == ledger_0004
         else:
             assert _heads(engine) == heads  # nothing done
         with engine.begin() as conn:  # (as if next month had begun)

@@ -77,17 +77,15 @@ _HOLD = sa.select(*_HOLD_COLUMNS).where(holds.c.id == sa.bindparam("hold_id"))
 _FIND_TXN = sa.select(
     ledger_transactions.c.id, ledger_transactions.c.request_hash, ledger_transactions.c.result
 ).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
-LOTS = sa.select(*_LOT_COLUMNS).where(
-    lots.c.account_id == sa.bindparam("account_id"), lots.c.remaining > 0
-)
+# Literals, not parameters, as ``HOLD_IS_OPEN`` below: then ``ix_lots_live`` applies.
+LOT_IS_LIVE = lots.c.remaining > sa.literal_column("0")
+LOTS = sa.select(*_LOT_COLUMNS).where(lots.c.account_id == sa.bindparam("account_id"), LOT_IS_LIVE)
 # The account (one row, its lots' columns NULL when it has none) and its lots: no row
 # at all means no account, so the result of the lock itself is never needed.
 _ACCOUNT_LOTS = (
     sa.select(balances.c.account_id, *_LOT_COLUMNS)
     .select_from(
-        balances.outerjoin(
-            lots, sa.and_(lots.c.account_id == balances.c.account_id, lots.c.remaining > 0)
-        )
+        balances.outerjoin(lots, sa.and_(lots.c.account_id == balances.c.account_id, LOT_IS_LIVE))
     )
     .where(balances.c.account_id == sa.bindparam("account_id"))
 )
