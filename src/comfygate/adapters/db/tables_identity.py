@@ -41,6 +41,7 @@ audit_log = sa.Table(
     sa.Column("actor_account_id", Id, nullable=True),
     sa.Column("action", sa.String(64), nullable=False, index=True),
     sa.Column("target", sa.String(255), nullable=False),
-    sa.Column("account_id", Id, nullable=True, index=True),
+    sa.Column("account_id", Id, nullable=True),
     sa.Column("details", sa.Text, nullable=False),
+    sa.Index("ix_audit_log_account_newest", "account_id", "id"),  # pages, newest first
 )

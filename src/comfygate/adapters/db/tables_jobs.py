@@ -65,10 +65,19 @@ jobs = sa.Table(
     sa.Column("gpu_peak_mb", sa.Integer, nullable=True),
     sa.Column("result_metadata", sa.Text, nullable=False),
     sa.UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_idempotency"),
-    sa.Index("ix_jobs_dedup", "account_id", "sha256"),
-    sa.Index("ix_jobs_account_state", "account_id", "state"),
-    sa.Index("ix_jobs_state", "state"),
-    sa.Index("ix_jobs_result_expires_at", "result_expires_at"),
+    # Lists are newest first, a page at a time: each filter's index ends with the id,
+    # so that a page is a range of it, whatever the history behind it.
+    sa.Index("ix_jobs_account_newest", "account_id", "id"),
+    sa.Index("ix_jobs_account_state", "account_id", "state", "id"),
+    sa.Index("ix_jobs_user_newest", "user_id", "id"),
+    sa.Index("ix_jobs_state", "state", "id"),
+    sa.Index("ix_jobs_dedup", "account_id", "sha256", "id"),
+    partial_index(
+        "ix_jobs_results_kept",
+        "result_deleted_at",
+        "result_expires_at",
+        where="result_deleted_at IS NULL",
+    ),
     partial_index("ix_jobs_unsettled", "settled_at", "state", where="settled_at IS NULL"),
 )
 
@@ -106,4 +115,6 @@ usage_events = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Index("ix_usage_events_account_created", "account_id", "created_at"),
     sa.Index("ix_usage_events_created_at", "created_at"),
+    sa.Index("ix_usage_events_account_newest", "account_id", "id"),
+    sa.Index("ix_usage_events_user_newest", "user_id", "id"),
 )

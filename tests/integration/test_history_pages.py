@@ -1,0 +1,179 @@
+"""Pages of jobs, usage and the audit log cost the page, not the history behind it.
+
+An account with years of finished jobs is listed as fast as a new one: each list's
+filter has an index ending with the id, so a page is a range of it. Counted in
+SQLite's VM instructions (the same on every run, however busy the machine), for an
+account with 20 rows against one with 2,000, on a database where other accounts
+have more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from comfygate import bootstrap
+from comfygate.adapters.db.sql_identity import SqlAuditStore
+from comfygate.adapters.db.sql_jobs import SqlJobStore
+from comfygate.adapters.db.tables_identity import audit_log
+from comfygate.adapters.db.tables_jobs import jobs, usage_events
+from comfygate.config import Settings
+from comfygate.domain.ids import new_id
+from comfygate.domain.jobs import JobState
+
+LONG, SHORT = 2000, 20
+PAGE = 10
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class History:
+    engine: sa.Engine
+    short: str
+    long: str
+    users: dict[str, str]  # account: its one user
+    steps: int = 0
+
+    def cost(self, read: Callable[[], list[Any]]) -> int:
+        """VM instructions ``read`` runs; it must return a whole page."""
+        self.steps = 0
+        assert len(read()) == PAGE
+        return self.steps
+
+
+def _job(account_id: str, user_id: str, i: int) -> dict[str, Any]:
+    """A finished job's row (its result deleted long ago), and the few still kept."""
+    at = T0 + timedelta(minutes=i)
+    kept = i % 200 == 0
+    return {
+        "id": new_id("job"), "account_id": account_id, "user_id": user_id,
+        "capability": "colorize.person", "options": "{}", "options_key": "x",
+        "state": JobState.SUCCEEDED.value, "tier": 0, "sha256": f"{i:064x}",
+        "md5": f"{i:032x}", "size_bytes": 1000, "image_format": "png", "width": 64,
+        "height": 48, "tokens": 10, "list_tokens": 10, "hold_id": new_id("hold"),
+        "hold_expires_at": at, "price_book_version": "v1", "breakdown": "[]",
+        "quote_id": None, "idempotency_key": None, "input_name": "in.png", "attempts": 1,
+        "created_at": at, "settled_at": at, "tokens_charged": 10,
+        "result_expires_at": at + timedelta(days=30),
+        "result_deleted_at": None if kept else at + timedelta(days=30),
+        "result_metadata": "{}",
+    }  # fmt: skip
+
+
+def _usage(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": new_id("use"), "job_id": job["id"], "account_id": job["account_id"],
+        "user_id": job["user_id"], "capability": job["capability"], "outcome": "succeeded",
+        "tokens_charged": 10, "list_tokens": 10, "width": 64, "height": 48,
+        "price_book_version": "v1", "created_at": job["created_at"],
+    }  # fmt: skip
+
+
+def _audit(account_id: str, i: int) -> dict[str, Any]:
+    return {
+        "id": new_id("aud"), "at": T0 + timedelta(minutes=i), "actor": "operator",
+        "actor_account_id": None, "action": "grant", "target": account_id,
+        "account_id": account_id, "details": "{}",
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    path: Path = tmp_path_factory.mktemp("history") / "history.db"
+    container = bootstrap.build(Settings(database_url=f"sqlite:///{path}"))
+    container.upgrade_database()
+    sizes = {"short": SHORT, "long": LONG, "other": 3 * LONG}
+    accounts = {name: container.ledger.open_account(name=name) for name in sizes}
+    users = {account: new_id("user") for account in accounts.values()}
+    with container.engine.begin() as conn:
+        for name, n in sizes.items():
+            account = accounts[name]
+            rows = [_job(account, users[account], i) for i in range(n)]
+            conn.execute(jobs.insert(), rows)
+            conn.execute(usage_events.insert(), [_usage(row) for row in rows])
+            conn.execute(audit_log.insert(), [_audit(account, i) for i in range(n)])
+    container.close()
+    engine = container.engine
+    found = History(engine, accounts["short"], accounts["long"], users)
+
+    def step() -> int:
+        found.steps += 1
+        return 0  # go on
+
+    sa.event.listen(engine, "checkout", lambda driver, *_: driver.set_progress_handler(step, 1))
+    yield found
+    engine.dispose()
+
+
+def _pages(h: History) -> dict[str, Callable[[str], Callable[[], list[Any]]]]:
+    store, audit = SqlJobStore(h.engine), SqlAuditStore(h.engine)
+
+    def jobs_of(account: str, **kw: Any) -> Callable[[], list[Any]]:
+        args = {"account_id": account, "user_id": None, "state": None, "before": None} | kw
+        return lambda: store.list_jobs(limit=PAGE, **args)
+
+    def usage_of(account: str, **kw: Any) -> Callable[[], list[Any]]:
+        args = {"account_id": account, "user_id": None, "since": None, "until": None} | kw
+        return lambda: store.usage(limit=PAGE, before=None, **args)
+
+    return {
+        "jobs": jobs_of,
+        "jobs in a state": lambda a: jobs_of(a, state=JobState.SUCCEEDED),
+        "a user's jobs": lambda a: jobs_of(a, user_id=h.users[a]),
+        "jobs before a cursor": lambda a: jobs_of(
+            a,
+            before=store.list_jobs(
+                account_id=a, user_id=None, state=None, limit=SHORT // 2, before=None
+            )[-1].id,
+        ),
+        "usage": usage_of,
+        "a user's usage": lambda a: usage_of(a, user_id=h.users[a]),
+        "the audit log": lambda a: lambda: audit.entries(account_id=a, limit=PAGE, before=None),
+    }
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "jobs",
+        "jobs in a state",
+        "a user's jobs",
+        "jobs before a cursor",
+        "usage",
+        "a user's usage",
+        "the audit log",
+    ],
+)
+def test_a_page_costs_the_same_for_a_long_history(history: History, page: str) -> None:
+    read = _pages(history)[page]
+    assert history.cost(read(history.long)) < 1.5 * history.cost(read(history.short))
+
+
+def test_result_retention_reads_the_results_still_kept(history: History) -> None:
+    """Expired results to delete are found among those kept, not among every result
+    ever deleted: 41 kept of 8,020, and the sweep reads about as much as its page."""
+    store = SqlJobStore(history.engine)
+    history.steps = 0
+    due = store.results_due(before=T0 + timedelta(days=400), limit=100)
+    assert len(due) == 41 and all(job.result_deleted_at is None for job in due)
+    assert history.steps < 41 * 300
+
+
+def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> None:
+    store = SqlJobStore(history.engine)
+    cost = {}
+    for account in (history.short, history.long):
+        history.steps = 0
+        found = store.find_duplicates(
+            account_id=account, sha256=f"{7:064x}", capability="colorize.person",
+            options_key="x",
+        )  # fmt: skip
+        assert len(found) == 1
+        cost[account] = history.steps
+    assert cost[history.long] < 1.5 * cost[history.short]
