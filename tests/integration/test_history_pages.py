@@ -9,6 +9,7 @@ have more.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from comfygate.adapters.db.sql_identity import SqlAuditStore
 from comfygate.adapters.db.sql_jobs import SqlJobStore
 from comfygate.adapters.db.tables_identity import audit_log
 from comfygate.adapters.db.tables_jobs import jobs, usage_events
+from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.config import Settings
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState
@@ -177,3 +179,76 @@ def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> No
         assert len(found) == 1
         cost[account] = history.steps
     assert cost[history.long] < 1.5 * cost[history.short]
+
+
+def _rows_touched(conn: sa.Connection, sql: str, params: Any) -> int:
+    """Rows the server read to answer ``sql`` (PostgreSQL's and MariaDB's own
+    accounts of running it: each plan node's rows, and those it filtered out)."""
+    if conn.dialect.name == "postgresql":
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).scalar()
+        nodes, total = [plan[0]["Plan"]], 0.0
+        while nodes:
+            node = nodes.pop()
+            if "Scan" in node["Node Type"]:
+                read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+                total += read * node["Actual Loops"]
+            nodes += node.get("Plans", [])
+        return int(total)
+    report = json.loads(conn.exec_driver_sql("ANALYZE FORMAT=JSON " + sql, params).scalar())
+    return int(sum(t["r_rows"] * t["r_loops"] for t in _tables(report) if "r_rows" in t))
+
+
+def _tables(report: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(report, dict):
+        if "table_name" in report:
+            yield report
+        for value in report.values():
+            yield from _tables(value)
+    elif isinstance(report, list):
+        for value in report:
+            yield from _tables(value)
+
+
+def test_pages_read_their_rows_only_on_postgresql_and_mariadb(database_url: str) -> None:
+    """An account quiet while others wrote 14,000 transactions since, and a page
+    4,000 deep into a busy account's history: each is a range of its index. With
+    the account as an equality, PostgreSQL walked the primary key back past the
+    others' rows (14,050 read for a page of the quiet account's audit log), and
+    MariaDB read every row newer than the page (4,100)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite: counted in VM instructions by the tests above")
+    c = bootstrap.build(Settings(database_url=database_url))
+    c.upgrade_database()
+    quiet, busy, other = (c.ledger.open_account(name=n) for n in ("quiet", "busy", "other"))
+    order = [quiet] * 2500 + [busy, other] * 6000 + [other] * 2000
+    rows = [
+        {"id": new_id("txn"), "kind": "grant", "account_id": account, "idempotency_key": None,
+         "request_hash": None, "hold_id": None, "created_at": T0, "memo": "{}", "result": "{}"}
+        for account in order
+    ]  # fmt: skip
+    with c.engine.begin() as conn:
+        conn.execute(ledger_transactions.insert(), rows)
+        conn.execute(audit_log.insert(), [_audit(a, i) for i, a in enumerate(order)])
+    with c.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("ledger_transactions", "audit_log"):
+            conn.exec_driver_sql(("ANALYZE " if conn.dialect.name == "postgresql" else
+                                  "ANALYZE TABLE ") + table)  # fmt: skip
+    deep = [r["id"] for r in rows if r["account_id"] == busy][-4000]
+    sent: list[tuple[str, Any]] = []
+    sa.event.listen(c.engine, "before_cursor_execute", lambda *a: sent.append((a[2], a[3])))
+    audit = SqlAuditStore(c.engine)
+    pages = {
+        "quiet statement": lambda: c.ledger_store.statement(quiet, limit=50, before=None),
+        "deep statement": lambda: c.ledger_store.statement(busy, limit=50, before=deep),
+        "quiet audit": lambda: audit.entries(account_id=quiet, limit=50, before=None),
+    }
+    try:
+        touched = {}
+        for name, read in pages.items():
+            sent.clear()
+            assert len(read()) == 50, name
+            with c.engine.connect() as conn:
+                touched[name] = _rows_touched(conn, *sent[-1])
+        assert all(n <= 4 * 50 for n in touched.values()), touched
+    finally:
+        c.close()

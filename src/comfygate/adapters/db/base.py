@@ -80,6 +80,39 @@ def partial_index(name: str, *columns: str, where: str) -> sa.Index:
     return sa.Index(name, *columns, sqlite_where=clause, postgresql_where=clause)
 
 
+def newest_first(
+    query: sa.Select[Any],
+    id_column: sa.ColumnElement[str],
+    keys: Sequence[tuple[sa.ColumnElement[Any], Any]],
+    *,
+    before: str | None,
+    limit: int,
+    dialect: Dialect,
+) -> sa.Select[Any]:
+    """A page of ``query``: its rows whose ``keys`` columns have those values, newest
+    (greatest id) first, older than the cursor ``before``, as a range of an index on
+    (the keys' columns..., id) read backwards.
+
+    On SQLite the last key is an equality. PostgreSQL and MariaDB are given it as a
+    range of one value, and the order by it too: with an equality MariaDB reads the
+    index by the keys alone and filters on the id (every newer row, for a page deep
+    in the history), or walks the primary key; PostgreSQL, for an account quiet since
+    others wrote much, walked the primary key back past all their rows.
+    """
+    order: list[sa.ColumnElement[Any]] = []
+    if keys:
+        *equal, (last, value) = keys
+        query = query.where(*(column == v for column, v in equal))
+        if dialect.name == "sqlite":
+            query = query.where(last == value)
+        else:
+            query = query.where(last >= value, last <= value)
+            order.append(last.desc())
+    if before is not None:
+        query = query.where(id_column < before)
+    return query.order_by(*order, id_column.desc()).limit(limit)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A UTC instant with microseconds on every backend; naive values are refused.
 

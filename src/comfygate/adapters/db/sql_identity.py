@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from comfygate.adapters.db.base import newest_first
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.tables_identity import api_keys, audit_log, users
 from comfygate.adapters.db.tables_ledger import accounts
@@ -155,11 +156,11 @@ class SqlAuditStore:
     def entries(
         self, *, account_id: str | None, limit: int, before: str | None
     ) -> list[AuditEntry]:
-        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        if account_id is not None:
-            query = query.where(audit_log.c.account_id == account_id)
-        if before is not None:
-            query = query.where(audit_log.c.id < before)
+        keys = [] if account_id is None else [(audit_log.c.account_id, account_id)]
+        query = newest_first(
+            sa.select(audit_log), audit_log.c.id, keys, before=before, limit=limit,
+            dialect=self.engine.dialect,
+        )  # fmt: skip
         with read_only(self.engine.connect()) as conn:
             return [
                 AuditEntry(

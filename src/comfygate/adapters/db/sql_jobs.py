@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from comfygate.adapters.db.base import newest_first
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.sql_identity import INSERT_AUDIT, audit_row
 from comfygate.adapters.db.tables_jobs import job_events, jobs, usage_events
@@ -145,6 +146,7 @@ class SqlJobStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._dialect = engine.dialect
 
     def _read(
         self, query: sa.Executable, params: Mapping[str, Any] | None = None
@@ -272,16 +274,23 @@ class SqlJobStore:
         limit: int,
         before: str | None,
     ) -> list[Job]:
-        query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if account_id is not None:
-            query = query.where(jobs.c.account_id == account_id)
-        if user_id is not None:
-            query = query.where(jobs.c.user_id == user_id)
-        if state is not None:
-            query = query.where(jobs.c.state == state.value)
-        if before is not None:
-            query = query.where(jobs.c.id < before)
-        return [_job(r) for r in self._read(query)]
+        query, j = sa.select(jobs), jobs.c
+        # The keys of the index a page is a range of; other filters are checked.
+        keys: list[tuple[sa.ColumnElement[Any], Any]] = []
+        if user_id is not None:  # (user_id, id)
+            keys.append((j.user_id, user_id))
+            if account_id is not None:
+                query = query.where(j.account_id == account_id)
+            if state is not None:
+                query = query.where(j.state == state.value)
+        elif account_id is not None:  # (account_id, id), (account_id, state, id)
+            keys.append((j.account_id, account_id))
+            if state is not None:
+                keys.append((j.state, state.value))
+        elif state is not None:  # (state, id)
+            keys.append((j.state, state.value))
+        page = newest_first(query, j.id, keys, before=before, limit=limit, dialect=self._dialect)
+        return [_job(r) for r in self._read(page)]
 
     def in_states(self, states: Sequence[JobState]) -> list[Job]:
         query = (
@@ -345,11 +354,18 @@ class SqlJobStore:
         limit: int,
         before: str | None,
     ) -> list[UsageEvent]:
-        query = sa.select(usage_events).order_by(usage_events.c.id.desc()).limit(limit)
-        query = _usage_filter(query, account_id, user_id, since, until)
-        if before is not None:
-            query = query.where(usage_events.c.id < before)
-        return [_usage(r) for r in self._read(query)]
+        u = usage_events.c
+        # A range of (user_id, id) or (account_id, id); the other filters are checked.
+        keys: list[tuple[sa.ColumnElement[Any], Any]] = []
+        if user_id is not None:
+            keys.append((u.user_id, user_id))
+            user_id = None
+        elif account_id is not None:
+            keys.append((u.account_id, account_id))
+            account_id = None
+        query = _usage_filter(sa.select(usage_events), account_id, user_id, since, until)
+        page = newest_first(query, u.id, keys, before=before, limit=limit, dialect=self._dialect)
+        return [_usage(r) for r in self._read(page)]
 
     def usage_totals(
         self,

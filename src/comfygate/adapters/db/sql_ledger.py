@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
+from comfygate.adapters.db.base import newest_first
 from comfygate.adapters.db.batches import Batches, batches_for
 from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.sql_ledger_uow import (
@@ -176,12 +177,12 @@ class SqlLedgerStore:
         page's, whatever the account's history. (Joined and grouped instead, PostgreSQL
         planned a scan of every posting.)"""
         t, p = ledger_transactions, postings
-        page = sa.select(t.c.id, t.c.kind, t.c.created_at, t.c.hold_id, t.c.memo).where(
-            t.c.account_id == account_id
+        page = sa.select(t.c.id, t.c.kind, t.c.created_at, t.c.hold_id, t.c.memo)
+        keys = [(t.c.account_id, account_id)]
+        page = newest_first(
+            page, t.c.id, keys, before=before or None, limit=limit, dialect=self.engine.dialect
         )
-        if before:
-            page = page.where(t.c.id < before)
-        lines = page.order_by(t.c.id.desc()).limit(limit).subquery()
+        lines = page.subquery()
 
         def delta(book: str) -> sa.ScalarSelect[Any]:
             total = sa.select(sa.func.coalesce(sa.func.sum(p.c.amount), 0))
