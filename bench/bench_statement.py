@@ -57,7 +57,7 @@ def bench_backend(name: str, url: str, history: int, repeat: int) -> tuple[str, 
             with container.engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         statement = container.accounts.statement
-        middle = statement(account_id=long, limit=history // 2)[-1].txn_id
+        middle = container.ledger_store.statement(long, limit=history // 2, before=None)[-1].txn_id
         times = best_ms(
             repeat,
             [

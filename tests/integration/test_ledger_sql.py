@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from comfygate import bootstrap
+from comfygate.adapters.db.sql_ledger_uow import LedgerSql
 from comfygate.adapters.db.tables_ledger import balances, holds, ledger_transactions, lots
 from comfygate.bootstrap import Container
 from comfygate.config import Settings
@@ -667,3 +669,42 @@ def test_a_movement_costs_the_same_however_many_lots_were_used_up(tmp_path: Any)
         assert [lot.remaining for lot in c.ledger_store.lots(old)] == [99]
     finally:
         c.close()
+
+
+def test_prepared_movement_reads_use_the_partial_indexes_on_postgresql(
+    container: Container,
+) -> None:
+    """PostgreSQL runs the ledger's statements prepared, and a prepared statement's
+    generic plan can use a partial index only if the query spells its condition as
+    a literal: the live lots' (``remaining > 0``) and the open holds' (``'open'``)."""
+    c = container
+    if c.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's prepared statements")
+    acct = c.ledger.open_account(name="lots")
+    with c.engine.begin() as conn:
+        used_up = [
+            {"id": f"lot_{i:026d}", "account_id": acct, "amount": 1, "remaining": 0,
+             "source": "promotion", "expires_at": None, "priority": 0,
+             "created_at": datetime(2025, 1, 1, tzinfo=UTC), "memo": "{}", "starts_at": None}
+            for i in range(5000)
+        ]  # fmt: skip
+        conn.execute(lots.insert(), used_up)
+        settled = [
+            {"id": f"hold_{i:026d}", "account_id": acct, "amount": 1, "list_tokens": 1,
+             "state": "captured", "captured": 1, "allocation": "[]", "created_at": at,
+             "expires_at": at, "settled_at": at}
+            for i, at in enumerate([datetime(2025, 1, 1, tzinfo=UTC)] * 5000)
+        ]  # fmt: skip
+        conn.execute(holds.insert(), settled)
+        conn.exec_driver_sql("ANALYZE lots")
+        conn.exec_driver_sql("ANALYZE holds")
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        sql = LedgerSql(c.engine.dialect)
+        plans = {}
+        for name, statement in (("lots", sql.account_lots), ("due", sql.open_holds_due)):
+            conn.exec_driver_sql(f"PREPARE generic_{name} AS {statement.sql}")
+            args = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", statement.sql))))
+            explained = conn.exec_driver_sql(f"EXPLAIN EXECUTE generic_{name}({args})")
+            plans[name] = "\n".join(row[0] for row in explained)
+    assert "ix_lots_live" in plans["lots"], plans["lots"]
+    assert "ix_holds_open" in plans["due"], plans["due"]

@@ -77,7 +77,8 @@ _HOLD = sa.select(*_HOLD_COLUMNS).where(holds.c.id == sa.bindparam("hold_id"))
 _FIND_TXN = sa.select(
     ledger_transactions.c.id, ledger_transactions.c.request_hash, ledger_transactions.c.result
 ).where(ledger_transactions.c.idempotency_key == sa.bindparam("key"))
-# Literals, not parameters, as ``HOLD_IS_OPEN`` below: then ``ix_lots_live`` applies.
+# Literals, not parameters, as ``HOLD_IS_OPEN`` below: PostgreSQL runs these prepared
+# (``batches.py``), and a generic plan of ``remaining > $2`` cannot use ``ix_lots_live``.
 LOT_IS_LIVE = lots.c.remaining > sa.literal_column("0")
 LOTS = sa.select(*_LOT_COLUMNS).where(lots.c.account_id == sa.bindparam("account_id"), LOT_IS_LIVE)
 # The account (one row, its lots' columns NULL when it has none) and its lots: no row
