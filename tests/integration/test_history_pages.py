@@ -9,7 +9,6 @@ have more.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.config import Settings
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState
+from tests.integration.server_plans import rows_touched
 
 LONG, SHORT = 2000, 20
 PAGE = 10
@@ -181,34 +181,6 @@ def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> No
     assert cost[history.long] < 1.5 * cost[history.short]
 
 
-def _rows_touched(conn: sa.Connection, sql: str, params: Any) -> int:
-    """Rows the server read to answer ``sql`` (PostgreSQL's and MariaDB's own
-    accounts of running it: each plan node's rows, and those it filtered out)."""
-    if conn.dialect.name == "postgresql":
-        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).scalar()
-        nodes, total = [plan[0]["Plan"]], 0.0
-        while nodes:
-            node = nodes.pop()
-            if "Scan" in node["Node Type"]:
-                read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-                total += read * node["Actual Loops"]
-            nodes += node.get("Plans", [])
-        return int(total)
-    report = json.loads(conn.exec_driver_sql("ANALYZE FORMAT=JSON " + sql, params).scalar())
-    return int(sum(t["r_rows"] * t["r_loops"] for t in _tables(report) if "r_rows" in t))
-
-
-def _tables(report: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(report, dict):
-        if "table_name" in report:
-            yield report
-        for value in report.values():
-            yield from _tables(value)
-    elif isinstance(report, list):
-        for value in report:
-            yield from _tables(value)
-
-
 def test_pages_read_their_rows_only_on_postgresql_and_mariadb(database_url: str) -> None:
     """An account quiet while others wrote 14,000 transactions since, and a page
     4,000 deep into a busy account's history: each is a range of its index. With
@@ -248,7 +220,7 @@ def test_pages_read_their_rows_only_on_postgresql_and_mariadb(database_url: str)
             sent.clear()
             assert len(read()) == 50, name
             with c.engine.connect() as conn:
-                touched[name] = _rows_touched(conn, *sent[-1])
+                touched[name] = rows_touched(conn, *sent[-1])
         assert all(n <= 4 * 50 for n in touched.values()), touched
     finally:
         c.close()

@@ -27,6 +27,7 @@ from comfygate.domain.errors import (
     InvalidInputError,
 )
 from tests.fakes import FakeClock
+from tests.integration.server_plans import rows_touched
 
 
 def balance(c: Container, account_id: str) -> tuple[int, int]:
@@ -708,3 +709,25 @@ def test_prepared_movement_reads_use_the_partial_indexes_on_postgresql(
             plans[name] = "\n".join(row[0] for row in explained)
     assert "ix_lots_live" in plans["lots"], plans["lots"]
     assert "ix_holds_open" in plans["due"], plans["due"]
+
+
+def test_a_movement_reads_only_the_live_lots_on_mariadb(container: Container) -> None:
+    """MariaDB has no partial indexes: there ``ix_lots_live`` is (account, remaining),
+    and the lots read is a range of the live ones, not of every lot the account had."""
+    c = container
+    if c.engine.dialect.name != "mysql":
+        pytest.skip("MariaDB's index (SQLite and PostgreSQL: by the tests above)")
+    acct = c.ledger.open_account(name="lots")
+    with c.engine.begin() as conn:
+        used_up = [
+            {"id": f"lot_{i:026d}", "account_id": acct, "amount": 1, "remaining": 0,
+             "source": "promotion", "expires_at": None, "priority": 0,
+             "created_at": datetime(2025, 1, 1, tzinfo=UTC), "memo": "{}", "starts_at": None}
+            for i in range(2000)
+        ]  # fmt: skip
+        conn.execute(lots.insert(), used_up)
+    c.ledger.grant(account_id=acct, amount=5, source="topup", idempotency_key="live")
+    read = LedgerSql(c.engine.dialect).account_lots
+    with c.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE TABLE lots")
+        assert rows_touched(conn, read.sql, read.params({"account_id": acct})) <= 3

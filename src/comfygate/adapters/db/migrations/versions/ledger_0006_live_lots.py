@@ -4,8 +4,9 @@ Every hold, capture and grant reads the account's lots with tokens left. The ind
 had the account alone, so the read went through every lot the account was ever
 granted, used up or written off, to find the few with tokens: with 1,000 used-up
 lots a hold and its capture took 40 % longer on SQLite. ``ix_lots_live`` holds only
-lots with tokens left (partial, on SQLite and PostgreSQL; on MariaDB, which has no
-partial indexes, it is the account index it replaces, and serves the foreign key).
+lots with tokens left (partial, on SQLite and PostgreSQL); on MariaDB, which has no
+partial indexes, it holds every lot, by account and then ``remaining``, so that the
+read is a range of the live ones (and it serves the account's foreign key).
 
 Revision ID: ledger_0006
 Revises: ledger_0005
@@ -29,7 +30,11 @@ LIVE = sa.text("remaining > 0")
 
 def upgrade() -> None:
     op.create_index(
-        "ix_lots_live", "lots", ["account_id"], sqlite_where=LIVE, postgresql_where=LIVE
+        "ix_lots_live",
+        "lots",
+        ["account_id", "remaining"],
+        sqlite_where=LIVE,
+        postgresql_where=LIVE,
     )
     op.drop_index("ix_lots_account_id", table_name="lots")
 
