@@ -29,8 +29,9 @@ from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState
 from tests.integration.server_plans import rows_touched
 
-LONG, SHORT = 2000, 20
+LONG, SHORT = 4000, 400
 PAGE = 10
+USERS = 4  # per account
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -39,7 +40,7 @@ class History:
     engine: sa.Engine
     short: str
     long: str
-    users: dict[str, str]  # account: its one user
+    users: dict[str, list[str]]  # account: its users
     steps: int = 0
 
     def cost(self, read: Callable[[], list[Any]]) -> int:
@@ -49,14 +50,20 @@ class History:
         return self.steps
 
 
-def _job(account_id: str, user_id: str, i: int) -> dict[str, Any]:
-    """A finished job's row (its result deleted long ago), and the few still kept."""
+def _job(account_id: str, users: list[str], i: int, n: int) -> dict[str, Any]:
+    """The ``i``th of an account's ``n`` finished jobs; its result deleted long ago,
+    but for one in 200 still kept. The first user made the oldest quarter, and has
+    not been back since; the others share the rest. One in five of the oldest eighth
+    failed, and none since: a page of failed jobs is deep in the history."""
     at = T0 + timedelta(minutes=i)
     kept = i % 200 == 0
+    failed = i < n // 8 and i % 5 == 0
+    state = JobState.FAILED if failed else JobState.SUCCEEDED
+    user = users[0] if i < n // 4 else users[1 + i % 3]
     return {
-        "id": new_id("job"), "account_id": account_id, "user_id": user_id,
+        "id": new_id("job"), "account_id": account_id, "user_id": user,
         "capability": "colorize.person", "options": "{}", "options_key": "x",
-        "state": JobState.SUCCEEDED.value, "tier": 0, "sha256": f"{i:064x}",
+        "state": state.value, "tier": 0, "sha256": f"{i:064x}",
         "md5": f"{i:032x}", "size_bytes": 1000, "image_format": "png", "width": 64,
         "height": 48, "tokens": 10, "list_tokens": 10, "hold_id": new_id("hold"),
         "hold_expires_at": at, "price_book_version": "v1", "breakdown": "[]",
@@ -92,11 +99,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     container.upgrade_database()
     sizes = {"short": SHORT, "long": LONG, "other": 3 * LONG}
     accounts = {name: container.ledger.open_account(name=name) for name in sizes}
-    users = {account: new_id("user") for account in accounts.values()}
+    users = {account: [new_id("user") for _ in range(USERS)] for account in accounts.values()}
     with container.engine.begin() as conn:
         for name, n in sizes.items():
             account = accounts[name]
-            rows = [_job(account, users[account], i) for i in range(n)]
+            rows = [_job(account, users[account], i, n) for i in range(n)]
             conn.execute(jobs.insert(), rows)
             conn.execute(usage_events.insert(), [_usage(row) for row in rows])
             conn.execute(audit_log.insert(), [_audit(account, i) for i in range(n)])
@@ -127,7 +134,11 @@ def _pages(h: History) -> dict[str, Callable[[str], Callable[[], list[Any]]]]:
     return {
         "jobs": jobs_of,
         "jobs in a state": lambda a: jobs_of(a, state=JobState.SUCCEEDED),
-        "a user's jobs": lambda a: jobs_of(a, user_id=h.users[a]),
+        "jobs in a rare state": lambda a: jobs_of(a, state=JobState.FAILED),
+        "a user's jobs": lambda a: jobs_of(a, user_id=h.users[a][0]),
+        "a user's jobs in a rare state": lambda a: jobs_of(
+            a, user_id=h.users[a][0], state=JobState.FAILED
+        ),
         "jobs before a cursor": lambda a: jobs_of(
             a,
             before=store.list_jobs(
@@ -135,36 +146,54 @@ def _pages(h: History) -> dict[str, Callable[[str], Callable[[], list[Any]]]]:
             )[-1].id,
         ),
         "usage": usage_of,
-        "a user's usage": lambda a: usage_of(a, user_id=h.users[a]),
+        "a user's usage": lambda a: usage_of(a, user_id=h.users[a][0]),
         "the audit log": lambda a: lambda: audit.entries(account_id=a, limit=PAGE, before=None),
     }
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        "jobs",
-        "jobs in a state",
-        "a user's jobs",
-        "jobs before a cursor",
-        "usage",
-        "a user's usage",
-        "the audit log",
-    ],
-)
+PAGES = [
+    "jobs",
+    "jobs in a state",
+    "jobs in a rare state",
+    "a user's jobs",
+    "a user's jobs in a rare state",
+    "jobs before a cursor",
+    "usage",
+    "a user's usage",
+    "the audit log",
+]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_a_page_costs_the_same_for_a_long_history(history: History, page: str) -> None:
+    """Within half again what the short account's page costs, and that within three
+    times its plain page of jobs (where a page read every other account's rows
+    too, both would cost alike)."""
     read = _pages(history)[page]
-    assert history.cost(read(history.long)) < 1.5 * history.cost(read(history.short))
+    short = history.cost(read(history.short))
+    assert history.cost(read(history.long)) < 1.5 * short
+    assert short < 3 * history.cost(_pages(history)["jobs"](history.short))
+
+
+def test_an_operator_s_page_of_one_state_costs_a_page(history: History) -> None:
+    """All accounts' failed jobs (old ones, among 16,400): a range of (state, id)."""
+    store = SqlJobStore(history.engine)
+    cost = history.cost(
+        lambda: store.list_jobs(
+            account_id=None, user_id=None, state=JobState.FAILED, limit=PAGE, before=None
+        )
+    )
+    assert cost < 1.5 * history.cost(_pages(history)["jobs"](history.short))
 
 
 def test_result_retention_reads_the_results_still_kept(history: History) -> None:
     """Expired results to delete are found among those kept, not among every result
-    ever deleted: 41 kept of 8,020, and the sweep reads about as much as its page."""
+    ever deleted: 82 kept of 16,400, and the sweep reads about as much as its page."""
     store = SqlJobStore(history.engine)
     history.steps = 0
     due = store.results_due(before=T0 + timedelta(days=400), limit=100)
-    assert len(due) == 41 and all(job.result_deleted_at is None for job in due)
-    assert history.steps < 41 * 300
+    assert len(due) == 82 and all(job.result_deleted_at is None for job in due)
+    assert history.steps < 82 * 300
 
 
 def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> None:
@@ -182,38 +211,62 @@ def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> No
 
 
 def test_pages_read_their_rows_only_on_postgresql_and_mariadb(database_url: str) -> None:
-    """An account quiet while others wrote 14,000 transactions since, and a page
-    4,000 deep into a busy account's history: each is a range of its index. With
-    the account as an equality, PostgreSQL walked the primary key back past the
-    others' rows (14,050 read for a page of the quiet account's audit log), and
-    MariaDB read every row newer than the page (4,100)."""
+    """An account quiet while others wrote 14,000 rows since, and pages deep into a
+    busy account's history: each is a range of its index. With the keys as
+    equalities, PostgreSQL walked the primary key (or another index ending with the
+    id) back past the others' rows (14,050 read for a page of the quiet account's
+    audit log), and MariaDB read every row newer than the page (4,100)."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite: counted in VM instructions by the tests above")
     c = bootstrap.build(Settings(database_url=database_url))
     c.upgrade_database()
     quiet, busy, other = (c.ledger.open_account(name=n) for n in ("quiet", "busy", "other"))
     order = [quiet] * 2500 + [busy, other] * 6000 + [other] * 2000
-    rows = [
-        {"id": new_id("txn"), "kind": "grant", "account_id": account, "idempotency_key": None,
-         "request_hash": None, "hold_id": None, "created_at": T0, "memo": "{}", "result": "{}"}
-        for account in order
-    ]  # fmt: skip
+    n = {account: order.count(account) for account in (quiet, busy, other)}
+    users = {account: [new_id("user") for _ in range(USERS)] for account in n}
+    seen = dict.fromkeys(n, 0)
+    txns, job_rows = [], []
+    for account in order:
+        txns.append(
+            {"id": new_id("txn"), "kind": "grant", "account_id": account, "idempotency_key": None,
+             "request_hash": None, "hold_id": None, "created_at": T0, "memo": "{}", "result": "{}"}
+        )  # fmt: skip
+        job_rows.append(_job(account, users[account], seen[account], n[account]))
+        seen[account] += 1
     with c.engine.begin() as conn:
-        conn.execute(ledger_transactions.insert(), rows)
+        conn.execute(ledger_transactions.insert(), txns)
         conn.execute(audit_log.insert(), [_audit(a, i) for i, a in enumerate(order)])
+        conn.execute(jobs.insert(), job_rows)
+        conn.execute(usage_events.insert(), [_usage(row) for row in job_rows])
     with c.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("ledger_transactions", "audit_log"):
+        for table in ("ledger_transactions", "audit_log", "jobs", "usage_events"):
             conn.exec_driver_sql(("ANALYZE " if conn.dialect.name == "postgresql" else
                                   "ANALYZE TABLE ") + table)  # fmt: skip
-    deep = [r["id"] for r in rows if r["account_id"] == busy][-4000]
+    deep = [r["id"] for r in txns if r["account_id"] == busy][-4000]
+    deep_job = [r["id"] for r in job_rows if r["account_id"] == busy][-4000]
     sent: list[tuple[str, Any]] = []
     sa.event.listen(c.engine, "before_cursor_execute", lambda *a: sent.append((a[2], a[3])))
-    audit = SqlAuditStore(c.engine)
+    audit, store = SqlAuditStore(c.engine), SqlJobStore(c.engine)
+
+    def jobs_of(account: str, **kw: Any) -> Callable[[], list[Any]]:
+        args = {"account_id": account, "user_id": None, "state": None, "before": None} | kw
+        return lambda: store.list_jobs(limit=50, **args)
+
+    failed, first_user = JobState.FAILED, users[quiet][0]
     pages = {
         "quiet statement": lambda: c.ledger_store.statement(quiet, limit=50, before=None),
         "deep statement": lambda: c.ledger_store.statement(busy, limit=50, before=deep),
         "quiet audit": lambda: audit.entries(account_id=quiet, limit=50, before=None),
-    }
+        "quiet jobs": jobs_of(quiet),
+        "deep jobs": jobs_of(busy, before=deep_job),
+        "busy failed jobs": jobs_of(busy, state=failed),
+        "a user's failed jobs": jobs_of(quiet, user_id=first_user, state=failed),
+        "failed jobs": jobs_of(None, state=failed),  # type: ignore[arg-type]
+        "quiet usage": lambda: store.usage(account_id=quiet, user_id=None, since=None,
+                                           until=None, limit=50, before=None),
+        "a user's usage": lambda: store.usage(account_id=quiet, user_id=first_user, since=None,
+                                              until=None, limit=50, before=None),
+    }  # fmt: skip
     try:
         touched = {}
         for name, read in pages.items():

@@ -93,21 +93,20 @@ def newest_first(
     (greatest id) first, older than the cursor ``before``, as a range of an index on
     (the keys' columns..., id) read backwards.
 
-    On SQLite the last key is an equality. PostgreSQL and MariaDB are given it as a
-    range of one value, and the order by it too: with an equality MariaDB reads the
-    index by the keys alone and filters on the id (every newer row, for a page deep
-    in the history), or walks the primary key; PostgreSQL, for an account quiet since
-    others wrote much, walked the primary key back past all their rows.
+    SQLite is given the keys as equalities. PostgreSQL and MariaDB are given each as a
+    range of one value, and the order by each too, so that only that index gives the
+    order: with equalities, MariaDB read the index by the keys alone and filtered on
+    the id (every newer row, for a page deep in the history) or walked the primary
+    key; PostgreSQL, for an account quiet since others wrote much, walked the primary
+    key (or another index ending with the id) back past all their rows.
     """
     order: list[sa.ColumnElement[Any]] = []
-    if keys:
-        *equal, (last, value) = keys
-        query = query.where(*(column == v for column, v in equal))
+    for column, value in keys:
         if dialect.name == "sqlite":
-            query = query.where(last == value)
+            query = query.where(column == value)
         else:
-            query = query.where(last >= value, last <= value)
-            order.append(last.desc())
+            query = query.where(column >= value, column <= value)
+            order.append(column.desc())
     if before is not None:
         query = query.where(id_column < before)
     return query.order_by(*order, id_column.desc()).limit(limit)

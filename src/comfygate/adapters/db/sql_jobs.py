@@ -141,6 +141,13 @@ def _usage_filter(
     return query
 
 
+def _in(row_account: str, account_id: str | None) -> bool:
+    """Whether a row listed by its user's index is in the account asked for: always,
+    as a user's rows are all in its account (checked all the same, not by the query,
+    where the account's index would be taken)."""
+    return account_id is None or row_account == account_id
+
+
 class SqlJobStore:
     """``JobStore`` on a SQLAlchemy engine."""
 
@@ -274,23 +281,20 @@ class SqlJobStore:
         limit: int,
         before: str | None,
     ) -> list[Job]:
-        query, j = sa.select(jobs), jobs.c
-        # The keys of the index a page is a range of; other filters are checked.
+        j = jobs.c
+        # The keys of the index a page is a range of. A user's jobs are all in its
+        # account: with the account as a filter too, the planners took the account's
+        # index and read its other users' jobs.
         keys: list[tuple[sa.ColumnElement[Any], Any]] = []
-        if user_id is not None:  # (user_id, id)
+        if user_id is not None:  # (user_id, id), (user_id, state, id)
             keys.append((j.user_id, user_id))
-            if account_id is not None:
-                query = query.where(j.account_id == account_id)
-            if state is not None:
-                query = query.where(j.state == state.value)
         elif account_id is not None:  # (account_id, id), (account_id, state, id)
             keys.append((j.account_id, account_id))
-            if state is not None:
-                keys.append((j.state, state.value))
-        elif state is not None:  # (state, id)
+        if state is not None:  # or (state, id)
             keys.append((j.state, state.value))
+        query = sa.select(jobs)
         page = newest_first(query, j.id, keys, before=before, limit=limit, dialect=self._dialect)
-        return [_job(r) for r in self._read(page)]
+        return [job for job in map(_job, self._read(page)) if _in(job.account_id, account_id)]
 
     def in_states(self, states: Sequence[JobState]) -> list[Job]:
         query = (
@@ -355,17 +359,13 @@ class SqlJobStore:
         before: str | None,
     ) -> list[UsageEvent]:
         u = usage_events.c
-        # A range of (user_id, id) or (account_id, id); the other filters are checked.
-        keys: list[tuple[sa.ColumnElement[Any], Any]] = []
-        if user_id is not None:
-            keys.append((u.user_id, user_id))
-            user_id = None
-        elif account_id is not None:
-            keys.append((u.account_id, account_id))
-            account_id = None
-        query = _usage_filter(sa.select(usage_events), account_id, user_id, since, until)
+        # A range of (user_id, id) or (account_id, id), as ``list_jobs``'s.
+        keys = [(u.user_id, user_id)] if user_id is not None else []
+        if not keys and account_id is not None:
+            keys = [(u.account_id, account_id)]
+        query = _usage_filter(sa.select(usage_events), None, None, since, until)
         page = newest_first(query, u.id, keys, before=before, limit=limit, dialect=self._dialect)
-        return [_usage(r) for r in self._read(page)]
+        return [e for e in map(_usage, self._read(page)) if _in(e.account_id, account_id)]
 
     def usage_totals(
         self,

@@ -70,6 +70,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_account_newest", "account_id", "id"),
     sa.Index("ix_jobs_account_state", "account_id", "state", "id"),
     sa.Index("ix_jobs_user_newest", "user_id", "id"),
+    sa.Index("ix_jobs_user_state", "user_id", "state", "id"),
     sa.Index("ix_jobs_state", "state", "id"),
     sa.Index("ix_jobs_dedup", "account_id", "sha256", "id"),
     partial_index(

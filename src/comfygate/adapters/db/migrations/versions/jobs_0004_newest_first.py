@@ -34,6 +34,7 @@ KEPT = sa.text("result_deleted_at IS NULL")
 NEW = {
     "ix_jobs_account_newest": ("jobs", ["account_id", "id"]),
     "ix_jobs_user_newest": ("jobs", ["user_id", "id"]),
+    "ix_jobs_user_state": ("jobs", ["user_id", "state", "id"]),
     "ix_usage_events_account_newest": ("usage_events", ["account_id", "id"]),
     "ix_usage_events_user_newest": ("usage_events", ["user_id", "id"]),
 }
