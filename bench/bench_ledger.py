@@ -37,6 +37,7 @@ from tempfile import TemporaryDirectory
 
 import sqlalchemy as sa
 
+from _databases import postgres_argument, scratch_postgres
 from comfygate import bootstrap
 from comfygate.adapters.db.base import Tokens, UtcDateTime
 from comfygate.adapters.db.prepared import Prepared
@@ -163,28 +164,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement, in all")
     parser.add_argument("--rounds", type=int, default=5, help="turns each measurement takes")
-    parser.add_argument(
-        "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="an admin URL; a scratch database is created and dropped",
-    )  # fmt: skip
+    postgres_argument(parser)
     args = parser.parse_args()
     rows = []
     with TemporaryDirectory() as tmp:
         rows += bench_backend(
             "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds, args.rounds
         )
-    admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-    scratch = f"cgbench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
-    try:
-        url = sa.make_url(args.postgres).set(database=scratch)
-        rendered = url.render_as_string(hide_password=False)
-        rows += bench_backend("postgresql", rendered, args.seconds, args.rounds)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_postgres(args.postgres) as url:
+        rows += bench_backend("postgresql", url, args.seconds, args.rounds)
     print(f"{'backend':<11} {'clients':>7} {'hold+capture/s':>15} {'baseline/s':>11} "
           f"{'ratio':>6} {'raw baseline/s':>15} {'ratio':>6}")  # fmt: skip
     for name, clients, mine, base, raw in rows:

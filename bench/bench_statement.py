@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import sqlalchemy as sa
-
+from _databases import postgres_argument, scratch_postgres
 from comfygate import bootstrap
 from comfygate.config import Settings
 
@@ -75,26 +73,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--history", type=int, default=20_000, help="transactions of 'long'")
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument(
-        "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="an admin URL; a scratch database is created and dropped",
-    )  # fmt: skip
+    postgres_argument(parser)
     args = parser.parse_args()
     rows = []
     with TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         rows.append(bench_backend("sqlite", url, args.history, args.repeat))
-    admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-    scratch = f"cgbench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{scratch}"')
-    try:
-        url = sa.make_url(args.postgres).set(database=scratch).render_as_string(False)
+    with scratch_postgres(args.postgres) as url:
         rows.append(bench_backend("postgresql", url, args.history, args.repeat))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
-        admin.dispose()
     print(f"history: {args.history} transactions; a page: {PAGE}; ms, best of {args.repeat}")
     print(f"{'backend':<11} {'short':>7} {'long':>7} {'ratio':>6} "
           f"{'long, middle':>13} {'ratio':>6}")  # fmt: skip

@@ -672,6 +672,16 @@ def test_a_movement_costs_the_same_however_many_lots_were_used_up(tmp_path: Any)
         c.close()
 
 
+def _used_up_lots(account_id: str, n: int) -> list[dict[str, Any]]:
+    """Rows of ``n`` lots of the account, long used up (as a bulk insert takes them)."""
+    return [
+        {"id": f"lot_{i:026d}", "account_id": account_id, "amount": 1, "remaining": 0,
+         "source": "promotion", "expires_at": None, "priority": 0,
+         "created_at": datetime(2025, 1, 1, tzinfo=UTC), "memo": "{}", "starts_at": None}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def test_prepared_movement_reads_use_the_partial_indexes_on_postgresql(
     container: Container,
 ) -> None:
@@ -683,13 +693,7 @@ def test_prepared_movement_reads_use_the_partial_indexes_on_postgresql(
         pytest.skip("PostgreSQL's prepared statements")
     acct = c.ledger.open_account(name="lots")
     with c.engine.begin() as conn:
-        used_up = [
-            {"id": f"lot_{i:026d}", "account_id": acct, "amount": 1, "remaining": 0,
-             "source": "promotion", "expires_at": None, "priority": 0,
-             "created_at": datetime(2025, 1, 1, tzinfo=UTC), "memo": "{}", "starts_at": None}
-            for i in range(5000)
-        ]  # fmt: skip
-        conn.execute(lots.insert(), used_up)
+        conn.execute(lots.insert(), _used_up_lots(acct, 5000))
         settled = [
             {"id": f"hold_{i:026d}", "account_id": acct, "amount": 1, "list_tokens": 1,
              "state": "captured", "captured": 1, "allocation": "[]", "created_at": at,
@@ -719,13 +723,7 @@ def test_a_movement_reads_only_the_live_lots_on_mariadb(container: Container) ->
         pytest.skip("MariaDB's index (SQLite and PostgreSQL: by the tests above)")
     acct = c.ledger.open_account(name="lots")
     with c.engine.begin() as conn:
-        used_up = [
-            {"id": f"lot_{i:026d}", "account_id": acct, "amount": 1, "remaining": 0,
-             "source": "promotion", "expires_at": None, "priority": 0,
-             "created_at": datetime(2025, 1, 1, tzinfo=UTC), "memo": "{}", "starts_at": None}
-            for i in range(2000)
-        ]  # fmt: skip
-        conn.execute(lots.insert(), used_up)
+        conn.execute(lots.insert(), _used_up_lots(acct, 2000))
     c.ledger.grant(account_id=acct, amount=5, source="topup", idempotency_key="live")
     read = LedgerSql(c.engine.dialect).account_lots
     with c.engine.connect() as conn:
