@@ -27,7 +27,7 @@ from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.config import Settings
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState
-from tests.integration.server_plans import rows_touched
+from tests.integration.query_costs import SqliteSteps, rows_touched
 
 LONG, SHORT = 4000, 400
 PAGE = 10
@@ -41,13 +41,13 @@ class History:
     short: str
     long: str
     users: dict[str, list[str]]  # account: its users
-    steps: int = 0
+    counter: SqliteSteps
 
     def cost(self, read: Callable[[], list[Any]]) -> int:
         """VM instructions ``read`` runs; it must return a whole page."""
-        self.steps = 0
+        self.counter.steps = 0
         assert len(read()) == PAGE
-        return self.steps
+        return self.counter.steps
 
 
 def _job(account_id: str, users: list[str], i: int, n: int) -> dict[str, Any]:
@@ -109,14 +109,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             conn.execute(audit_log.insert(), [_audit(account, i) for i in range(n)])
     container.close()
     engine = container.engine
-    found = History(engine, accounts["short"], accounts["long"], users)
-
-    def step() -> int:
-        found.steps += 1
-        return 0  # go on
-
-    sa.event.listen(engine, "checkout", lambda driver, *_: driver.set_progress_handler(step, 1))
-    yield found
+    yield History(engine, accounts["short"], accounts["long"], users, SqliteSteps(engine))
     engine.dispose()
 
 
@@ -190,23 +183,23 @@ def test_result_retention_reads_the_results_still_kept(history: History) -> None
     """Expired results to delete are found among those kept, not among every result
     ever deleted: 82 kept of 16,400, and the sweep reads about as much as its page."""
     store = SqlJobStore(history.engine)
-    history.steps = 0
+    history.counter.steps = 0
     due = store.results_due(before=T0 + timedelta(days=400), limit=100)
     assert len(due) == 82 and all(job.result_deleted_at is None for job in due)
-    assert history.steps < 82 * 300
+    assert history.counter.steps < 82 * 300
 
 
 def test_the_duplicate_check_reads_the_image_s_jobs_only(history: History) -> None:
     store = SqlJobStore(history.engine)
     cost = {}
     for account in (history.short, history.long):
-        history.steps = 0
+        history.counter.steps = 0
         found = store.find_duplicates(
             account_id=account, sha256=f"{7:064x}", capability="colorize.person",
             options_key="x",
         )  # fmt: skip
         assert len(found) == 1
-        cost[account] = history.steps
+        cost[account] = history.counter.steps
     assert cost[history.long] < 1.5 * cost[history.short]
 
 

@@ -27,7 +27,7 @@ from comfygate.domain.errors import (
     InvalidInputError,
 )
 from tests.fakes import FakeClock
-from tests.integration.server_plans import rows_touched
+from tests.integration.query_costs import SqliteSteps, rows_touched
 
 
 def balance(c: Container, account_id: str) -> tuple[int, int]:
@@ -596,31 +596,14 @@ def test_the_same_instant_in_another_offset_is_the_same_request(
         c.ledger.place_hold(account_id=acct, amount=1, idempotency_key="h", ttl_s=120)
 
 
-class SqliteSteps:
-    """Counts the instructions SQLite's VM runs on the engine's connections checked
-    out from now on: what a query costs, the same on every run however busy the
-    machine is."""
-
-    def __init__(self, c: Container) -> None:
-        self.steps = 0
-        c.ledger_store.close()  # connections kept for movements are checked out again
-        sa.event.listen(c.engine, "checkout", self._count)
-
-    def _step(self) -> int:
-        self.steps += 1
-        return 0  # go on
-
-    def _count(self, driver: Any, *_: Any) -> None:
-        driver.set_progress_handler(self._step, 1)
-
-
 def test_a_statement_page_costs_the_same_however_long_the_history(tmp_path: Any) -> None:
     """A page is a range of the account's index, read from the cursor: SQLite runs
     about as many instructions for it with 20 transactions behind it as with 1,000
     (it used to find, sum and sort every one of them for each page)."""
     c = bootstrap.build(Settings(database_url=f"sqlite:///{tmp_path / 'history.db'}"))
     c.upgrade_database()
-    counter = SqliteSteps(c)
+    c.ledger_store.close()  # connections kept for movements are checked out again
+    counter = SqliteSteps(c.engine)
 
     def page_cost(acct: str, before: str | None = None) -> int:
         counter.steps = 0
@@ -663,7 +646,8 @@ def test_a_movement_costs_the_same_however_many_lots_were_used_up(tmp_path: Any)
     ledger.capture(hold_id=spent.hold_id, idempotency_key="spend")
     for acct in (fresh, old):
         ledger.grant(account_id=acct, amount=100, source="topup", idempotency_key="live")
-    counter = SqliteSteps(c)
+    c.ledger_store.close()  # connections kept for movements are checked out again
+    counter = SqliteSteps(c.engine)
     try:
         cost = hold_cost(fresh, "a")
         assert hold_cost(old, "a") < 1.5 * cost
