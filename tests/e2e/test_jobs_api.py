@@ -86,6 +86,32 @@ def test_worked_example_on_the_preview_engine(container: bootstrap.Container) ->
     assert container.accounts.reconcile().ok
 
 
+def test_a_last_event_id_that_is_not_a_number_replays_every_event(
+    container: bootstrap.Container,
+) -> None:
+    """A ``Last-Event-ID`` this stream never sent (``²``, which ``str.isdigit`` takes
+    and ``int`` refuses; 5,000 digits) once answered 500: it replays from the start."""
+    customer = new_customer(container, tokens=50)
+
+    async def scenario() -> list[list[str]]:
+        async with running_app(container) as client:
+            accepted = (await submit(client, customer, png_bytes((800, 600)))).json()
+            await finished(client, customer, accepted["id"])
+            streams = []
+            for last in ("\u00b2".encode("latin-1"), b"9" * 5000, b"2"):
+                response = await client.get(
+                    f"/v1/jobs/{accepted['id']}/events",
+                    headers={**customer.headers, "Last-Event-ID": last},
+                )
+                assert response.status_code == 200, response.text
+                streams.append([kind for kind, _ in sse_events(response.text)])
+            return streams
+
+    superscript, long, after_two = run(scenario)
+    assert superscript == long and superscript[:2] == ["queued", "started"]
+    assert after_two == superscript[2:]
+
+
 def test_a_file_corrupt_inside_fails_at_the_worker_and_is_released(
     container: bootstrap.Container,
 ) -> None:

@@ -137,6 +137,17 @@ CASES: dict[str, tuple[Case, int, str]] = {
         "declared_size_mismatch",
     ),
     "declared size malformed": (simple(png_bytes(), width="wide"), 422, "invalid_image_size"),
+    # Digits to str.isdigit, not to int: once a 500.
+    "declared size superscript": (
+        simple(png_bytes(), width="\u00b2", height="2"),
+        422,
+        "invalid_image_size",
+    ),
+    "declared size of 5,000 digits": (
+        simple(png_bytes(), width="9" * 5000, height="600"),
+        422,
+        "invalid_image_size",
+    ),
     "unknown quote": (simple(png_bytes(), quote_id="quote_nope"), 404, "quote_not_found"),
     "expired quote": (_expired_quote, 410, "quote_expired"),
     "foreign quote": (_foreign_quote, 422, "quote_mismatch"),

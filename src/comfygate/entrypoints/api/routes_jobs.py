@@ -58,13 +58,23 @@ _SUBMIT_FORM = {
 }
 
 
+def _whole(text: str, *, digits: int) -> int | None:
+    """``text`` as a whole number of at most ``digits`` ASCII digits, else None.
+    (``str.isdigit`` alone also takes ``²`` and other digits ``int`` refuses, and
+    ``int`` refuses more than 4,300 digits.)"""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _declared_size(fields: dict[str, str]) -> tuple[int, int] | None:
     width, height = fields.get("width", "").strip(), fields.get("height", "").strip()
     if not width and not height:
         return None
-    if not (width.isdigit() and height.isdigit()) or int(width) <= 0 or int(height) <= 0:
+    w, h = _whole(width, digits=9), _whole(height, digits=9)
+    if not w or not h:
         raise InvalidImageSizeError("declare both width and height as positive whole numbers")
-    return int(width), int(height)
+    return w, h
 
 
 def submit_request(fields: dict[str, str], idempotency_key: str | None) -> SubmitRequest:
@@ -186,7 +196,8 @@ async def job_events(
     await anyio.to_thread.run_sync(
         functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
     )
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    # A number this stream sent; anything else replays the job's events from the start.
+    after = _whole(last_event_id or "", digits=18) or 0
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in jobs.events.stream(job_id, after_seq=after):
