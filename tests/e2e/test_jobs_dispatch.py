@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,85 @@ def test_retryable_error_is_retried_once_then_fails_released(
     assert job["state"] == "failed" and job["attempts"] == 2
     assert job["failure"]["code"] == "worker_unavailable"
     assert engine.started.count(job["id"]) == 2
+    assert _balance(container, customer) == (100, 0)
+
+
+def test_a_cancel_while_a_failed_attempt_goes_back_to_the_queue_is_not_lost(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    """The cancel arrives while a retryable failure is being queued again. It once
+    answered ``queued``, and the retry then ran and was charged."""
+    customer = new_customer(container, tokens=100)
+    engine.default = "retryable"
+    lifecycle = container.jobs.lifecycle
+    requeue = lifecycle.requeue
+    requeuing = threading.Event()
+
+    def requeue_once_canceled(job: Any, **kwargs: Any) -> Any:
+        requeuing.set()
+        engine.default = "succeed"  # the retry would succeed, and be charged
+        deadline = time.monotonic() + 10
+        while job.id not in engine.cancelled and time.monotonic() < deadline:
+            time.sleep(0.005)  # the cancel has reached the dispatcher
+        return requeue(job, **kwargs)
+
+    lifecycle.requeue = requeue_once_canceled  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[httpx.Response, dict[str, Any]]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            await _until(requeuing.is_set)
+            cancel = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=customer.headers)
+            return cancel, await finished(client, customer, job["id"])
+
+    cancel, job = run(scenario)
+    assert cancel.status_code == 200 and cancel.json()["state"] == "canceled"
+    assert job["state"] == "canceled" and job["tokens_charged"] == 0
+    assert engine.started.count(job["id"]) == 1
+    assert _balance(container, customer) == (100, 0)
+    assert container.accounts.reconcile().ok
+
+
+def test_a_cancel_that_read_the_job_running_finds_it_back_in_the_queue(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    """The caller read the job ``running``; by the cancel it had failed and waits in the
+    queue for its retry. It is canceled there (it once got "only queued or running
+    jobs can be canceled")."""
+    customer = new_customer(container, tokens=100)
+    engine.default = "retryable"
+    lifecycle = container.jobs.lifecycle
+    requeue = lifecycle.requeue
+    requeuing, other_queued = threading.Event(), threading.Event()
+    seen_running: list[Any] = []
+
+    def requeue_behind_another(job: Any, **kwargs: Any) -> Any:
+        seen_running.append(job)
+        engine.default = "hang"  # the other job keeps the one slot
+        requeuing.set()
+        other_queued.wait(10)
+        return requeue(job, **kwargs)
+
+    lifecycle.requeue = requeue_behind_another  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        async with running_app(container) as client:
+            first = (await submit(client, customer, png_bytes(seed=1))).json()
+            await _until(requeuing.is_set)
+            other = (await submit(client, customer, png_bytes(seed=2))).json()
+            other_queued.set()
+            await _until(lambda: other["id"] in engine.started)
+            (stale,) = seen_running
+            assert stale.id == first["id"] and stale.state.value == "running"
+            canceled = await container.jobs.dispatcher.cancel(stale)
+            held = _balance(container, customer)
+            await client.post(f"/v1/jobs/{other['id']}/cancel", headers=customer.headers)
+            return canceled, held
+
+    canceled, held = run(scenario)
+    assert canceled.state.value == "canceled" and canceled.tokens_charged == 0
+    assert held == (90, 10)  # only the other job's hold is left
+    assert engine.started.count(canceled.id) == 1
     assert _balance(container, customer) == (100, 0)
 
 

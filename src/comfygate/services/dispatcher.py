@@ -31,6 +31,9 @@ from comfygate.services.settlement import JobLifecycle
 
 log = logging.getLogger(__name__)
 
+CANCEL_TRIES = 3
+"""Times ``cancel`` looks again at a job that moved between the queue and a run."""
+
 Offload = Callable[..., Awaitable[Any]]
 """Runs ``fn(*args, **kwargs)`` off the event loop, like ``asyncio.to_thread``."""
 
@@ -267,9 +270,14 @@ class Dispatcher:
         if exc is None:
             await self._succeed(job, task.result(), engine_name)
         elif isinstance(exc, WorkerError) and exc.retryable and job.attempts < MAX_ATTEMPTS:
-            entry.requeued = await self._offload(
+            requeued = await self._offload(
                 lifecycle.requeue, job, reason=exc.code, detail=exc.message
             )
+            if requeued is not None and entry.cancel_reason is not None:
+                # Canceled while it went back to the queue: it must not run again.
+                await self._offload(lifecycle.cancel, requeued, reason=entry.cancel_reason)
+            else:
+                entry.requeued = requeued
         elif isinstance(exc, WorkerError):
             await self._offload(
                 lifecycle.fail, job, code=exc.code, reason=exc.message, engine=engine_name
@@ -313,19 +321,27 @@ class Dispatcher:
 
         Raises ``JobStateError`` for a job that already finished.
         """
-        if job.state is JobState.QUEUED:
-            done = await asyncio.to_thread(self._lifecycle.cancel, job, reason=reason)
-            if done is not None:
-                self._drop_queued(job)
-                return done
-        entry = self._running.get(job.id)
-        if entry is None:
+        for _ in range(CANCEL_TRIES):
+            if job.state is JobState.QUEUED:
+                done = await asyncio.to_thread(self._lifecycle.cancel, job, reason=reason)
+                if done is not None:
+                    self._drop_queued(job)
+                    return done
+            entry = self._running.get(job.id)
+            if entry is not None:
+                break
             current = await asyncio.to_thread(self._store.get, job.id)
-            state = current.state.value if current is not None else job.state.value
+            if current is None or current.state is not JobState.QUEUED:
+                state = current.state.value if current is not None else job.state.value
+                raise JobStateError(
+                    f"job {job.id} is {state}; only queued or running jobs can be canceled",
+                    job_id=job.id,
+                    state=state,
+                )
+            job = current  # it went back to the queue meanwhile (a retry): cancel it there
+        else:
             raise JobStateError(
-                f"job {job.id} is {state}; only queued or running jobs can be canceled",
-                job_id=job.id,
-                state=state,
+                f"job {job.id} kept changing state; try again", job_id=job.id, state=job.state.value
             )
         entry.cancel_reason = reason
         if entry.run_task is not None:
