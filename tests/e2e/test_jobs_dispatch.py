@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from comfygate import bootstrap
+from comfygate.services import dispatcher
 from tests.jobs_support import (
     Customer,
     FakeEngine,
@@ -180,6 +182,45 @@ def test_a_cancel_that_read_the_job_running_finds_it_back_in_the_queue(
     assert held == (90, 10)  # only the other job's hold is left
     assert engine.started.count(canceled.id) == 1
     assert _balance(container, customer) == (100, 0)
+
+
+@pytest.mark.parametrize(("step", "attempts"), [("start", 1), ("succeed", 2)])
+def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
+    container: bootstrap.Container,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+    attempts: int,
+) -> None:
+    """One failed write while starting a job (it stays queued) or recording its success
+    (it stays running). The job once waited there for the next restart, answering
+    resubmissions as their duplicate, while its hold ran out; now it is looked at
+    again as a restart would: queued again, or retried."""
+    monkeypatch.setattr(dispatcher, "REPAIR_DELAY_S", 0.01)
+    customer = new_customer(container, tokens=100)
+    lifecycle = container.jobs.lifecycle
+    real = getattr(lifecycle, step)
+    failures = [sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))]
+
+    def once_failing(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, step, once_failing)
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            # Orphaned, it would never finish.
+            return await asyncio.wait_for(finished(client, customer, job["id"]), 30)
+
+    job = run(scenario)
+    assert not failures
+    assert job["state"] == "succeeded" and job["tokens_charged"] == 10
+    assert job["attempts"] == attempts and engine.started.count(job["id"]) == attempts
+    assert _balance(container, customer) == (90, 0)
+    assert container.accounts.reconcile().ok
 
 
 @pytest.mark.parametrize(("fate", "code"), [("fail", "workflow_error"), ("crash", "engine_error")])

@@ -26,11 +26,15 @@ from comfygate.services.engine_run import run_on_engine
 from comfygate.services.engines import Engine, EngineResult
 from comfygate.services.events import JobEvents
 from comfygate.services.job_ports import Job, JobMetrics, JobStore, ResultStorage
-from comfygate.services.recovery import housekeep, recover_jobs
+from comfygate.services.recovery import housekeep, recover_job, recover_jobs
 from comfygate.services.settlement import JobLifecycle
 
 log = logging.getLogger(__name__)
 
+REPAIR_DELAY_S = 1.0
+REPAIR_MAX_DELAY_S = 60.0
+"""Pauses before looking again at a job after a dispatcher error, doubling up to this."""
+UNRECORDED = "the gateway could not record the job's progress, and again on the retry"
 CANCEL_TRIES = 3
 """Times ``cancel`` looks again at a job that moved between the queue and a run."""
 
@@ -204,8 +208,9 @@ class Dispatcher:
         except asyncio.CancelledError:
             await self._interrupted(job.id, entry)
             raise
-        except Exception:
-            log.exception("job %s: dispatcher error", job.id)
+        except Exception:  # the database, say: the job is looked at again in a moment
+            log.exception("job %s: dispatcher error; trying again", job.id)
+            self._spawn(self._repair(job.id))
         finally:
             self._busy[job.capability] -= 1
             self._running.pop(job.id, None)
@@ -301,6 +306,30 @@ class Dispatcher:
                 reason=f"the result could not be stored: {exc}",
                 engine=engine_name,
             )
+
+    async def _repair(self, job_id: str) -> None:
+        """After a dispatcher error, put the job where a restart would (``recover_job``):
+        queued again, retried, failed or settled. Until the database answers, try again
+        with growing pauses; otherwise the job would wait, queued or running, for the
+        next restart while its hold ran out."""
+        delay = REPAIR_DELAY_S
+        while True:
+            await asyncio.sleep(delay)
+            if job_id in self._running:  # queued again and running by now
+                return
+            try:
+                job = await self._offload(self._store.get, job_id)
+                if job is None:
+                    return
+                lifecycle = self._lifecycle
+                again = await self._offload(recover_job, job, lifecycle, lost_twice=UNRECORDED)
+            except Exception:
+                log.exception("job %s: still failing; trying again", job_id)
+                delay = min(delay * 2, REPAIR_MAX_DELAY_S)
+                continue
+            if again is not None and not self._stopping:
+                self._push(again)
+            return
 
     async def _interrupted(self, job_id: str, entry: _Running) -> None:
         """Our own task was cancelled (shutdown): stop the engine, queue the job again."""

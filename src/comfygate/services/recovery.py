@@ -31,17 +31,27 @@ def recover_jobs(
     settle_unsettled(store=store, lifecycle=lifecycle)
     to_queue: list[Job] = []
     for job in store.in_states([JobState.RUNNING]):
-        if job.id in running_here:
-            continue
-        if job.attempts < MAX_ATTEMPTS:
-            requeued = lifecycle.requeue(job, reason="worker_lost")
-            if requeued is not None:
-                to_queue.append(requeued)
-        else:
-            lifecycle.fail(job, code="worker_lost", reason=LOST_TWICE)
+        if job.id not in running_here and (requeued := recover_job(job, lifecycle)) is not None:
+            to_queue.append(requeued)
     queued = store.in_states([JobState.QUEUED])
     seen = {job.id for job in to_queue}
     return [*to_queue, *(job for job in queued if job.id not in seen)]
+
+
+def recover_job(job: Job, lifecycle: JobLifecycle, *, lost_twice: str = LOST_TWICE) -> Job | None:
+    """One job that nothing runs, put where it belongs: settled if it is terminal,
+    queued again (once) or failed if it was running, left as it is if queued. The job
+    to queue, if any. Blocking."""
+    if job.state.is_terminal:
+        if job.settled_at is None:
+            lifecycle.settle(job)
+        return None
+    if job.state is not JobState.RUNNING:
+        return job
+    if job.attempts < MAX_ATTEMPTS:
+        return lifecycle.requeue(job, reason="worker_lost")
+    lifecycle.fail(job, code="worker_lost", reason=lost_twice)
+    return None
 
 
 def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
