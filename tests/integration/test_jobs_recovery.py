@@ -198,3 +198,69 @@ def test_a_job_whose_hold_expired_before_settlement_says_its_tokens_went_back(
         _assert_money(container, account_id, succeeded=0)
     finally:
         container.close()
+
+
+def _succeeded_after_its_hold_expired(
+    container: bootstrap.Container, clock: FakeClock, account_id: str
+) -> Job:
+    """A job whose success was recorded, whose capture was not (the process died, or
+    the database went away), and whose hold then ran out and was released."""
+    job = _submit(container, account_id, 1)
+    running = container.jobs.lifecycle.start(job)
+    assert running is not None
+    assert container.jobs.store.transition(running, target=JobState.SUCCEEDED, changes={})
+    clock.current = running.hold_expires_at + timedelta(seconds=1)
+    assert container.ledger.expire().tokens_released == PRICE
+    return job
+
+
+def test_a_success_whose_hold_expired_before_its_capture_is_charged_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """It was once charged nothing: the result delivered for free."""
+    clock = FakeClock()
+    container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
+    try:
+        account_id = container.ledger.open_account(name="late")
+        container.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
+                               idempotency_key="g")  # fmt: skip
+        job = _succeeded_after_its_hold_expired(container, clock, account_id)
+        unsettled = container.jobs.store.get(job.id)
+        assert unsettled is not None
+        first = container.jobs.lifecycle.settle(unsettled)
+        again = container.jobs.lifecycle.settle(unsettled)  # a second actor, from the same read
+        assert first.tokens_charged == again.tokens_charged == PRICE
+        _assert_money(container, account_id, succeeded=1)
+        entry = next(e for e in container.audit.entries(account_id=account_id)
+                     if e.target == job.id and e.action == "jobs.capture")  # fmt: skip
+        assert entry.details["tokens_charged"] == PRICE
+        assert entry.details["late_hold_id"] != job.hold_id
+    finally:
+        container.close()
+
+
+def test_a_late_success_the_account_can_no_longer_pay_is_recorded_unpaid(
+    database_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
+    try:
+        account_id = container.ledger.open_account(name="spent")
+        container.ledger.grant(account_id=account_id, amount=PRICE, source="promotion",
+                               idempotency_key="g")  # fmt: skip
+        job = _succeeded_after_its_hold_expired(container, clock, account_id)
+        spent = container.ledger.place_hold(account_id=account_id, amount=PRICE,
+                                            idempotency_key="elsewhere")  # fmt: skip
+        container.ledger.capture(hold_id=spent.hold_id, idempotency_key="elsewhere")
+        unsettled = container.jobs.store.get(job.id)
+        assert unsettled is not None
+        settled = container.jobs.lifecycle.settle(unsettled)
+        assert settled.state is JobState.SUCCEEDED and settled.tokens_charged == 0
+        entry = next(e for e in container.audit.entries(account_id=account_id)
+                     if e.target == job.id and e.action == "jobs.capture")  # fmt: skip
+        assert entry.details["tokens_unpaid"] == PRICE
+        balance = container.accounts.balance(account_id=account_id)
+        assert (balance.available, balance.held) == (0, 0)
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()

@@ -6,7 +6,9 @@ with an idempotency key derived from the job id, then ``settled_at``, the usage 
 the terminal event and the audit entry are committed together. A crash anywhere in between leaves a
 terminal, unsettled job that ``settle`` finishes after the restart; the ledger key
 makes the replayed capture or release move nothing the second time. So a job is
-charged at most once, and only when it succeeded.
+charged at most once, and only when it succeeded. A success whose hold ran out
+before its capture (an outage longer than the hold's time limit) is charged by a hold
+and capture of its own, keyed by the job too.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from comfygate.domain.errors import HoldNotOpenError
+from comfygate.domain.errors import HoldNotOpenError, InsufficientBalanceError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState, check_transition
 from comfygate.domain.ledger import HoldState
@@ -134,7 +136,8 @@ class JobLifecycle:
         """Capture or release a terminal job's hold and record usage; idempotent."""
         if job.settled_at is not None:
             return job
-        charged, released = self._settle_hold(job)
+        settled_hold = self._settle_hold(job)
+        charged, released = settled_hold.charged, settled_hold.released
         now = self._clock.now()
         events = self._events.batch(job.id, job.state.value, _terminal_data(job, charged))
         settled, first = self._store.record_settlement(
@@ -143,7 +146,7 @@ class JobLifecycle:
             settled_at=now,
             usage=_usage(job, charged, now),
             events=events,
-            audit=self._settle_entry(job, charged, released),
+            audit=self._settle_entry(job, settled_hold),
         )
         if not first:  # another actor settled it in the meantime
             return settled
@@ -156,28 +159,34 @@ class JobLifecycle:
         self._metrics.tokens(job.capability, "released", released)
         return settled
 
-    def _settle_entry(self, job: Job, charged: int, released: int) -> AuditEntry | None:
+    def _settle_entry(self, job: Job, settled: _Settled) -> AuditEntry | None:
         """The settlement's audit entry, stored with the settlement in one transaction."""
         if self._audit is None:
             return None
+        details: dict[str, Any] = {
+            "hold_id": job.hold_id,
+            "tokens_charged": settled.charged,
+            "tokens_released": settled.released,
+            "list_tokens": job.list_tokens,
+            "state": job.state.value,
+            "failure_code": job.failure_code,
+        }
+        if settled.late_hold_id is not None:
+            details["late_hold_id"] = settled.late_hold_id
+        if settled.unpaid:
+            details["tokens_unpaid"] = settled.unpaid
         return self._audit.entry(
             actor=SYSTEM_ACTOR,
             action="jobs.capture" if job.state is JobState.SUCCEEDED else "jobs.release",
             target=job.id,
             account_id=job.account_id,
-            details={
-                "hold_id": job.hold_id,
-                "tokens_charged": charged,
-                "tokens_released": released,
-                "list_tokens": job.list_tokens,
-                "state": job.state.value,
-                "failure_code": job.failure_code,
-            },
+            details=details,
         )
 
-    def _settle_hold(self, job: Job) -> tuple[int, int]:
-        """``(captured, released)``; a hold that expired meanwhile was already returned
-        in full by the ledger, so it charges nothing and says all went back."""
+    def _settle_hold(self, job: Job) -> _Settled:
+        """Capture or release the job's hold. A hold that expired meanwhile was already
+        returned in full by the ledger: a failed job charges nothing and says all went
+        back, and a succeeded one is charged afresh (``_charge_late``)."""
         try:
             if job.state is JobState.SUCCEEDED:
                 receipt = self._ledger.capture(
@@ -191,9 +200,43 @@ class JobLifecycle:
                 )
         except HoldNotOpenError as exc:
             log.warning("job %s: hold %s not open at settlement: %s", job.id, job.hold_id, exc)
-            expired = exc.details.get("state") == HoldState.EXPIRED.value
-            return 0, job.tokens if expired else 0
-        return receipt.captured, receipt.released
+            if exc.details.get("state") != HoldState.EXPIRED.value:
+                return _Settled(0, 0)
+            if job.state is JobState.SUCCEEDED:
+                return self._charge_late(job)
+            return _Settled(0, job.tokens)
+        return _Settled(receipt.captured, receipt.released)
+
+    def _charge_late(self, job: Job) -> _Settled:
+        """A success whose hold ran out before its capture (the settlement waited out a
+        crash or an outage longer than the hold's time limit): the result was delivered,
+        so the job is charged its agreed price by a hold and capture of its own, keyed
+        by the job like the first. If the account no longer has the tokens, the job is
+        left unpaid, which the log and its audit entry say."""
+        try:
+            hold = self._ledger.place_hold(
+                account_id=job.account_id,
+                amount=job.tokens,
+                list_tokens=job.list_tokens,
+                idempotency_key=f"{job.id}:late-hold",
+                memo={"job_id": job.id, "late": True},
+            )
+            receipt = self._ledger.capture(
+                hold_id=hold.hold_id, idempotency_key=f"{job.id}:late-capture"
+            )
+        except (InsufficientBalanceError, HoldNotOpenError) as exc:
+            log.error("job %s succeeded after its hold expired and is unpaid: %s", job.id, exc)
+            return _Settled(0, job.tokens, unpaid=job.tokens)
+        return _Settled(receipt.captured, job.tokens, late_hold_id=hold.hold_id)
+
+
+class _Settled(NamedTuple):
+    """What a settlement did to the job's tokens."""
+
+    charged: int
+    released: int
+    late_hold_id: str | None = None
+    unpaid: int = 0
 
 
 def _terminal_data(job: Job, charged: int) -> dict[str, Any]:
