@@ -123,6 +123,34 @@ def test_visibility_of_jobs_by_account_and_role(container: bootstrap.Container) 
     assert lists["stranger_peek"].status_code == 404
 
 
+def test_an_idempotency_key_does_not_hand_a_user_a_colleagues_job(
+    container: bootstrap.Container,
+) -> None:
+    """Keys are the account's. A colleague's key, reused, once answered with the
+    colleague's job (the same image) or named it (another image)."""
+    admin = new_customer(container, tokens=100, name="acme")
+    user, colleague = _user(container, admin), _user(container, admin)
+    key = {"Idempotency-Key": "order-1"}
+
+    async def scenario() -> list[httpx.Response]:
+        async with running_app(container) as client:
+            first = await submit(client, user, png_bytes(seed=7), headers=key)
+            await finished(client, user, first.json()["id"])
+            same = await submit(client, colleague, png_bytes(seed=7), headers=key)
+            other = await submit(client, colleague, png_bytes(seed=8), headers=key)
+            mine = await submit(client, user, png_bytes(seed=7), headers=key)
+            return [first, same, other, mine]
+
+    first, same, other, mine = run(scenario)
+    job_id = first.json()["id"]
+    for refused in (same, other):
+        assert refused.status_code == 409 and refused.json()["code"] == "idempotency_conflict"
+        assert job_id not in refused.text
+    assert mine.status_code == 202 and mine.json()["id"] == job_id  # the user's own replay
+    balance = container.accounts.balance(account_id=admin.account_id)
+    assert (balance.available, balance.held) == (90, 0)
+
+
 def test_listing_filters_by_state_and_pages_with_a_cursor(container: bootstrap.Container) -> None:
     customer = new_customer(container, tokens=200)
 

@@ -145,7 +145,7 @@ class JobSubmission:
         account_id = principal.account_id
         key = request.idempotency_key
         if key is not None and (earlier := self._store.by_idempotency_key(account_id, key)):
-            return self._replay(earlier, upload, request)
+            return self._replay(principal, earlier, upload, request)
         price, quote_id = self._price(account_id, info, request)
         if request.capability not in self._served():
             raise WorkerUnavailableError(
@@ -189,14 +189,22 @@ class JobSubmission:
                     # Another process stored a job under this key first.
                     earlier = self._store.by_idempotency_key(account_id, key or "")
                     if earlier is not None:
-                        return self._replay(earlier, upload, request)
+                        return self._replay(principal, earlier, upload, request)
                 raise
         self._after_accept(job)
         return SubmitOutcome(job)
 
-    def _replay(self, earlier: Job, upload: ReceivedFile, request: SubmitRequest) -> SubmitOutcome:
-        """The first answer to this key, if this is the same submission: the same image,
-        capability and options (read by the book that priced the first)."""
+    def _replay(
+        self, principal: Principal, earlier: Job, upload: ReceivedFile, request: SubmitRequest
+    ) -> SubmitOutcome:
+        """The first answer to this key, if this is the same submission (the same image,
+        capability and options, read by the book that priced the first) by someone who
+        may see its job: keys are the account's, and a user key sees its own jobs only."""
+        if principal.role is Role.USER and earlier.user_id != principal.user_id:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was used by another user of the account",
+                idempotency_key=request.idempotency_key,
+            )
         options = self._quotes.canonical_options(
             earlier.price_book_version,
             request.capability,
