@@ -119,6 +119,21 @@ def test_adjacent_and_full_day_windows_are_fine() -> None:
     assert validate_price_book(zero) == ["time_windows[0].multiplier: must be greater than 0"]
 
 
+@pytest.mark.parametrize("multiplier", [None, "abc", 500, -1])
+def test_a_window_with_good_times_and_a_bad_multiplier_is_an_error_like_any(
+    multiplier: object,
+) -> None:
+    """It once failed an assertion instead: the entry's error count was taken after
+    the multiplier was read."""
+    window: dict[str, object] = {"start": "00:00", "end": "08:00"}
+    if multiplier is not None:
+        window["multiplier"] = multiplier
+    errors = validate_price_book(minimal(time_windows=[window], rounding="sideways"))
+    assert len(errors) == 2
+    assert errors[0].startswith("rounding: ")
+    assert errors[1].startswith("time_windows[0].multiplier: ")
+
+
 def _option_errors(option: dict[str, Any]) -> list[str]:
     doc = minimal(capabilities={"a.b": {"base": 1, "options": {"o": option}}})
     return validate_price_book(doc)

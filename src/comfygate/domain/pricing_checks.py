@@ -149,16 +149,15 @@ def read_windows(r: Reader, value: object, path: str) -> tuple[TimeWindow, ...]:
         if table is None:
             continue
         r.unknown_keys(table, {"start", "end", "multiplier"}, where)
+        errors = len(r.errors)
         start = _minute(r, table.get("start"), f"{where}.start", end=False)
         end = _minute(r, table.get("end"), f"{where}.end", end=True)
         multiplier = r.amount(table.get("multiplier"), f"{where}.multiplier", high=MAX_MULTIPLIER)
-        errors = len(r.errors)
         if multiplier is not None and multiplier == 0:
             r.fail(f"{where}.multiplier", "must be greater than 0")
         if start is not None and end is not None and start == end:
             r.fail(where, "start and end are the same time; a window must not be empty")
-        if len(r.errors) == errors and start is not None and end is not None:
-            assert multiplier is not None
+        if len(r.errors) == errors and start is not None and end is not None and multiplier:
             found.append((where, TimeWindow(start, end, multiplier)))
     for i, (where_a, a) in enumerate(found):
         for where_b, b in found[i + 1 :]:
