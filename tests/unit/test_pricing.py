@@ -77,6 +77,22 @@ def test_night_window_discounts_and_ceil_rounds_up() -> None:
     assert tokens(book_with(rounding="floor"), "colorize.building", 1920, 1080) == 19
 
 
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(9999, 12, 31, 20, 0, tzinfo=UTC),  # 10000-01-01 in Asia/Shanghai
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_a_time_no_time_zone_can_show_is_invalid_input(at: datetime) -> None:
+    """With a window to look up, it once raised OverflowError (a crash of the CLI)."""
+    night = book_with(time_windows=[{"start": "00:00", "end": "08:00", "multiplier": "0.8"}])
+    with pytest.raises(InvalidInputError, match="out of range"):
+        tokens(night, "colorize.person", 800, 600, at=at)
+    with pytest.raises(InvalidInputError, match="out of range"):
+        tokens(DEFAULT, "colorize.person", 800, 600, at=at)
+
+
 def test_every_breakdown_step_in_order() -> None:
     book = book_with(
         time_windows=[{"start": "11:00", "end": "13:00", "multiplier": "1.2"}],
