@@ -59,3 +59,21 @@ def test_an_upgraded_built_in_book_keeps_the_old_one_readable_and_edits_are_refu
         assert recorded == read_price_book_file(_book_file(tmp_path, "house-1", 10))
     finally:
         later.close()
+
+
+def test_a_replaced_built_in_version_cannot_be_activated_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Activation once refused only the built-in version in use: ``house-1``, replaced
+    by ``house-2``, could be stored with other prices. Jobs priced under the old file
+    would then read them, and every start under ``house-2`` was refused."""
+    _started(database_url, _book_file(tmp_path, "house-1", 10)).close()
+    later = _started(database_url, _book_file(tmp_path, "house-2", 30))
+    try:
+        reused = price_book_to_document(read_price_book_file(_book_file(tmp_path, "house-1", 99)))
+        with pytest.raises(DuplicatePriceBookVersionError, match="built-in"):
+            later.pricing.price_books.activate(reused)
+        assert later.pricing.price_books.history(account_id=None) == []
+    finally:
+        later.close()
+    _started(database_url, _book_file(tmp_path, "house-2", 30)).close()  # still starts

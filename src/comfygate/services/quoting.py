@@ -326,9 +326,11 @@ class PriceBookService:
                 "effective_at is in the past; a version takes effect now or later",
                 effective_at=effective_at.isoformat(),
             )
-        if book.version == self._default_version:
+        if book.version == self._default_version or self._prices.builtin(book.version):
+            # A built-in default's, in use or replaced since: jobs priced under it
+            # would read this book's prices.
             raise DuplicatePriceBookVersionError(
-                f"version {book.version!r} is the built-in default's; give the book a new version"
+                f"version {book.version!r} is a built-in default's; give the book a new version"
             )
         if account_id is not None:
             require_account(account_id, self._account_exists)
