@@ -128,6 +128,25 @@ def test_bad_quotes_exit_1_with_the_error_code(
     assert result.stderr.startswith(f"error [{code}]: ")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["quote", "--capability", "colorize.person", "--width", "8", "--height", "6",
+         "--at", "9999-12-31T23:00Z"],
+        ["price-books", "show", "--account", "acct_nosuch"],
+        ["price-books", "show", "--history", "--account", "acct_nosuch"],
+    ],
+)  # fmt: skip
+def test_bad_input_to_other_commands_exits_1_with_the_error_code(
+    cli: click.Group, args: list[str]
+) -> None:
+    """Each once exited 0 with the default book, or crashed (a year past 9999)."""
+    result = run(cli, *args)
+    assert result.exit_code == 1, result.output
+    code = "invalid_input" if args[0] == "quote" else "account_not_found"
+    assert result.stderr.startswith(f"error [{code}]: ")
+
+
 def test_validate_lists_every_problem(cli: click.Group, tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(BROKEN)

@@ -349,10 +349,14 @@ class PriceBookService:
     def show(self, *, account_id: str | None = None, at: datetime | None = None) -> PriceBookRecord:
         """The version that prices ``account_id``'s requests at ``at`` (default: now)."""
         at = _aware(at, "at") if at is not None else self._clock.now()
+        if account_id is not None:
+            require_account(account_id, self._account_exists)
         return self._books.active(account_id=account_id, at=at)
 
     def history(self, *, account_id: str | None = None) -> list[PriceBookRecord]:
         """Stored versions of the default book (or of ``account_id``'s), newest first."""
+        if account_id is not None:
+            require_account(account_id, self._account_exists)
         return self._prices.history(account_id=account_id)
 
     def simulate(
