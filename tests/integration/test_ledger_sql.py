@@ -224,12 +224,20 @@ def test_lots_burn_in_order_and_release_returns_to_the_same_lots(
         account_id=acct, amount=10, source="promotion", idempotency_key="soon",
         expires_at=now + timedelta(days=1),
     )  # fmt: skip
+
+    def lots() -> dict[str, tuple[int, int]]:
+        """Each lot's (remaining, held), in the order they burn."""
+        return {v.lot_id: (v.remaining, v.held) for v in c.accounts.balance(account_id=acct).lots}
+
     h = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="h")
-    lots = {v.lot_id: v.remaining for v in c.accounts.balance(account_id=acct).lots}
-    assert lots == {late.lot_id: 95}  # the lot expiring first was emptied first
+    # The lot expiring first was emptied first, and shows what is held of it (a
+    # drained lot once vanished from the balance until the hold was settled).
+    assert list(lots().items()) == [(soon.lot_id, (0, 10)), (late.lot_id, (95, 5))]
     c.ledger.release(hold_id=h.hold_id, idempotency_key="r", reason="canceled")
-    lots = {v.lot_id: v.remaining for v in c.accounts.balance(account_id=acct).lots}
-    assert lots == {soon.lot_id: 10, late.lot_id: 100}
+    assert list(lots().items()) == [(soon.lot_id, (10, 0)), (late.lot_id, (100, 0))]
+    h = c.ledger.place_hold(account_id=acct, amount=15, idempotency_key="h2")
+    c.ledger.capture(hold_id=h.hold_id, idempotency_key="c2")
+    assert list(lots().items()) == [(late.lot_id, (95, 0))]
     assert_consistent(c)
 
 
@@ -651,7 +659,7 @@ def test_a_movement_costs_the_same_however_many_lots_were_used_up(tmp_path: Any)
     try:
         cost = hold_cost(fresh, "a")
         assert hold_cost(old, "a") < 1.5 * cost
-        assert [lot.remaining for lot in c.ledger_store.lots(old)] == [99]
+        assert [lot.remaining for lot, _ in c.ledger_store.lots(old)] == [99]
     finally:
         c.close()
 

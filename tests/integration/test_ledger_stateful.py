@@ -189,6 +189,21 @@ def make_machine(container: Container, clock: FakeClock) -> type[RuleBasedStateM
                 ).scalar_one()
             assert revenue == self.revenue
 
+        @invariant()
+        def each_lot_shows_what_it_has_left_and_what_is_held_of_it(self) -> None:
+            view = container.accounts.balance(account_id=self.account)
+            assert sum(lot.held for lot in view.lots) == view.held
+            with store.engine.connect() as conn:
+                mine = sa.select(lots.c.id, lots.c.remaining).where(
+                    lots.c.account_id == self.account
+                )
+                left = dict(conn.execute(mine).all())
+            assert {lot.lot_id: lot.remaining for lot in view.lots} == {
+                lot_id: remaining
+                for lot_id, remaining in left.items()
+                if remaining > 0 or any(lot.lot_id == lot_id and lot.held for lot in view.lots)
+            }
+
     return LedgerMachine
 
 

@@ -18,6 +18,9 @@ class LotView:
     source: str
     amount: int
     remaining: int
+    """Tokens left to spend (or to expire)."""
+    held: int
+    """Tokens open holds took from it: they come back to it if released."""
     expires_at: datetime | None
     expired: bool
     starts_at: datetime | None
@@ -52,17 +55,21 @@ class AccountQueries:
         self._clock = clock
 
     def balance(self, *, account_id: str) -> BalanceView:
-        """Derived from the lots (spendable) and the cached balance row (held)."""
+        """Derived from the lots (spendable) and the cached balance row (held); each
+        lot with what it has left and what open holds took from it."""
         require_account(self._store, account_id)
         now = self._clock.now()
         cached = self._store.balance(account_id)
-        lots = sorted(self._store.lots(account_id), key=dl.burn_key)
+        held = self._store.lots(account_id)
+        lots = sorted((lot for lot, _ in held), key=dl.burn_key)
+        held_of = {lot.id: tokens for lot, tokens in held}
         views = [
             LotView(
                 lot_id=lot.id,
                 source=lot.source,
                 amount=lot.amount,
                 remaining=lot.remaining,
+                held=held_of[lot.id],
                 expires_at=lot.expires_at,
                 expired=lot.is_expired(now),
                 starts_at=lot.starts_at,

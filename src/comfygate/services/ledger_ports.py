@@ -121,7 +121,10 @@ class LedgerStore(Protocol):
 
     def balance(self, account_id: str) -> CachedBalance | None: ...
 
-    def lots(self, account_id: str) -> list[Lot]: ...
+    def lots(self, account_id: str) -> list[tuple[Lot, int]]:
+        """The account's lots with tokens left or held by an open hold, each with the
+        tokens its open holds hold."""
+        ...
 
     def statement(self, account_id: str, *, limit: int, before: str | None) -> list[StatementLine]:
         """Newest first; ``before`` is a transaction id to page from."""

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -167,9 +168,23 @@ class SqlLedgerStore:
             row = conn.execute(query).first()
         return None if row is None else CachedBalance(row.available, row.held)
 
-    def lots(self, account_id: str) -> list[dl.Lot]:
+    def lots(self, account_id: str) -> list[tuple[dl.Lot, int]]:
+        """The live lots (``ix_lots_live``), what the open holds hold of each
+        (``ix_holds_open``), and the lots those holds drew dry, by id."""
+        open_holds = sa.select(holds.c.allocation).where(
+            holds.c.account_id == account_id, HOLD_IS_OPEN
+        )
+        held: dict[str, int] = {}
         with read_only(self.engine.connect()) as conn:
-            return [lot_from_row(r) for r in conn.execute(LOTS, {"account_id": account_id})]
+            for (allocation,) in conn.execute(open_holds):
+                for lot_id, tokens in orjson.loads(allocation):
+                    held[lot_id] = held.get(lot_id, 0) + tokens
+            found = [lot_from_row(r) for r in conn.execute(LOTS, {"account_id": account_id})]
+            dry = sorted(set(held) - {lot.id for lot in found})
+            if dry:
+                by_id = sa.select(*LOTS.selected_columns).where(lots.c.id.in_(dry))
+                found += [lot_from_row(r) for r in conn.execute(by_id)]
+        return [(lot, held.get(lot.id, 0)) for lot in found]
 
     def statement(self, account_id: str, *, limit: int, before: str | None) -> list[StatementLine]:
         """The page first (a range of ``ix_ledger_transactions_account_newest``), then

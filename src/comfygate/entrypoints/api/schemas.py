@@ -32,6 +32,7 @@ class LotOut(BaseModel):
     source: str
     amount: int
     remaining: int
+    held: int
     expires_at: datetime | None
     expired: bool
     starts_at: datetime | None
