@@ -147,6 +147,21 @@ def test_bad_input_to_other_commands_exits_1_with_the_error_code(
     assert result.stderr.startswith(f"error [{code}]: ")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--upscale", "2", "--option", "upscale=3"],
+        ["--option", "upscale=2", "--option", "upscale=3"],
+    ],
+)
+def test_an_option_given_twice_is_a_usage_error(cli: click.Group, options: list[str]) -> None:
+    """It once priced whichever came last, without a word."""
+    args = ["--capability", "colorize.person", "--width", "800", "--height", "600"]
+    result = run(cli, "quote", *args, *options)
+    assert result.exit_code == 2, result.output
+    assert "given twice" in result.stderr or "give upscale once" in result.stderr
+
+
 def test_validate_lists_every_problem(cli: click.Group, tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(BROKEN)

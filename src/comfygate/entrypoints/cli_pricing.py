@@ -77,8 +77,13 @@ def _options(upscale: str | None, extra: tuple[str, ...]) -> dict[str, object]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--option")
-        options[name.strip()] = value.strip()
+        name = name.strip()
+        if name in options:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--option")
+        options[name] = value.strip()
     if upscale is not None:
+        if "upscale" in options:
+            raise click.BadParameter("give upscale once: --upscale or --option upscale=F")
         options["upscale"] = upscale
     return options
 
