@@ -326,3 +326,11 @@ def test_what_an_own_book_leaves_out_of_the_default() -> None:
         "option colorize.person.upscale",
     ]
     assert left_out(DEFAULT, DEFAULT) == []
+
+
+def test_an_own_book_leaves_out_the_default_books_terms_for_the_account() -> None:
+    """Once ignored without a word: the account's discount in the default book."""
+    default = book_with(accounts={"acct_e": {"discount_percent": 10}})
+    assert left_out(DEFAULT, default, "acct_e") == ["terms of its own (accounts.acct_e)"]
+    assert left_out(DEFAULT, default, "acct_f") == []
+    assert left_out(default, default, "acct_e") == []  # it carries them over

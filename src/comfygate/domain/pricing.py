@@ -330,9 +330,10 @@ def _priced(
     return lines, rounded
 
 
-def left_out(own: PriceBook, default: PriceBook) -> list[str]:
+def left_out(own: PriceBook, default: PriceBook, account_id: str | None = None) -> list[str]:
     """What an account's own book does not offer that the default does: its requests
-    are priced by its own book alone, so these become unknown to the account."""
+    are priced by its own book alone, so these become unknown to the account, and
+    the default book's terms for the account (a discount, say) no longer apply."""
     gaps = []
     for name, cap in sorted(default.capabilities.items()):
         mine = own.capabilities.get(name)
@@ -340,4 +341,6 @@ def left_out(own: PriceBook, default: PriceBook) -> list[str]:
             gaps.append(f"capability {name}")
             continue
         gaps += [f"option {name}.{o}" for o in sorted(cap.options) if o not in mine.options]
+    if account_id in default.accounts and account_id not in own.accounts:
+        gaps.append(f"terms of its own (accounts.{account_id})")
     return gaps

@@ -344,7 +344,7 @@ class PriceBookService:
         if record.account_id is None or record.effective_at is None:
             return []
         default = self._books.active(account_id=None, at=record.effective_at).book
-        return left_out(record.book, default)
+        return left_out(record.book, default, record.account_id)
 
     def show(self, *, account_id: str | None = None, at: datetime | None = None) -> PriceBookRecord:
         """The version that prices ``account_id``'s requests at ``at`` (default: now)."""
