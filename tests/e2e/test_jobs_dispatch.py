@@ -184,12 +184,15 @@ def test_a_cancel_that_read_the_job_running_finds_it_back_in_the_queue(
     assert _balance(container, customer) == (100, 0)
 
 
-@pytest.mark.parametrize(("step", "attempts"), [("start", 1), ("succeed", 2)])
+@pytest.mark.parametrize(
+    ("step", "errors", "attempts"), [("start", 1, 1), ("start", 3, 1), ("succeed", 1, 2)]
+)
 def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     container: bootstrap.Container,
     engine: FakeEngine,
     monkeypatch: pytest.MonkeyPatch,
     step: str,
+    errors: int,
     attempts: int,
 ) -> None:
     """One failed write while starting a job (it stays queued) or recording its success
@@ -200,7 +203,10 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     customer = new_customer(container, tokens=100)
     lifecycle = container.jobs.lifecycle
     real = getattr(lifecycle, step)
-    failures = [sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))]
+    failures = [
+        sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        for _ in range(errors)
+    ]
 
     def once_failing(*args: Any, **kwargs: Any) -> Any:
         if failures:
@@ -221,6 +227,7 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     assert job["attempts"] == attempts and engine.started.count(job["id"]) == attempts
     assert _balance(container, customer) == (90, 0)
     assert container.accounts.reconcile().ok
+    assert container.jobs.dispatcher._troubles == {}  # forgotten once the job ran
 
 
 @pytest.mark.parametrize(("fate", "code"), [("fail", "workflow_error"), ("crash", "engine_error")])

@@ -101,6 +101,8 @@ class Dispatcher:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._failed_engines: set[str] = set()
+        self._troubles: dict[str, int] = {}
+        """Per job, the dispatcher errors in a row (see ``_repair``)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -200,17 +202,20 @@ class Dispatcher:
         try:
             started = await self._offload(self._lifecycle.start, job)
             if started is None:
-                return  # canceled while queued
-            if entry.cancel_reason is not None:
+                pass  # canceled while queued
+            elif entry.cancel_reason is not None:
                 await self._offload(self._lifecycle.cancel, started, reason=entry.cancel_reason)
-                return
-            await self._run(started, entry)
+            else:
+                await self._run(started, entry)
         except asyncio.CancelledError:
             await self._interrupted(job.id, entry)
             raise
         except Exception:  # the database, say: the job is looked at again in a moment
             log.exception("job %s: dispatcher error; trying again", job.id)
-            self._spawn(self._repair(job.id))
+            troubles = self._troubles[job.id] = self._troubles.get(job.id, 0) + 1
+            self._spawn(self._repair(job.id, troubles))
+        else:
+            self._troubles.pop(job.id, None)
         finally:
             self._busy[job.capability] -= 1
             self._running.pop(job.id, None)
@@ -307,12 +312,14 @@ class Dispatcher:
                 engine=engine_name,
             )
 
-    async def _repair(self, job_id: str) -> None:
+    async def _repair(self, job_id: str, troubles: int) -> None:
         """After a dispatcher error, put the job where a restart would (``recover_job``):
-        queued again, retried, failed or settled. Until the database answers, try again
-        with growing pauses; otherwise the job would wait, queued or running, for the
-        next restart while its hold ran out."""
-        delay = REPAIR_DELAY_S
+        queued again, retried, failed or settled. Otherwise the job would wait, queued
+        or running, for the next restart while its hold ran out. The pauses grow with
+        the job's errors in a row (its ``troubles``) and with each failed look: a
+        database that stays away is not asked every second. A job whose hold runs out
+        meanwhile fails with it released, when it is next started."""
+        delay = min(REPAIR_DELAY_S * 2 ** min(troubles - 1, 16), REPAIR_MAX_DELAY_S)
         while True:
             await asyncio.sleep(delay)
             if job_id in self._running:  # queued again and running by now
