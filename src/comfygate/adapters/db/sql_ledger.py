@@ -7,6 +7,7 @@ them, and holds the read side: balances, statements, expiry candidates, reconcil
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,9 @@ def _book_sum(book: str) -> sa.ColumnElement[Any]:
     """SUM of the postings to ``book`` in a grouped query (0 when there are none)."""
     amount = sa.case((postings.c.book == book, postings.c.amount), else_=0)
     return sa.func.coalesce(sa.func.sum(amount), 0)
+
+
+log = logging.getLogger(__name__)
 
 
 class _Kept:
@@ -171,13 +175,18 @@ class SqlLedgerStore:
     def lots(self, account_id: str) -> list[tuple[dl.Lot, int]]:
         """The live lots (``ix_lots_live``), what the open holds hold of each
         (``ix_holds_open``), and the lots those holds drew dry, by id."""
-        open_holds = sa.select(holds.c.allocation).where(
+        open_holds = sa.select(holds.c.id, holds.c.allocation).where(
             holds.c.account_id == account_id, HOLD_IS_OPEN
         )
         held: dict[str, int] = {}
         with read_only(self.engine.connect()) as conn:
-            for (allocation,) in conn.execute(open_holds):
-                for lot_id, tokens in orjson.loads(allocation):
+            for hold_id, allocation in conn.execute(open_holds):
+                try:
+                    taken = [(str(lot), int(tokens)) for lot, tokens in orjson.loads(allocation)]
+                except (ValueError, TypeError):  # (reconcile reports it)
+                    log.warning("hold %s: unreadable allocation %r", hold_id, allocation)
+                    continue
+                for lot_id, tokens in taken:
                     held[lot_id] = held.get(lot_id, 0) + tokens
             found = [lot_from_row(r) for r in conn.execute(LOTS, {"account_id": account_id})]
             dry = sorted(set(held) - {lot.id for lot in found})
