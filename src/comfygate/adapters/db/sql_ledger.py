@@ -39,14 +39,13 @@ from comfygate.adapters.db.tables_ledger import (
 from comfygate.domain import ledger as dl
 from comfygate.services.ledger_ports import CachedBalance, Drift, StatementLine
 
+log = logging.getLogger(__name__)
+
 
 def _book_sum(book: str) -> sa.ColumnElement[Any]:
     """SUM of the postings to ``book`` in a grouped query (0 when there are none)."""
     amount = sa.case((postings.c.book == book, postings.c.amount), else_=0)
     return sa.func.coalesce(sa.func.sum(amount), 0)
-
-
-log = logging.getLogger(__name__)
 
 
 class _Kept:
