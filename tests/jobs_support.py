@@ -158,6 +158,7 @@ def use_engines(container: bootstrap.Container, engines: list[Any]) -> None:
         audit=container.audit,
         metrics=container.metrics,
         engines=engines,
+        chores=[container.payments.grant_paid],
     )
     new = container.jobs.dispatcher
     container.on_startup[container.on_startup.index(old.start)] = new.start

@@ -154,6 +154,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         audit=audit,
         metrics=metrics,
         offload=serial.call,
+        chores=[payments.grant_paid],
     )
     container = Container(
         settings=settings,

@@ -13,6 +13,7 @@ the model-free ``preview`` engine.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -94,9 +95,11 @@ def build_job_services(
     metrics: GatewayMetrics,
     engines: list[Engine] | None = None,
     offload: Offload | None = None,
+    chores: Sequence[Callable[[], object]] = (),
 ) -> JobServices:
     """Wire the jobs side; ``engines`` overrides the settings' choice (tests);
-    ``offload`` runs the dispatcher's blocking calls (default: ``asyncio.to_thread``)."""
+    ``offload`` runs the dispatcher's blocking calls (default: ``asyncio.to_thread``);
+    ``chores`` join the dispatcher's housekeeping (the gateway's own, such as orders)."""
     store = SqlJobStore(engine)
     storage = LocalResultStorage(settings.data_dir / "jobs")
     job_metrics = PrometheusJobMetrics(metrics)
@@ -132,6 +135,7 @@ def build_job_services(
             retention.purge,
             ledger.expire,
             quotes.purge_expired,
+            *chores,
         ],
         offload=offload or asyncio.to_thread,
     )

@@ -65,7 +65,7 @@ def test_one_paid_order_confirmed_twice_at_once_grants_once(
     assert container.accounts.reconcile().ok
 
 
-def test_a_confirm_whose_grant_fails_leaves_the_order_pending_and_payable(
+def test_a_confirm_whose_grant_fails_leaves_the_order_paid_and_grants_on_the_retry(
     container: bootstrap.Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account = container.ledger.open_account(name="flaky")
@@ -79,7 +79,9 @@ def test_a_confirm_whose_grant_fails_leaves_the_order_pending_and_payable(
     monkeypatch.setattr(container.plans, "buy_topup", down)
     with pytest.raises(RuntimeError):
         container.payments.confirm(order_id=order.id, actor="operator")
-    assert container.payments.order(order_id=order.id, actor="operator").state.value == "pending"
+    assert container.payments.order(order_id=order.id, actor="operator").state.value == "paid"
+    with pytest.raises(OrderStateError):  # paid: not the customer's to cancel now
+        container.payments.cancel(order_id=order.id, actor=buyer)
     monkeypatch.setattr(container.plans, "buy_topup", real)
     paid = container.payments.confirm(order_id=order.id, actor="operator")
     assert paid.state.value == "paid" and paid.grant is not None

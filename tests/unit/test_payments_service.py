@@ -81,14 +81,9 @@ class FakeOrderStore:
         self.orders[order.id] = order
         return True
 
-    def reopen(self, order: Order) -> bool:
-        stored = self.orders[order.id]
-        if stored.state is not OrderState.PAID or stored.grant is not None:
-            return False
-        self.orders[order.id] = replace(
-            stored, state=OrderState.PENDING, paid_at=None, provider_ref=None
-        )
-        return True
+    def paid_without_grant(self, limit: int) -> list[Order]:
+        found = [o for o in self.orders.values() if o.state is OrderState.PAID and not o.grant]
+        return sorted(found, key=lambda o: o.id)[:limit]
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         key = (notice.provider, notice.event_id)
@@ -120,7 +115,8 @@ class FakePlans:
         end = self.ends.get((account_id, plan))
         return end if end is not None and end > self.clock.now() else None
 
-    def subscribe(self, *, account_id: str, plan: str) -> SubscriptionReceipt:
+    def purchase(self, *, account_id: str, plan: str, order_id: str) -> SubscriptionReceipt:
+        self.while_granting()
         self.subscribed.append((account_id, plan))
         now = self.clock.now()
         self.ends[(account_id, plan)] = now + timedelta(days=30)
@@ -321,6 +317,33 @@ def test_a_failed_attempt_leaves_the_order_payable_and_a_cancel_ends_it(parts, c
     )
 
 
+def test_notices_that_change_nothing_are_left_to_an_operator_in_the_audit_log(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """A refund, a payment for an order the customer had canceled, a status we do not
+    know: once answered 200 (or 409, never recorded) and seen by no one."""
+    service, store, plans, audit = parts
+    paid = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    service.confirm(order_id=paid.id, actor=OPERATOR)
+    canceled = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    service.cancel(order_id=canceled.id, actor=USER)
+    notices = [
+        {"id": "r1", "order_id": paid.id, "status": "refunded", "amount": "19", "currency": "CNY"},
+        {"id": "r1", "order_id": paid.id, "status": "refunded", "amount": "19", "currency": "CNY"},
+        {"id": "p1", "order_id": canceled.id, "status": "paid", "amount": "19", "currency": "CNY"},
+        {"id": "x1", "order_id": paid.id, "status": "disputed"},
+    ]
+    for notice in notices:
+        body, headers = _webhook(clock, notice)
+        service.handle_webhook(provider="acme", body=body, headers=headers)
+    unapplied = [e for e in audit.entries_list if e.action == "orders.notice_unapplied"]
+    assert [(e.target, e.details["status"], e.details["order_state"]) for e in unapplied] == [
+        (paid.id, "refunded", "paid"),  # once, however often the provider sends it
+        (canceled.id, "paid", "canceled"),
+        (paid.id, "disputed", "paid"),
+    ]
+    assert store.orders[canceled.id].state is OrderState.CANCELED
+    assert len(plans.topups) == 1
+
+
 def test_a_paid_notice_must_say_what_was_paid(parts, clock) -> None:  # type: ignore[no-untyped-def]
     """One without an amount and currency once granted 2,000 tokens."""
     service, _store, plans, _ = parts
@@ -372,17 +395,26 @@ def test_a_cancel_racing_a_confirm_never_leaves_tokens_on_a_canceled_order(parts
     assert store.orders[order.id].grant == paid.grant
 
 
-def test_a_grant_that_fails_gives_the_claim_back(parts) -> None:  # type: ignore[no-untyped-def]
+def test_a_grant_that_fails_leaves_the_order_paid_for_a_retry_or_the_chore(parts) -> None:  # type: ignore[no-untyped-def]
+    """The claim was once given back (pending again): a concurrent confirm's grant
+    could then be kept by an order the customer canceled."""
     service, store, plans, _ = parts
-    order = service.create_order(actor=USER, plan="topup-500")
+    first = service.create_order(actor=USER, plan="topup-500")
+    second = service.create_order(actor=USER, plan="topup-500")
 
     def fail() -> None:
         raise RuntimeError("the ledger went away")
 
     plans.while_granting = fail
-    with pytest.raises(RuntimeError):
-        service.confirm(order_id=order.id, actor=OPERATOR)
-    assert store.orders[order.id].state is OrderState.PENDING and not plans.topups
+    for order in (first, second):
+        with pytest.raises(RuntimeError):
+            service.confirm(order_id=order.id, actor=OPERATOR)
+        assert store.orders[order.id].state is OrderState.PAID and not plans.topups
+        with pytest.raises(OrderStateError):
+            service.cancel(order_id=order.id, actor=USER)
+    assert service.grant_paid() == 0  # still failing: each is tried, none holds up another
     plans.while_granting = lambda: None
-    assert service.confirm(order_id=order.id, actor=OPERATOR).state is OrderState.PAID
-    assert len(plans.topups) == 1
+    assert service.confirm(order_id=first.id, actor=OPERATOR).grant is not None
+    assert service.grant_paid() == 1 and service.grant_paid() == 0
+    assert store.orders[second.id].grant is not None
+    assert sorted(plans.topups) == sorted(f"order:{o.id}" for o in (first, second))

@@ -191,3 +191,14 @@ def renewal_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str)
     if current is not None or following.start <= at < following.end:
         return following
     return _new_run(plan, at, tz)
+
+
+def purchase_period(plan: Plan, periods: Sequence[Period], at: datetime, tz: str) -> Period:
+    """What a paid order grants at ``at``: the period after the last one still to run
+    (in force, or renewed ahead), so an order never pays for a period granted already
+    (by an operator, say, or another order); with none, a new run beginning at ``at``."""
+    ahead = [p for p in periods if p.end > at]
+    if not ahead:
+        return _new_run(plan, at, tz)
+    last = max(ahead, key=lambda p: p.end)
+    return period_containing(plan, _run_start(periods, last), last.end, tz)

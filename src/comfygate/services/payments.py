@@ -2,16 +2,21 @@
 the ``manual`` provider) says it is paid, and the plan is granted exactly once.
 
 Granting is idempotent by construction: a top-up is granted with the order id as its
-idempotency key; a subscription plan through ``PlanService.subscribe``, which grants
-each period once. The grant happens before the order is marked paid, so a crash in
-between leaves a pending order whose confirmation can simply be repeated. A provider
-tells us through a signed webhook (``PaymentProvider.verify``); the ``manual`` provider
-has none: an operator confirms.
+idempotency key; a subscription plan through ``PlanService.purchase``, which grants
+the order a period of its own (after any still to run) once. The order is marked paid
+first, then granted: a crash in between leaves a paid order without its grant, which
+the next confirmation, or the ``grant_paid`` chore, grants. A paid order is never
+canceled nor made pending again. A provider tells us through a signed webhook
+(``PaymentProvider.verify``); the ``manual`` provider has none: an operator confirms.
+A notice that changes nothing here (a refund, a payment for an order the customer
+canceled, a status we do not know) is answered, and left to an operator in the audit
+log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -32,6 +37,8 @@ from comfygate.services.identity_types import Principal
 from comfygate.services.plans import PlanService
 
 MANUAL = "manual"
+
+log = logging.getLogger(__name__)
 
 
 class OrderState(StrEnum):
@@ -105,8 +112,8 @@ class OrderStore(Protocol):
         """Store a paid order's grant; False if it has one already."""
         ...
 
-    def reopen(self, order: Order) -> bool:
-        """Move a paid order without a grant back to pending (its grant failed)."""
+    def paid_without_grant(self, limit: int) -> Sequence[Order]:
+        """Paid orders whose grant is not stored yet, oldest first."""
         ...
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
@@ -225,13 +232,13 @@ class PaymentService:
         """Mark the order paid, then grant its plan; confirming again changes nothing.
 
         The order is claimed (pending to paid) before anything is granted, so a cancel
-        racing the confirm either wins before the grant or is refused after the claim;
-        a grant that fails gives the claim back. A confirm that finds the order paid but
-        not yet granted (a concurrent one, or one that died between) grants it: grants
-        are idempotent per order and per plan period.
+        racing the confirm either wins before the grant or is refused after the claim.
+        A confirm that finds the order paid but not yet granted (a concurrent one, or
+        one whose grant failed or died) grants it: grants are idempotent per order. A
+        paid order stays paid, granted or not: it was once given back to pending when
+        its grant failed, and could then be canceled with the grant made meanwhile.
         """
         order = self.order(order_id=order_id, actor=actor)
-        claimed = False
         if order.state is OrderState.PENDING:
             claim = replace(
                 order, state=OrderState.PAID, paid_at=self._clock.now(), provider_ref=provider_ref
@@ -242,12 +249,24 @@ class PaymentService:
             raise OrderStateError(f"order {order_id} is canceled", state=order.state.value)
         if order.grant is not None:
             return order
-        try:
-            grant = self._grant(order)
-        except BaseException:
-            if claimed:
-                self._store.reopen(order)
-            raise
+        return self._record_grant(order, actor)
+
+    def grant_paid(self, *, batch: int = 100) -> int:
+        """Grant every paid order whose grant is not stored (a crash, or a failure, after
+        it was marked paid); how many. A housekeeping chore."""
+        granted = 0
+        for order in self._store.paid_without_grant(batch):
+            try:
+                self._record_grant(order, "system:orders")
+            except Exception:  # one order's failure (a plan gone, say) holds up no other
+                log.exception("order %s: paid, and its grant failed again", order.id)
+                continue
+            granted += 1
+        return granted
+
+    def _record_grant(self, order: Order, actor: Actor) -> Order:
+        order_id = order.id
+        grant = self._grant(order)
         paid = replace(order, grant=grant)
         if not self._store.record_grant(paid):
             return self.order(order_id=order_id, actor=actor)  # a concurrent confirm did
@@ -287,13 +306,29 @@ class PaymentService:
         order = self._store.get(notice.order_id)
         if order is None or order.provider != provider:
             raise OrderNotFoundError(f"no order {notice.order_id} for {provider}")
-        if notice.status == "paid":
+        first = self._store.record_event(notice, self._clock.now())
+        if notice.status == "paid" and order.state is not OrderState.CANCELED:
             self._check_amount(order, notice)
             order = self.confirm(order_id=order.id, actor=actor, provider_ref=notice.provider_ref)
         elif notice.status == "canceled" and order.state is OrderState.PENDING:
             order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
-        # A "failed" attempt leaves the order pending: the customer may pay it yet.
-        self._store.record_event(notice, self._clock.now())
+        elif notice.status == "failed" and order.state is OrderState.PENDING:
+            pass  # a failed attempt: the customer may pay it yet
+        elif first:  # it changes nothing here: an operator's to act on (a refund, say)
+            self._audit.record(
+                actor=actor,
+                action="orders.notice_unapplied",
+                target=order.id,
+                account_id=order.account_id,
+                details={
+                    "event_id": notice.event_id,
+                    "status": notice.status,
+                    "order_state": order.state.value,
+                    "amount": notice.amount,
+                    "currency": notice.currency,
+                    "provider_ref": notice.provider_ref,
+                },
+            )
         return order
 
     @staticmethod
@@ -319,7 +354,9 @@ class PaymentService:
                 account_id=order.account_id, plan=order.plan, idempotency_key=f"order:{order.id}"
             )
         else:
-            receipt = self._plans.subscribe(account_id=order.account_id, plan=order.plan)
+            receipt = self._plans.purchase(
+                account_id=order.account_id, plan=order.plan, order_id=order.id
+            )
         return {
             "kind": receipt.kind,
             "tokens_granted": receipt.tokens_granted,

@@ -48,10 +48,12 @@ class SubscriptionStore(Protocol):
         plan: str,
         choose: Callable[[list[dp.Period]], dp.Period],
         created_at: datetime,
+        subscription_id: str | None = None,
     ) -> tuple[str, dp.Period]:
         """Record the period ``choose`` picks from the account's periods of ``plan``
         (a no-op if recorded already), deciding under the account's lock so that
-        concurrent subscribers choose one after the other; its subscription id."""
+        concurrent subscribers choose one after the other; its subscription id. Given
+        a ``subscription_id`` already recorded, its period, without choosing again."""
         ...
 
     def add_entitlement(
@@ -112,6 +114,19 @@ class PlanService:
 
         return self._grant_period(account_id, spec, choose)
 
+    def purchase(self, *, account_id: str, plan: str, order_id: str) -> SubscriptionReceipt:
+        """Grant the period a paid order bought (``plans.purchase_period``): its own,
+        after any still to run, once however often it is asked."""
+        spec = self._subscribable(plan)
+        require_account(self._ledger_store, account_id)
+        clock, tz = self._clock, self.catalog.timezone
+
+        def choose(periods: list[dp.Period]) -> dp.Period:  # under the lock, so "now" too
+            return dp.purchase_period(spec, periods, clock.now(), tz)
+
+        own = f"sub_{order_id.removeprefix('ord_')}"
+        return self._grant_period(account_id, spec, choose, subscription_id=own)
+
     def buy_topup(self, *, account_id: str, plan: str, idempotency_key: str) -> SubscriptionReceipt:
         """Grant a top-up pack once per idempotency key (e.g. the payment order id)."""
         spec = self.catalog.get(plan)
@@ -150,10 +165,22 @@ class PlanService:
         return spec
 
     def _grant_period(
-        self, account_id: str, spec: dp.Plan, choose: Callable[[list[dp.Period]], dp.Period]
+        self,
+        account_id: str,
+        spec: dp.Plan,
+        choose: Callable[[list[dp.Period]], dp.Period],
+        *,
+        subscription_id: str | None = None,
     ) -> SubscriptionReceipt:
+        """Grant the chosen period. ``tokens_granted`` is what this call granted, or,
+        for a period of its own (``subscription_id``), what the period grants."""
+        own = subscription_id is not None
         subscription_id, period = self._subs.choose_period(
-            account_id=account_id, plan=spec.name, choose=choose, created_at=self._clock.now()
+            account_id=account_id,
+            plan=spec.name,
+            choose=choose,
+            created_at=self._clock.now(),
+            subscription_id=subscription_id,
         )
         if spec.kind == "unlimited":
             self._subs.add_entitlement(
@@ -177,7 +204,7 @@ class PlanService:
             spec.kind,
             period.start,
             period.end,
-            0 if receipt.replayed else spec.tokens,  # granted by this call, not before
+            spec.tokens if own or not receipt.replayed else 0,
             receipt.lot_id,
             False,
         )

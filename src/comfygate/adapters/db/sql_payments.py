@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -98,12 +99,15 @@ class SqlOrderStore:
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
 
-    def reopen(self, order: Order) -> bool:
-        update = _paid_without_grant(order).values(
-            state=OrderState.PENDING.value, paid_at=None, provider_ref=None
+    def paid_without_grant(self, limit: int) -> Sequence[Order]:
+        query = (
+            sa.select(orders)
+            .where(orders.c.state == OrderState.PAID.value, orders.c.grant_info.is_(None))
+            .order_by(orders.c.id)
+            .limit(limit)
         )
-        with self.engine.begin() as conn:
-            return conn.execute(update).rowcount == 1
+        with read_only(self.engine.connect()) as conn:
+            return [_order(row) for row in conn.execute(query)]
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         row = {

@@ -54,6 +54,7 @@ class SqlSubscriptionStore:
         plan: str,
         choose: Callable[[list[dp.Period]], dp.Period],
         created_at: datetime,
+        subscription_id: str | None = None,
     ) -> tuple[str, dp.Period]:
         s = subscriptions.c
         # The lock: the account's balance row, as the ledger takes it (on SQLite the
@@ -65,10 +66,13 @@ class SqlSubscriptionStore:
             conn.execute(lock.with_for_update())
             rows = conn.execute(sa.select(s.id, s.period_start, s.period_end).where(mine))
             known = {dp.Period(start, end): str(sub_id) for sub_id, start, end in rows}
+            recorded = {sub_id: period for period, sub_id in known.items()}
+            if subscription_id in recorded:
+                return subscription_id, recorded[subscription_id]
             period = choose(list(known))
             if period in known:
                 return known[period], period
-            sub_id = new_subscription_id()
+            sub_id = subscription_id or new_subscription_id()
             conn.execute(
                 subscriptions.insert(),
                 {

@@ -1,0 +1,121 @@
+"""Paid orders on every backend: each paid subscription order grants a period of its
+own, once, whatever was granted around it (an operator's subscription, another
+order, a crash between marking it paid and granting)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from comfygate import bootstrap
+from comfygate.config import Settings
+from comfygate.services.identity_types import Principal, Role
+from comfygate.services.payments import OrderState
+from tests.fakes import FakeClock
+
+MARCH = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Asia/Shanghai
+APRIL = datetime(2026, 3, 31, 16, 0, tzinfo=UTC)  # April 1st, 00:00 in Shanghai
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(MARCH)
+
+
+@pytest.fixture
+def c(database_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[bootstrap.Container]:
+    built = bootstrap.build(Settings(database_url=database_url, data_dir=tmp_path), clock=clock)
+    built.upgrade_database()
+    yield built
+    built.close()
+
+
+def _buyer(c: bootstrap.Container) -> tuple[str, Principal]:
+    account_id = c.ledger.open_account(name="buyer")
+    return account_id, Principal(account_id, "user_b", Role.ADMIN, "key_b")
+
+
+def _available(c: bootstrap.Container, account_id: str) -> int:
+    return c.accounts.balance(account_id=account_id).available
+
+
+def test_an_order_paid_while_a_period_runs_buys_the_next_one(
+    c: bootstrap.Container, clock: FakeClock
+) -> None:
+    """An operator subscribed the account between the order and its payment: the
+    order once granted nothing (it confirmed the period in force)."""
+    account_id, buyer = _buyer(c)
+    order = c.payments.create_order(actor=buyer, plan="monthly")
+    c.plans.subscribe(account_id=account_id, plan="monthly")
+    paid = c.payments.confirm(order_id=order.id, actor="operator")
+    assert paid.grant is not None and paid.grant["tokens_granted"] == 1000
+    assert paid.grant["period_end"] == datetime(2026, 4, 30, 16, tzinfo=UTC).isoformat()
+    assert _available(c, account_id) == 1000  # April's is not spendable in March
+    clock.current = APRIL
+    assert _available(c, account_id) == 1000  # March's expired, April's began
+    assert c.payments.confirm(order_id=order.id, actor="operator") == paid  # once
+    assert c.accounts.reconcile().ok
+
+
+def test_two_orders_paid_at_once_buy_a_period_each(
+    c: bootstrap.Container, clock: FakeClock
+) -> None:
+    """Two pending orders (created at once): both paid once granted one period."""
+    account_id, buyer = _buyer(c)
+    first = c.payments.create_order(actor=buyer, plan="monthly")
+    second = replace(first, id=first.id[:-1] + ("x" if first.id[-1] != "x" else "y"))
+    c.payments._store.insert(second)  # as a concurrent create would have
+    start = threading.Barrier(2)
+
+    def pay(order_id: str) -> dict[str, object]:
+        start.wait(10)
+        grant = c.payments.confirm(order_id=order_id, actor="operator").grant
+        assert grant is not None
+        return dict(grant)
+
+    with ThreadPoolExecutor(2) as pool:
+        grants = list(pool.map(pay, [first.id, second.id]))
+    assert sorted(g["period_end"] for g in grants) == [
+        datetime(2026, 3, 31, 16, tzinfo=UTC).isoformat(),
+        datetime(2026, 4, 30, 16, tzinfo=UTC).isoformat(),
+    ]
+    assert _available(c, account_id) == 1000
+    clock.current = APRIL
+    assert _available(c, account_id) == 1000
+    assert c.accounts.reconcile().ok
+
+
+def test_an_order_left_paid_without_its_grant_is_granted_once_by_the_chore(
+    c: bootstrap.Container,
+) -> None:
+    """A crash between marking the order paid and granting: the order once waited
+    for a confirm that nothing sent, and could be ordered (and paid) again."""
+    account_id, buyer = _buyer(c)
+    for plan in ("monthly", "topup-500", "vip"):
+        order = c.payments.create_order(actor=buyer, plan=plan)
+        claimed = replace(order, state=OrderState.PAID, paid_at=MARCH)
+        assert c.payments._store.settle(claimed)  # and then the process died
+    assert c.payments.grant_paid() == 3
+    assert c.payments.grant_paid() == 0
+    assert _available(c, account_id) == 1500
+    assert c.plans.entitlement(account_id=account_id) is not None
+    actions = [e.action for e in c.audit.entries(account_id=account_id)]
+    assert actions.count("orders.confirm") == 3
+    assert c.accounts.reconcile().ok
+
+
+def test_a_vip_order_paid_while_vip_runs_extends_it(c: bootstrap.Container) -> None:
+    """It once paid for the VIP period in force: the same end, 99 CNY later."""
+    account_id, buyer = _buyer(c)
+    order = c.payments.create_order(actor=buyer, plan="vip")
+    c.plans.subscribe(account_id=account_id, plan="vip")
+    current = c.plans.entitlement(account_id=account_id)
+    assert current is not None
+    c.payments.confirm(order_id=order.id, actor="operator")
+    assert c.plans.paid_until(account_id=account_id, plan="vip") > current.ends_at
