@@ -262,3 +262,45 @@ def test_every_change_is_audited_with_its_actor(world) -> None:  # type: ignore[
         made.account_id,
     )
     assert entry.actor == f"admin:{made.user.id}" and entry.actor_account_id == made.account_id
+
+
+def test_no_admin_gets_an_operator_key_and_no_operator_sits_in_a_customer_account(world) -> None:  # type: ignore[no-untyped-def]
+    """An admin once minted an operator key by naming the operator's user: from the
+    operator account, or from a customer account holding an operator user."""
+    service, store, _, _ = world
+    operator = service.authenticate(service.bootstrap_operator().api_key)
+    (operator_user,) = [u for u in store.users_by_id.values() if u.role is Role.OPERATOR]
+    support = service.authenticate(
+        service.create_key(account_id="acct_operator", actor=operator, role=Role.ADMIN).api_key
+    )
+    with pytest.raises(PermissionDeniedError):
+        service.create_key(account_id="acct_operator", actor=support, user_id=operator_user.id)
+    user_key = service.create_key(
+        account_id="acct_operator", actor=support, user_id=operator_user.id, role=Role.USER
+    )
+    assert service.authenticate(user_key.api_key).role is Role.USER
+    acme = service.create_account(name="acme", actor=operator)
+    with pytest.raises(InvalidInputError, match="operator account"):
+        service.create_user(account_id=acme.account_id, name="o", role=Role.OPERATOR,
+                            actor=operator)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="operator account"):
+        service.create_key(account_id=acme.account_id, actor=operator, role=Role.OPERATOR)
+
+
+def test_a_key_read_while_it_is_revoked_is_not_cached(world) -> None:  # type: ignore[no-untyped-def]
+    """The read saw it active, the revoke dropped the (empty) cache entry, then the read
+    cached it: it worked for the cache's lifetime after its revocation."""
+    service, store, _, _ = world
+    made = service.create_account(name="acme", actor="cli")
+    read = store.key
+
+    def revoked_meanwhile(key_id: str) -> ApiKey | None:
+        found = read(key_id)
+        store.key = read  # type: ignore[method-assign]
+        service.revoke_key(key_id=key_id, actor="cli")
+        return found
+
+    store.key = revoked_meanwhile  # type: ignore[method-assign]
+    assert service.authenticate(made.key.api_key).account_id == made.account_id  # raced
+    with pytest.raises(AuthenticationError, match="revoked"):
+        service.authenticate(made.key.api_key)

@@ -88,6 +88,9 @@ class IdentityService:
         self._ttl_s = auth_cache_ttl_s
         self._monotonic = monotonic
         self._cache: dict[str, tuple[str, Principal, float]] = {}
+        self._revocations = 0
+        """Bumped by every revocation in this process: a key read before one is not
+        cached (the read may predate it)."""
 
     # -- authentication -------------------------------------------------------------
 
@@ -105,6 +108,7 @@ class IdentityService:
         if cached is not None:
             return cached
         key_id = key_id_of(api_key)
+        revocations = self._revocations
         stored = self._store.key(key_id) if key_id else None
         digest = hash_key(api_key)
         if stored is None or not hmac.compare_digest(stored.key_hash, digest):
@@ -112,7 +116,8 @@ class IdentityService:
         if not stored.active:
             raise AuthenticationError("this API key has been revoked")
         principal = Principal(stored.account_id, stored.user_id, stored.role, stored.id)
-        self._cache[stored.id] = (digest, principal, self._monotonic() + self._ttl_s)
+        if revocations == self._revocations:
+            self._cache[stored.id] = (digest, principal, self._monotonic() + self._ttl_s)
         return principal
 
     # -- accounts and users ---------------------------------------------------------
@@ -136,7 +141,7 @@ class IdentityService:
     def create_user(self, *, account_id: str, name: str, role: Role, actor: Actor) -> User:
         """Add a user to an account (admins: their own account, not operators)."""
         self._authorize(actor, account_id, Role.ADMIN)
-        self._check_can_grant(actor, role)
+        self._check_can_grant(actor, role, account_id)
         self._require_account(account_id)
         user = self._new_user(account_id, name, role)
         self._store.insert_user(user)
@@ -163,7 +168,7 @@ class IdentityService:
         self._require_account(account_id)
         if user_id is None:
             role = role or Role.USER
-            self._check_can_grant(actor, role)
+            self._check_can_grant(actor, role, account_id)
             user = self._new_user(account_id, label or f"{role.value} key", role)
             self._store.insert_user(user)
         else:
@@ -175,6 +180,8 @@ class IdentityService:
                 raise InvalidInputError(
                     f"a key's role cannot exceed its user's ({user.role.value})", role=role.value
                 )
+            # An admin once got an operator's key by naming the operator's user.
+            self._check_can_grant(actor, role, account_id)
         issued, record = self._new_key(user, role, label)
         self._store.insert_key(record)
         self._audit.record(
@@ -198,6 +205,7 @@ class IdentityService:
             self._authorize(actor, stored.account_id, Role.ADMIN)
         now = self._clock.now()
         changed = self._store.revoke_key(key_id, now)
+        self._revocations += 1  # before the cache is dropped: see ``authenticate``
         self._cache.pop(key_id, None)
         if changed:
             self._audit.record(
@@ -272,9 +280,16 @@ class IdentityService:
             raise PermissionDeniedError(f"this needs the {minimum.value} role")
 
     @staticmethod
-    def _check_can_grant(actor: Actor, role: Role) -> None:
+    def _check_can_grant(actor: Actor, role: Role, account_id: str) -> None:
+        """Only operators make operators, and only in the operator account: an operator
+        key sees every account, so none may sit in a customer's."""
         if role is Role.OPERATOR:
             _require_operator(actor)
+            if account_id != OPERATOR_ACCOUNT_ID:
+                raise InvalidInputError(
+                    f"operators belong to the operator account ({OPERATOR_ACCOUNT_ID})",
+                    role=role.value,
+                )
 
     def _new_user(self, account_id: str, name: str, role: Role) -> User:
         if not name.strip():
