@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
@@ -33,6 +33,7 @@ from comfygate.domain.errors import (
     PriceOutOfRangeError,
     UnknownCapabilityError,
 )
+from comfygate.domain.instants import in_range
 from comfygate.domain.pricing_options import (
     ZERO,
     JsonScalar,
@@ -240,12 +241,6 @@ def _list_price(
     return lines
 
 
-_IN_RANGE = (
-    datetime.min.replace(tzinfo=UTC) + timedelta(days=1),
-    datetime.max.replace(tzinfo=UTC) - timedelta(days=1),
-)
-
-
 def compute_price(
     book: PriceBook,
     *,
@@ -270,7 +265,7 @@ def compute_price(
     width, height = check_image_size(width, height)
     if at.tzinfo is None:
         raise InvalidInputError("the time of a quote must be timezone-aware")
-    if not _IN_RANGE[0] <= at <= _IN_RANGE[1]:  # a day either way fits every time zone
+    if not in_range(at):
         raise InvalidInputError(f"the time of a quote is out of range: {at.isoformat()}")
     chosen = normalise_options(cap.options, options)
     base, coefficients, minimum, discount = _terms(book, cap, account_id)

@@ -28,6 +28,7 @@ from comfygate.domain.errors import (
     InvalidInputError,
 )
 from comfygate.domain.ids import new_id
+from comfygate.domain.instants import in_range
 from comfygate.services.clock import Clock
 from comfygate.services.ledger_batches import Deferred, MovementBatcher, Operation
 from comfygate.services.ledger_ports import (
@@ -153,11 +154,8 @@ def _instant(name: str, value: datetime | None) -> None:
         return
     if value.tzinfo is None:
         raise InvalidInputError(f"{name} must carry a timezone")
-    try:  # with a day to spare, within what a datetime (and a column) holds
-        (value + timedelta(days=1)).astimezone(UTC)
-        (value - timedelta(days=1)).astimezone(UTC)
-    except OverflowError:
-        raise InvalidInputError(f"{name} is out of range") from None
+    if not in_range(value):
+        raise InvalidInputError(f"{name} is out of range")
 
 
 def _key(idempotency_key: str) -> None:
@@ -165,6 +163,8 @@ def _key(idempotency_key: str) -> None:
         raise InvalidInputError("an idempotency key must be a non-empty string")
     if len(idempotency_key) > MAX_KEY_LENGTH:
         raise InvalidInputError(f"an idempotency key must be at most {MAX_KEY_LENGTH} characters")
+    if "\x00" in idempotency_key:  # PostgreSQL's text cannot hold it: refused everywhere
+        raise InvalidInputError("an idempotency key must not contain a NUL character")
 
 
 class LedgerService:

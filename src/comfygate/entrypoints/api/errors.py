@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -178,6 +179,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def handle_data_error(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refuses to store or compare (PostgreSQL takes no NUL
+    character in text): the client's input, never a 500. The transaction it was
+    in rolled back."""
+    message = "a value has a character or a size the database does not take (a NUL, say)"
+    return problem(request, status=422, code="invalid_input", message=message)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     structlog.get_logger("comfygate.api").exception("unhandled_error", path=request.url.path)
     return problem(request, status=500, code="internal_error", message="internal server error")
@@ -188,4 +197,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ComfygateError, handle_domain_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(sa.exc.DataError, handle_data_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.instants import in_range
 from comfygate.entrypoints.api.deps import ContainerDep, PrincipalDep
 from comfygate.entrypoints.api.schemas_jobs import (
     USAGE_CSV_COLUMNS,
@@ -30,8 +31,12 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise InvalidInputError(f"{name} needs a time zone (e.g. 2024-05-01T00:00:00Z)")
+    if not in_range(value):  # converted to UTC, it would overflow
+        raise InvalidInputError(f"{name} is out of range: {value.isoformat()}")
     return value
 
 
