@@ -246,6 +246,11 @@ def test_signed_webhook_grants_once(parts, clock) -> None:  # type: ignore[no-un
         (SECRET, 0, {}),
         (SECRET, 0, {"Comfygate-Signature": "garbage"}),
         (SECRET, 0, {"Comfygate-Signature": "t=1,v1="}),
+        # Once 500s: int() of a huge number, compare_digest() of non-ASCII text.
+        (SECRET, 0, {"Comfygate-Signature": f"t={'9' * 400},v1=ab"}),
+        (SECRET, 0, {"Comfygate-Signature": f"t={'9' * 5000},v1=ab"}),
+        (SECRET, 0, {"Comfygate-Signature": "t=\u00b2,v1=ab"}),
+        (SECRET, 0, {"Comfygate-Signature": "t=1,v1=\u00e9"}),
     ],
 )
 def test_forged_or_stale_webhooks_are_refused(
