@@ -150,7 +150,7 @@ CASES: dict[str, tuple[Case, int, str]] = {
     ),
     "unknown quote": (simple(png_bytes(), quote_id="quote_nope"), 404, "quote_not_found"),
     "expired quote": (_expired_quote, 410, "quote_expired"),
-    "foreign quote": (_foreign_quote, 422, "quote_mismatch"),
+    "foreign quote": (_foreign_quote, 404, "quote_not_found"),  # as if none: no probing
     "quote for another request": (_quote_for_another_size, 422, "quote_mismatch"),
     "not multipart": (_not_multipart, 422, "invalid_input"),
     "no image field": (_no_image_field, 422, "invalid_input"),

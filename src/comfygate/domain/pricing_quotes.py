@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from comfygate.domain.errors import QuoteExpiredError, QuoteMismatchError
+from comfygate.domain.errors import QuoteExpiredError, QuoteMismatchError, QuoteNotFoundError
 from comfygate.domain.pricing import BreakdownLine, Price
 from comfygate.domain.pricing_options import JsonScalar
 
@@ -56,13 +56,13 @@ class Quote:
         options: Mapping[str, JsonScalar] | None,
         now: datetime,
     ) -> None:
-        """Raise ``QuoteMismatchError`` or ``QuoteExpiredError`` unless this quote may
-        price the given request now. ``options`` must be normalised (defaults filled);
-        None means they could not be (so they are not this quote's)."""
+        """Raise ``QuoteNotFoundError`` (another account's: it does not exist for the
+        caller, whose ids cannot be probed), ``QuoteExpiredError`` or
+        ``QuoteMismatchError`` unless this quote may price the given request now.
+        ``options`` must be normalised (defaults filled); None means they could not be
+        (so they are not this quote's)."""
         if account_id != self.price.account_id:
-            raise QuoteMismatchError(
-                f"quote {self.quote_id} belongs to another account", quote_id=self.quote_id
-            )
+            raise QuoteNotFoundError(f"no quote {self.quote_id!r}", quote_id=self.quote_id)
         if self.is_expired(now):
             raise QuoteExpiredError(
                 f"quote {self.quote_id} expired at {self.expires_at.isoformat()}",
