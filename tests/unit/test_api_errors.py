@@ -75,6 +75,15 @@ def test_an_unlisted_subclass_takes_its_parents_status() -> None:
         ("zh-Hant,zh-CN;q=0.5", "zh-Hans"),
         ("de, *;q=0.1", "en"),
         ("zh-CN;q=abc", "en"),
+        # Once the other way round: Q is q, parameters may come before it, nan and out
+        # of range weights are unreadable, and a Simplified script beats a region.
+        ("zh;Q=0", "en"),
+        ("zh;level=1;q=0", "en"),
+        ("zh;q=nan", "en"),
+        ("zh;q=2", "en"),
+        ("zh-Hans-HK", "zh-Hans"),
+        ("zh-Hans-TW", "zh-Hans"),
+        ("zh-Hant-CN", "en"),
     ],
 )
 def test_choose_language(header: str | None, language: str) -> None:

@@ -84,22 +84,38 @@ def choose_language(accept_language: str | None) -> str:
         return EN
     ranked: list[tuple[float, int, str]] = []
     for position, part in enumerate(accept_language.split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        ranked.append((-quality, position, tag.strip().lower()))
+        tag, *params = (piece.strip() for piece in part.split(";"))
+        ranked.append((-_quality(params), position, tag.lower()))
     for negative_q, _, tag in sorted(ranked):
         if negative_q >= 0:
             continue
-        if tag.startswith("zh") and not any(t in tag for t in ("hant", "-tw", "-hk", "-mo")):
+        if tag.startswith("zh") and _simplified(tag.split("-")[1:]):
             return ZH
         if tag.startswith("en") or tag == "*":
             return EN
     return EN
+
+
+def _quality(params: list[str]) -> float:
+    """A range's ``q`` (any parameter, ``Q`` too; 1 without one, 0 if unreadable)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                return 0.0
+            return quality if 0.0 <= quality <= 1.0 else 0.0  # nan and inf are not
+    return 1.0
+
+
+def _simplified(subtags: list[str]) -> bool:
+    """Whether a ``zh`` tag's subtags mean Simplified: its script if it names one
+    (``zh-Hans-HK`` is), else not a Traditional region (``zh-TW``, ``zh-HK``, ``zh-MO``)."""
+    lowered = [s.lower() for s in subtags]
+    if "hans" in lowered:
+        return True
+    return "hant" not in lowered and not {"tw", "hk", "mo"} & set(lowered)
 
 
 def title(code: str, language: str) -> str:
