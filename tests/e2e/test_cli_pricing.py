@@ -13,10 +13,12 @@ from click.testing import CliRunner, Result
 
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db.sql_identity import SqlAuditStore
 from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.adapters.db.sql_pricing import build_pricing_services
 from comfygate.config import Settings
 from comfygate.entrypoints.cli_pricing import register
+from comfygate.services.audit import AuditLog
 from comfygate.services.clock import SystemClock
 from comfygate.services.quoting import PricingServices
 
@@ -60,7 +62,9 @@ def cli(tmp_path: Path) -> Iterator[click.Group]:
     def main() -> None:
         """Test CLI."""
 
-    register(main, services)
+    register(
+        main, services, lambda _ctx: AuditLog(store=SqlAuditStore(engine), clock=SystemClock())
+    )
     yield main
     engine.dispose()
 
@@ -180,6 +184,12 @@ def test_activate_then_quote_and_show(cli: click.Group, tmp_path: Path) -> None:
     activated = run(cli, "price-books", "activate", str(book))
     assert activated.exit_code == 0, activated.output
     assert run(cli, "price-books", "activate", str(book)).exit_code == 1  # never reused
+    # Audited as the API audits it (the command line once left no trace).
+    audit = SqlAuditStore(create_engine(f"sqlite:///{tmp_path / 'cli.db'}"))
+    entries = audit.entries(account_id=None, limit=10, before=None)
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("cli", "price_books.activate", "v2")
+    ]
     shown = json.loads(run(cli, "price-books", "show", "--json").stdout)
     assert (shown["version"], shown["source"]) == ("v2", "database")
     # 03:00 in Shanghai: the night window of v2 applies; --at prices without a lock

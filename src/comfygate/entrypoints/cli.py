@@ -138,7 +138,7 @@ def _register_all() -> None:
     from comfygate.entrypoints import cli_gateway, cli_ledger, cli_pricing, cli_workers
 
     cli_ledger.register(main)
-    cli_pricing.register(main, lambda ctx: app(ctx).pricing)
+    cli_pricing.register(main, lambda ctx: app(ctx).pricing, lambda ctx: app(ctx).audit)
     cli_gateway.register(main)
     cli_workers.register(main)
 

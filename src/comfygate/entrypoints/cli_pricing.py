@@ -26,9 +26,11 @@ from comfygate.domain.pricing_options import plain
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import validate_price_book
 from comfygate.entrypoints.cli_options import iso_time
+from comfygate.services.audit import AuditLog
 from comfygate.services.quoting import PriceBookRecord, PricingServices
 
 ServicesFactory = Callable[[click.Context], PricingServices]
+AuditFactory = Callable[[click.Context], AuditLog]
 
 
 class DomainFailure(click.ClickException):
@@ -153,8 +155,9 @@ def _echo_record(record: PriceBookRecord) -> None:
         click.echo(f"  account {account_id}: discount {plain(over.discount_percent)}%")
 
 
-def register(group: click.Group, build_services: ServicesFactory) -> None:
-    """Add ``quote`` and the ``price-books`` group to ``group``."""
+def register(group: click.Group, build_services: ServicesFactory, audit_log: AuditFactory) -> None:
+    """Add ``quote`` and the ``price-books`` group to ``group``; activations are
+    written to ``audit_log(ctx)``, as the API's are."""
 
     @group.command("quote")
     @_request_options
@@ -186,10 +189,10 @@ def register(group: click.Group, build_services: ServicesFactory) -> None:
             result = quotes.price(**request, at=at) if at else quotes.quote(**request)
         _echo_price(result, as_json)
 
-    group.add_command(_price_books(build_services))
+    group.add_command(_price_books(build_services, audit_log))
 
 
-def _price_books(build_services: ServicesFactory) -> click.Group:
+def _price_books(build_services: ServicesFactory, audit_log: AuditFactory) -> click.Group:
     file_arg = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
     @click.group("price-books")
@@ -242,8 +245,15 @@ def _price_books(build_services: ServicesFactory) -> click.Group:
             record = books.activate(
                 _read_document(file), effective_at=effective_at, account_id=account
             )
-        owner = f"account {account}" if account else "the default book"
         assert record.effective_at is not None
+        audit_log(ctx).record(
+            actor="cli",
+            action="price_books.activate",
+            target=record.book.version,
+            account_id=account,
+            details={"effective_at": record.effective_at, "account_id": account},
+        )
+        owner = f"account {account}" if account else "the default book"
         click.echo(
             f"activated {record.book.version} for {owner}, "
             f"effective {record.effective_at.isoformat()}"
