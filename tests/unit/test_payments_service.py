@@ -58,6 +58,7 @@ class FakeOrderStore:
         limit: int,
         before: str | None,
         plan: str | None = None,
+        user_id: str | None = None,
     ) -> list[Order]:
         found = [
             o
@@ -65,6 +66,7 @@ class FakeOrderStore:
             if account_id in (None, o.account_id)
             and state in (None, o.state.value)
             and plan in (None, o.plan)
+            and user_id in (None, o.user_id)
         ]
         return sorted(found, key=lambda o: o.id, reverse=True)[:limit]
 
@@ -167,6 +169,22 @@ def test_foreign_orders_do_not_exist(parts) -> None:  # type: ignore[no-untyped-
     with pytest.raises(OrderNotFoundError):
         service.cancel(order_id=order.id, actor=OTHER)
     assert service.order(order_id=order.id, actor=USER) == order
+
+
+def test_a_user_sees_and_cancels_their_own_orders_only(parts) -> None:  # type: ignore[no-untyped-def]
+    """A user once canceled a colleague's pending order; admins see the account's."""
+    service, *_ = parts
+    colleague = Principal(USER.account_id, "user_c", Role.USER, "key_c")
+    admin = Principal(USER.account_id, "user_admin", Role.ADMIN, "key_admin")
+    order = service.create_order(actor=USER, plan="topup-500")
+    with pytest.raises(OrderNotFoundError):
+        service.cancel(order_id=order.id, actor=colleague)
+    with pytest.raises(OrderNotFoundError):
+        service.order(order_id=order.id, actor=colleague)
+    assert service.order(order_id=order.id, actor=admin) == order
+    assert service.orders(account_id=USER.account_id, user_id="user_c") == []
+    assert service.orders(account_id=USER.account_id) == [order]
+    assert service.cancel(order_id=order.id, actor=admin).state is OrderState.CANCELED
 
 
 def test_cancel_and_confirm_exclude_each_other(parts) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ from comfygate.domain.errors import (
 from comfygate.domain.ids import new_id
 from comfygate.services.audit import Actor, AuditLog
 from comfygate.services.clock import Clock
-from comfygate.services.identity_types import Principal
+from comfygate.services.identity_types import Principal, Role
 from comfygate.services.plans import PlanService
 
 MANUAL = "manual"
@@ -100,6 +100,7 @@ class OrderStore(Protocol):
         limit: int,
         before: str | None,
         plan: str | None = None,
+        user_id: str | None = None,
     ) -> list[Order]:
         """Newest first."""
         ...
@@ -119,6 +120,13 @@ class OrderStore(Protocol):
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         """Remember a provider event; False if its (provider, event_id) was seen."""
         ...
+
+
+def _sees(principal: Principal, order: Order) -> bool:
+    """Operators see every order, admins their account's, users their own."""
+    if principal.role is Role.USER:
+        return order.user_id == principal.user_id and order.account_id == principal.account_id
+    return principal.can_see_account(order.account_id)
 
 
 def split_price(price: str) -> tuple[str, str]:
@@ -188,9 +196,7 @@ class PaymentService:
     def order(self, *, order_id: str, actor: Actor) -> Order:
         """One order, if the actor may see it."""
         found = self._store.get(order_id)
-        if found is None or (
-            isinstance(actor, Principal) and not actor.can_see_account(found.account_id)
-        ):
+        if found is None or (isinstance(actor, Principal) and not _sees(actor, found)):
             raise OrderNotFoundError(f"no order {order_id}", order_id=order_id)
         return found
 
@@ -201,12 +207,18 @@ class PaymentService:
         state: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        user_id: str | None = None,
     ) -> list[Order]:
-        """Orders of one account (None: every account), newest first."""
+        """Orders of one account (None: every account), or of one of its users, newest
+        first."""
         if state is not None and state not in set(OrderState):
             raise InvalidInputError(f"unknown order state {state!r}", state=state)
         return self._store.list(
-            account_id=account_id, state=state, limit=max(1, min(limit, 500)), before=before
+            account_id=account_id,
+            state=state,
+            limit=max(1, min(limit, 500)),
+            before=before,
+            user_id=user_id,
         )
 
     def _check_subscription_orderable(self, account_id: str, plan: str) -> None:

@@ -66,10 +66,13 @@ class SqlOrderStore:
         limit: int,
         before: str | None,
         plan: str | None = None,
+        user_id: str | None = None,
     ) -> list[Order]:
         query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
         if account_id is not None:
             query = query.where(orders.c.account_id == account_id)
+        if user_id is not None:
+            query = query.where(orders.c.user_id == user_id)
         if state is not None:
             query = query.where(orders.c.state == state)
         if plan is not None:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from comfygate.entrypoints.api.deps import ContainerDep, OperatorDep, PrincipalDep
 from comfygate.entrypoints.api.schemas import OrderIn, OrderOut, Page
+from comfygate.services.identity_types import Role
 
 router = APIRouter(tags=["orders"])
 
@@ -40,7 +41,11 @@ def create_order(body: OrderIn, container: ContainerDep, principal: PrincipalDep
     return OrderOut.of(order)
 
 
-@router.get("/v1/orders", response_model=Page[OrderOut], summary="The caller's account's orders")
+@router.get(
+    "/v1/orders",
+    response_model=Page[OrderOut],
+    summary="The caller's account's orders (a user key: the user's own)",
+)
 def list_orders(
     container: ContainerDep,
     principal: PrincipalDep,
@@ -49,7 +54,11 @@ def list_orders(
     cursor: CursorQuery = None,
 ) -> Page[OrderOut]:
     orders = container.payments.orders(
-        account_id=principal.account_id, state=state, limit=limit + 1, before=cursor
+        account_id=principal.account_id,
+        user_id=principal.user_id if principal.role is Role.USER else None,  # their own
+        state=state,
+        limit=limit + 1,
+        before=cursor,
     )
     return _page([OrderOut.of(o) for o in orders], limit)
 
