@@ -67,3 +67,20 @@ def test_idle_full_buckets_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     limiter.wait_s("new-1")
     limiter.wait_s("new-2")
     assert set(limiter._buckets) == {"new-1", "new-2"}
+
+
+def test_redis_out_of_reach_lets_requests_through() -> None:
+    """Every authenticated request once failed with 500 while Redis was down (and the
+    gateway still said it was ready). Nothing listens on port 1."""
+    from comfygate.adapters.ratelimit import RedisRateLimiter
+
+    async def scenario() -> int:
+        limiter = RedisRateLimiter(url="redis://127.0.0.1:1/0", per_minute=1)
+        try:
+            for _ in range(3):
+                await limiter.acquire("k")
+            return limiter.unlimited_for_outage
+        finally:
+            await limiter.close()
+
+    assert asyncio.run(scenario()) == 3

@@ -8,6 +8,8 @@ caller gets ``RateLimitedError`` with the whole seconds until one request is fre
 - ``TokenBucketRateLimiter``: in process, for the embedded default (one gateway).
 - ``RedisRateLimiter``: one bucket shared by every gateway process, updated atomically
   by a Lua script that uses the Redis server's clock, so gateways need not agree on time.
+  While Redis cannot be reached it lets requests through (and logs so, at most every
+  ``WARN_EVERY_S``): a rate limit is not worth refusing every paying request for.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
 
 from comfygate.domain.errors import RateLimitedError
 
 _PRUNE_AT = 10_000
+WARN_EVERY_S = 60.0
+REDIS_TIMEOUT_S = 0.5
+"""How long a request waits for Redis (to connect, or to answer) before going ahead."""
 
 
 class RateLimiter(Protocol):
@@ -108,8 +115,13 @@ class RedisRateLimiter:
         self.capacity = per_minute
         self.rate_per_s = per_minute / 60.0
         self._prefix = prefix
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        )
         self._script = self._client.register_script(_BUCKET_LUA)
+        self._warned_at = -math.inf
+        self.unlimited_for_outage = 0
+        """Requests let through because Redis could not be reached."""
 
     async def wait_s(self, key: str) -> float:
         """Take one request if possible (returns 0), else the seconds until one is free."""
@@ -121,7 +133,16 @@ class RedisRateLimiter:
         return float(raw.decode() if isinstance(raw, bytes) else raw)
 
     async def acquire(self, key: str) -> None:
-        waited = await self.wait_s(key)
+        try:
+            waited = await self.wait_s(key)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            self.unlimited_for_outage += 1
+            now = time.monotonic()
+            if now - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = now
+                log = structlog.get_logger("comfygate.ratelimit")
+                log.warning("rate_limiter_unreachable_letting_requests_through", error=str(exc))
+            return
         if waited > 0:
             raise _refuse(waited)
 
