@@ -34,6 +34,12 @@ class InvalidInputError(ComfygateError):
     code = "invalid_input"
 
 
+class RequestTooLargeError(InvalidInputError):
+    """A request body (other than an upload, capped on its own) past the limit."""
+
+    code = "request_too_large"
+
+
 class ValidationFailedError(InvalidInputError):
     """Data (a price book, a workflow pack) failed validation; carries every problem."""
 

@@ -26,7 +26,7 @@ from comfygate.entrypoints.api import (
     routes_usage,
 )
 from comfygate.entrypoints.api.errors import install_error_handlers
-from comfygate.entrypoints.api.middleware import RequestContextMiddleware
+from comfygate.entrypoints.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 
 def _routers() -> list[APIRouter]:
@@ -65,6 +65,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)  # inside the request context: logged, with an id
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics)
     for router in _routers():
         app.include_router(router)

@@ -51,6 +51,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "truncated_image": 422,
     "corrupt_image": 422,
     "upload_too_large": 413,
+    "request_too_large": 413,
     "too_many_pixels": 413,
     "image_too_small": 422,
     "declared_size_mismatch": 422,

@@ -28,6 +28,7 @@ TITLES: dict[str, tuple[str, str]] = {
     "truncated_image": ("Truncated image", "图片文件不完整"),
     "corrupt_image": ("Corrupt image", "图片文件已损坏"),
     "upload_too_large": ("Upload too large", "上传文件过大"),
+    "request_too_large": ("Request body too large", "请求内容过大"),
     "too_many_pixels": ("Too many pixels", "图片像素过多"),
     "image_too_small": ("Image too small", "图片尺寸过小"),
     "declared_size_mismatch": ("Declared size does not match the image", "声明的尺寸与图片不符"),

@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comfygate.adapters.metrics import GatewayMetrics
+from comfygate.domain.errors import RequestTooLargeError
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -90,3 +92,61 @@ class RequestContextMiddleware:
             key_id=getattr(principal, "key_id", None),
             account_id=getattr(principal, "account_id", None),
         )
+
+
+MAX_BODY_BYTES = 1024 * 1024
+"""A JSON body's limit (a price book travels in one); uploads have their own."""
+
+
+class BodyLimitMiddleware:
+    """Stops reading a request body past ``max_bytes`` with ``RequestTooLargeError``
+    (413). Multipart bodies are uploads: ``uploads.read_upload`` caps the file and the
+    fields as it streams them. A body is otherwise read whole (parsed, even before
+    the key is checked), so without this one request could hold any amount of memory.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_multipart(scope):
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        limit = self.max_bytes
+        if _declared_length(scope) > limit:  # refused before a byte of it is read
+            from comfygate.entrypoints.api.errors import problem
+
+            message = f"the request body exceeds {limit} bytes"
+            response = problem(
+                Request(scope), status=413, code="request_too_large", message=message
+            )
+            await response(scope, receive, send)
+            return
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestTooLargeError(f"the request body exceeds {limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _declared_length(scope: Scope) -> int:
+    """The body's ``Content-Length`` (0 if it gives none, or none that is a number)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() and len(value) <= 18 else 0
+    return 0
+
+
+def _is_multipart(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return bool(value.lower().startswith(b"multipart/form-data"))
+    return False

@@ -23,6 +23,8 @@ from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.images import ReceivedFile
 
 MAX_FIELDS_BYTES = 64 * 1024
+"""Everything of the form but the file: values, part names and part headers."""
+MAX_PARTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class _Collector:
         self.file_seen = False
         self.file_data = bytearray()
         self.fields_bytes = 0
+        self.parts = 0
         self._header_name = bytearray()
         self._header_value = bytearray()
         self._part_name: str | None = None
@@ -49,16 +52,30 @@ class _Collector:
     def callbacks(self) -> dict[str, object]:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._header_name.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_field": lambda d, s, e: self._header(self._header_name, d[s:e]),
+            "on_header_value": lambda d, s, e: self._header(self._header_value, d[s:e]),
             "on_header_end": self._header_end,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
         }
 
     def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise InvalidInputError(f"a form of more than {MAX_PARTS} parts")
         self._part_name, self._part_is_file = None, False
         self._value = bytearray()
+
+    def _header(self, into: bytearray, data: bytes) -> None:
+        self._count(len(data))
+        into.extend(data)
+
+    def _count(self, size: int) -> None:
+        """Count ``size`` more bytes of the form's text (not its file) against the cap:
+        once only values counted, and 20,000 empty fields went through."""
+        self.fields_bytes += size
+        if self.fields_bytes > MAX_FIELDS_BYTES:
+            raise InvalidInputError(f"form fields exceed {MAX_FIELDS_BYTES} bytes")
 
     def _header_end(self) -> None:
         if bytes(self._header_name).lower() == b"content-disposition":
@@ -75,9 +92,7 @@ class _Collector:
         if self._part_is_file:
             self.file_data += data[start:end]
             return
-        self.fields_bytes += end - start
-        if self.fields_bytes > MAX_FIELDS_BYTES:
-            raise InvalidInputError(f"form fields exceed {MAX_FIELDS_BYTES} bytes")
+        self._count(end - start)
         self._value += data[start:end]
 
     def _part_end(self) -> None:
