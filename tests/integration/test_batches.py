@@ -13,6 +13,7 @@ from comfygate.adapters.db.prepared import Prepared
 from comfygate.adapters.db.sql_ledger import _Kept
 from comfygate.adapters.db.tables_ledger import ledger_transactions
 from comfygate.bootstrap import Container
+from comfygate.domain.errors import InvalidInputError
 
 # Server-prepared statements are PostgreSQL's: these run on it alone.
 POSTGRESQL_ONLY = pytest.mark.parametrize("db_factory", ["postgresql"], indirect=True)
@@ -272,7 +273,9 @@ def test_a_string_with_a_nul_byte_is_refused_and_moves_nothing(container: Contai
     c = container
     acct = c.ledger.open_account(name="nul")
     c.ledger.grant(account_id=acct, amount=50, source="topup", idempotency_key="g")
-    with pytest.raises(sa.exc.DataError, match="NUL"):
+    with pytest.raises(sa.exc.DataError, match="NUL"):  # the lock's read: the account id
+        c.ledger.place_hold(account_id=acct + "\x00", amount=5, idempotency_key="k")
+    with pytest.raises(InvalidInputError, match="NUL"):  # a key: refused on every backend
         c.ledger.place_hold(account_id=acct, amount=5, idempotency_key="a\x00b")
     balance = c.accounts.balance(account_id=acct)
     assert (balance.available, balance.held) == (50, 0)
