@@ -185,7 +185,8 @@ def test_a_cancel_that_read_the_job_running_finds_it_back_in_the_queue(
 
 
 @pytest.mark.parametrize(
-    ("step", "errors", "attempts"), [("start", 1, 1), ("start", 3, 1), ("succeed", 1, 2)]
+    ("step", "errors", "attempts"),
+    [("start", 1, 1), ("start", 3, 1), ("succeed", 1, 2), ("settle", 1, 1)],
 )
 def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     container: bootstrap.Container,
@@ -219,7 +220,10 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
         async with running_app(container) as client:
             job = (await submit(client, customer, png_bytes())).json()
             # Orphaned, it would never finish.
-            return await asyncio.wait_for(finished(client, customer, job["id"]), 30)
+            done = await asyncio.wait_for(finished(client, customer, job["id"]), 30)
+            # ... and its errors are forgotten once it is put right.
+            await asyncio.wait_for(_until(lambda: not container.jobs.dispatcher._troubles), 30)
+            return done
 
     job = run(scenario)
     assert not failures
@@ -227,7 +231,52 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     assert job["attempts"] == attempts and engine.started.count(job["id"]) == attempts
     assert _balance(container, customer) == (90, 0)
     assert container.accounts.reconcile().ok
-    assert container.jobs.dispatcher._troubles == {}  # forgotten once the job ran
+
+
+def test_a_cancel_whose_own_write_fails_is_carried_out_by_the_repair(
+    container: bootstrap.Container, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel came while a failed attempt went back to the queue, and its write
+    failed (the database): the repair once queued the job again, which ran and was
+    charged. A second repair would be forgotten afterwards."""
+    monkeypatch.setattr(dispatcher, "REPAIR_DELAY_S", 0.01)
+    customer = new_customer(container, tokens=100)
+    engine.default = "retryable"
+    lifecycle = container.jobs.lifecycle
+    requeue, cancel = lifecycle.requeue, lifecycle.cancel
+    requeuing = threading.Event()
+    failures = [sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))]
+
+    def requeue_once_canceled(job: Any, **kwargs: Any) -> Any:
+        requeuing.set()
+        engine.default = "succeed"
+        deadline = time.monotonic() + 10
+        while job.id not in engine.cancelled and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return requeue(job, **kwargs)
+
+    def cancel_failing_once(job: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return cancel(job, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "requeue", requeue_once_canceled)
+    monkeypatch.setattr(lifecycle, "cancel", cancel_failing_once)
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            await _until(requeuing.is_set)
+            await client.post(f"/v1/jobs/{job['id']}/cancel", headers=customer.headers)
+            done = await asyncio.wait_for(finished(client, customer, job["id"]), 30)
+            await asyncio.wait_for(_until(lambda: not container.jobs.dispatcher._troubles), 30)
+            return done
+
+    job = run(scenario)
+    assert not failures
+    assert job["state"] == "canceled" and job["tokens_charged"] == 0
+    assert engine.started.count(job["id"]) == 1
+    assert _balance(container, customer) == (100, 0)
 
 
 @pytest.mark.parametrize(("fate", "code"), [("fail", "workflow_error"), ("crash", "engine_error")])

@@ -103,6 +103,8 @@ class Dispatcher:
         self._failed_engines: set[str] = set()
         self._troubles: dict[str, int] = {}
         """Per job, the dispatcher errors in a row (see ``_repair``)."""
+        self._cancels: dict[str, str] = {}
+        """Cancels asked for a job under repair: the repair carries them out."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class Dispatcher:
         except Exception:  # the database, say: the job is looked at again in a moment
             log.exception("job %s: dispatcher error; trying again", job.id)
             troubles = self._troubles[job.id] = self._troubles.get(job.id, 0) + 1
+            if entry.cancel_reason is not None:  # asked for before the error: still wanted
+                self._cancels[job.id] = entry.cancel_reason
             self._spawn(self._repair(job.id, troubles))
         else:
             self._troubles.pop(job.id, None)
@@ -325,18 +329,30 @@ class Dispatcher:
             if job_id in self._running:  # queued again and running by now
                 return
             try:
-                job = await self._offload(self._store.get, job_id)
-                if job is None:
-                    return
-                lifecycle = self._lifecycle
-                again = await self._offload(recover_job, job, lifecycle, lost_twice=UNRECORDED)
+                again = await self._offload(self._put_right, job_id)
             except Exception:
                 log.exception("job %s: still failing; trying again", job_id)
                 delay = min(delay * 2, REPAIR_MAX_DELAY_S)
                 continue
-            if again is not None and not self._stopping:
+            if again is None:  # settled, failed or canceled: nothing more to count
+                self._troubles.pop(job_id, None)
+            elif not self._stopping:
                 self._push(again)
             return
+
+    def _put_right(self, job_id: str) -> Job | None:
+        """``recover_job`` for one job, or its cancel if one was asked for (before the
+        error, or during the pause); the job to queue, if any. Blocking."""
+        job = self._store.get(job_id)
+        if job is None:
+            return None
+        reason = self._cancels.get(job_id)
+        if reason is not None and not job.state.is_terminal:
+            self._lifecycle.cancel(job, reason=reason)
+            self._cancels.pop(job_id, None)
+            return None
+        self._cancels.pop(job_id, None)
+        return recover_job(job, self._lifecycle, lost_twice=UNRECORDED)
 
     async def _interrupted(self, job_id: str, entry: _Running) -> None:
         """Our own task was cancelled (shutdown): stop the engine, queue the job again."""
@@ -367,6 +383,19 @@ class Dispatcher:
             if entry is not None:
                 break
             current = await asyncio.to_thread(self._store.get, job.id)
+            if (
+                current is not None
+                and current.state is JobState.RUNNING
+                and (
+                    current.id in self._troubles  # nothing runs it: a repair will look at it
+                )
+            ):
+                self._cancels[current.id] = reason  # if this fails too, the repair cancels
+                canceled = await asyncio.to_thread(self._lifecycle.cancel, current, reason=reason)
+                if canceled is not None:
+                    self._cancels.pop(current.id, None)
+                    return canceled
+                current = await asyncio.to_thread(self._store.get, job.id)
             if current is None or current.state is not JobState.QUEUED:
                 state = current.state.value if current is not None else job.state.value
                 raise JobStateError(
