@@ -261,6 +261,15 @@ def test_a_late_success_the_account_can_no_longer_pay_is_recorded_unpaid(
         assert entry.details["tokens_unpaid"] == PRICE
         balance = container.accounts.balance(account_id=account_id)
         assert (balance.available, balance.held) == (0, 0)
+        # A second settler from the same read, once the account can pay again: the
+        # charge was decided (unpaid), so it moves nothing. It once charged the account
+        # while the job said 0.
+        container.ledger.grant(account_id=account_id, amount=PRICE, source="topup",
+                               idempotency_key="later")  # fmt: skip
+        again = container.jobs.lifecycle.settle(unsettled)
+        assert again.tokens_charged == 0
+        balance = container.accounts.balance(account_id=account_id)
+        assert (balance.available, balance.held) == (PRICE, 0)
         assert container.accounts.reconcile().ok
     finally:
         container.close()

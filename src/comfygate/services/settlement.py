@@ -18,7 +18,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from comfygate.domain.errors import HoldNotOpenError, InsufficientBalanceError
+from comfygate.domain.errors import (
+    HoldNotOpenError,
+    IdempotencyConflictError,
+    InsufficientBalanceError,
+)
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState, check_transition
 from comfygate.domain.ledger import HoldState
@@ -212,22 +216,41 @@ class JobLifecycle:
         crash or an outage longer than the hold's time limit): the result was delivered,
         so the job is charged its agreed price by a hold and capture of its own, keyed
         by the job like the first. If the account no longer has the tokens, the job is
-        left unpaid, which the log and its audit entry say."""
-        try:
-            hold = self._ledger.place_hold(
+        left unpaid, which the log and its audit entry say.
+
+        The charge is decided once, by whoever settles first: when the account cannot
+        pay, a hold of 0 goes under the job's key instead, so a second settler (the
+        chore and the dispatcher may settle one job at once) cannot charge it later,
+        after the first recorded it unpaid."""
+
+        def hold(amount: int) -> str:
+            return self._ledger.place_hold(
                 account_id=job.account_id,
-                amount=job.tokens,
+                amount=amount,
                 list_tokens=job.list_tokens,
                 idempotency_key=f"{job.id}:late-hold",
                 memo={"job_id": job.id, "late": True},
-            )
-            receipt = self._ledger.capture(
-                hold_id=hold.hold_id, idempotency_key=f"{job.id}:late-capture"
-            )
-        except (InsufficientBalanceError, HoldNotOpenError) as exc:
-            log.error("job %s succeeded after its hold expired and is unpaid: %s", job.id, exc)
-            return _Settled(0, job.tokens, unpaid=job.tokens)
-        return _Settled(receipt.captured, job.tokens, late_hold_id=hold.hold_id)
+            ).hold_id
+
+        try:
+            try:
+                hold_id = hold(job.tokens)
+            except IdempotencyConflictError:  # decided before: unpaid (its hold of 0)
+                hold_id = hold(0)
+        except InsufficientBalanceError:
+            try:
+                hold_id = hold(0)
+            except IdempotencyConflictError:  # decided meanwhile: charged
+                hold_id = hold(job.tokens)
+        try:
+            captured = self._ledger.capture(
+                hold_id=hold_id, idempotency_key=f"{job.id}:late-capture"
+            ).captured
+        except HoldNotOpenError:  # it ran out too (another outage): released
+            captured = 0
+        if captured < job.tokens:
+            log.error("job %s succeeded after its hold expired and is unpaid", job.id)
+        return _Settled(captured, job.tokens, late_hold_id=hold_id, unpaid=job.tokens - captured)
 
 
 class _Settled(NamedTuple):
