@@ -38,7 +38,12 @@ def test_bodies_past_their_limits_are_refused(tmp_path: Path) -> None:
         small = gw.client.post(
             "/v1/admin/accounts/acct_x/grants", content=b"{}", headers=json_headers
         )
-        for refused in (unauthenticated, webhook, streamed):
+        claims_multipart = gw.client.post(  # only the upload routes stream a form
+            "/v1/payments/acme/webhook",
+            content=big,
+            headers={"Content-Type": "Multipart/Form-Data; boundary=x"},
+        )
+        for refused in (unauthenticated, webhook, streamed, claims_multipart):
             assert refused.status_code == 413, refused.text
             assert refused.json()["code"] == "request_too_large"
         assert small.status_code == 401  # under the limit: the key is checked as ever

@@ -94,15 +94,19 @@ class RequestContextMiddleware:
         )
 
 
-MAX_BODY_BYTES = 1024 * 1024
-"""A JSON body's limit (a price book travels in one); uploads have their own."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""A JSON body's limit: a price book travels in one (its TOML may be 500,000
+characters, which JSON may spell in six bytes each); uploads have their own."""
+UPLOADS = frozenset({("POST", "/v1/jobs"), ("POST", "/v1/quotes")})
+"""The routes that stream a multipart body through ``uploads.read_upload``."""
 
 
 class BodyLimitMiddleware:
     """Stops reading a request body past ``max_bytes`` with ``RequestTooLargeError``
-    (413). Multipart bodies are uploads: ``uploads.read_upload`` caps the file and the
-    fields as it streams them. A body is otherwise read whole (parsed, even before
-    the key is checked), so without this one request could hold any amount of memory.
+    (413). A multipart body sent to an upload route (``UPLOADS``) is left to
+    ``uploads.read_upload``, which caps the file and the fields as it streams them;
+    anywhere else a body is read whole (parsed, even before the key is checked), so
+    without this one request could hold any amount of memory.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
@@ -110,7 +114,7 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_multipart(scope):
+        if scope["type"] != "http" or _is_upload(scope):
             await self.app(scope, receive, send)
             return
         received = 0
@@ -145,7 +149,9 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def _is_multipart(scope: Scope) -> bool:
+def _is_upload(scope: Scope) -> bool:
+    if (scope.get("method"), scope.get("path")) not in UPLOADS:
+        return False
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
             return bool(value.lower().startswith(b"multipart/form-data"))

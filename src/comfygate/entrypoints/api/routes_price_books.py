@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/admin/price-books", tags=["price books"])
 class Draft(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document: dict[str, Any] | None = None
-    toml: str | None = Field(default=None, max_length=1_000_000)
+    toml: str | None = Field(default=None, max_length=500_000)  # within the body limit
 
     @model_validator(mode="after")
     def _one_form(self) -> Draft:

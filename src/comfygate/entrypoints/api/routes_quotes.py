@@ -152,8 +152,8 @@ async def create_quote(request: Request, principal: PrincipalDep) -> Response:
     # The container straight from the app, not as a dependency: the authentication
     # dependency has it already, and each dependency costs a resolution per request.
     container = get_container(request)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "").lower()  # (media types are
+    if content_type.startswith("multipart/form-data"):  # case-insensitive)
         return await _quote_upload(request, container, principal)
     try:
         body = QuoteIn.model_validate_json(await request.body())
