@@ -53,3 +53,21 @@ def test_zero_disables(redis_url: str) -> None:
             await limiter.close()
 
     asyncio.run(scenario())
+
+
+def test_wrong_credentials_are_not_an_outage(redis_url: str) -> None:
+    """A refused login is a connection error to redis-py; it was taken for Redis being
+    down, and every request went through unlimited, for good."""
+    import redis.exceptions
+
+    wrong = redis_url.replace("redis://", "redis://nobody:wrong@", 1)
+
+    async def scenario() -> None:
+        limiter = RedisRateLimiter(url=wrong, per_minute=1)
+        try:
+            await limiter.acquire("k")
+        finally:
+            await limiter.close()
+
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        asyncio.run(scenario())

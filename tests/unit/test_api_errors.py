@@ -94,3 +94,29 @@ def test_chinese_detail_keeps_the_specifics() -> None:
     detail = messages.detail("insufficient_balance", messages.ZH, "need 11 tokens, have 3")
     assert detail.startswith("余额不足") and "need 11 tokens, have 3" in detail
     assert messages.detail("insufficient_balance", messages.EN, "m") == "m"
+
+
+@pytest.mark.parametrize(
+    ("cause", "status"),
+    [
+        ("PostgreSQL text fields cannot contain NUL (0x00) bytes", 422),
+        ("division by zero", 500),  # a server bug: not the client's to fix
+    ],
+)
+def test_a_database_data_error_is_the_clients_only_for_a_nul(cause: str, status: int) -> None:
+    import sqlalchemy as sa
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from comfygate.entrypoints.api.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise sa.exc.DataError("SELECT 1", None, Exception(cause))
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == status
+    assert response.json()["code"] == ("invalid_input" if status == 422 else "internal_error")

@@ -83,8 +83,12 @@ class FakeOrderStore:
         self.orders[order.id] = order
         return True
 
-    def paid_without_grant(self, limit: int) -> list[Order]:
-        found = [o for o in self.orders.values() if o.state is OrderState.PAID and not o.grant]
+    def paid_without_grant(self, limit: int, *, after: str | None = None) -> list[Order]:
+        found = [
+            o
+            for o in self.orders.values()
+            if o.state is OrderState.PAID and not o.grant and (after is None or o.id > after)
+        ]
         return sorted(found, key=lambda o: o.id)[:limit]
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
@@ -438,6 +442,25 @@ def test_a_grant_that_fails_leaves_the_order_paid_for_a_retry_or_the_chore(parts
     assert service.grant_paid() == 0  # still failing: each is tried, none holds up another
     plans.while_granting = lambda: None
     assert service.confirm(order_id=first.id, actor=OPERATOR).grant is not None
-    assert service.grant_paid() == 1 and service.grant_paid() == 0
+    assert service.grant_paid(batch=1) == 1 and service.grant_paid() == 0
     assert store.orders[second.id].grant is not None
     assert sorted(plans.topups) == sorted(f"order:{o.id}" for o in (first, second))
+
+
+def test_the_grant_chore_goes_past_orders_that_keep_failing(parts) -> None:  # type: ignore[no-untyped-def]
+    """It once read the oldest few only: orders that always fail hid every later one."""
+    service, store, plans, _ = parts
+    orders = [service.create_order(actor=USER, plan="topup-500") for _ in range(3)]
+    for order in orders:
+        assert store.settle(replace(order, state=OrderState.PAID))  # and then a crash
+    broken = {f"order:{o.id}" for o in orders[:2]}
+    buy = plans.buy_topup
+
+    def plan_gone(*, account_id: str, plan: str, idempotency_key: str) -> Any:
+        if idempotency_key in broken:
+            raise InvalidInputError("unknown plan")
+        return buy(account_id=account_id, plan=plan, idempotency_key=idempotency_key)
+
+    plans.buy_topup = plan_gone
+    assert service.grant_paid(batch=1) == 1
+    assert list(plans.topups) == [f"order:{orders[2].id}"]

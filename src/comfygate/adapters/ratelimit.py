@@ -27,6 +27,8 @@ import structlog
 from comfygate.domain.errors import RateLimitedError
 
 _PRUNE_AT = 10_000
+_MISCONFIGURED = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+"""Connection errors by their class, but a configuration's fault, not an outage's."""
 WARN_EVERY_S = 60.0
 REDIS_TIMEOUT_S = 0.5
 """How long a request waits for Redis (to connect, or to answer) before going ahead."""
@@ -136,6 +138,8 @@ class RedisRateLimiter:
         try:
             waited = await self.wait_s(key)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if isinstance(exc, _MISCONFIGURED):  # not an outage: fix the URL
+                raise
             self.unlimited_for_outage += 1
             now = time.monotonic()
             if now - self._warned_at >= WARN_EVERY_S:

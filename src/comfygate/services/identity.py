@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
@@ -91,6 +92,7 @@ class IdentityService:
         self._revocations = 0
         """Bumped by every revocation in this process: a key read before one is not
         cached (the read may predate it)."""
+        self._revoking = threading.Lock()  # the check and the write above, as one
 
     # -- authentication -------------------------------------------------------------
 
@@ -116,8 +118,9 @@ class IdentityService:
         if not stored.active:
             raise AuthenticationError("this API key has been revoked")
         principal = Principal(stored.account_id, stored.user_id, stored.role, stored.id)
-        if revocations == self._revocations:
-            self._cache[stored.id] = (digest, principal, self._monotonic() + self._ttl_s)
+        with self._revoking:
+            if revocations == self._revocations:
+                self._cache[stored.id] = (digest, principal, self._monotonic() + self._ttl_s)
         return principal
 
     # -- accounts and users ---------------------------------------------------------
@@ -205,8 +208,9 @@ class IdentityService:
             self._authorize(actor, stored.account_id, Role.ADMIN)
         now = self._clock.now()
         changed = self._store.revoke_key(key_id, now)
-        self._revocations += 1  # before the cache is dropped: see ``authenticate``
-        self._cache.pop(key_id, None)
+        with self._revoking:  # see ``authenticate``
+            self._revocations += 1
+            self._cache.pop(key_id, None)
         if changed:
             self._audit.record(
                 actor=actor, action="keys.revoke", target=key_id, account_id=stored.account_id

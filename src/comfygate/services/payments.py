@@ -113,8 +113,8 @@ class OrderStore(Protocol):
         """Store a paid order's grant; False if it has one already."""
         ...
 
-    def paid_without_grant(self, limit: int) -> Sequence[Order]:
-        """Paid orders whose grant is not stored yet, oldest first."""
+    def paid_without_grant(self, limit: int, *, after: str | None = None) -> Sequence[Order]:
+        """Paid orders whose grant is not stored yet, oldest first (after ``after``)."""
         ...
 
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
@@ -263,17 +263,19 @@ class PaymentService:
             return order
         return self._record_grant(order, actor)
 
-    def grant_paid(self, *, batch: int = 100) -> int:
-        """Grant every paid order whose grant is not stored (a crash, or a failure, after
-        it was marked paid); how many. A housekeeping chore."""
-        granted = 0
-        for order in self._store.paid_without_grant(batch):
-            try:
-                self._record_grant(order, "system:orders")
-            except Exception:  # one order's failure (a plan gone, say) holds up no other
-                log.exception("order %s: paid, and its grant failed again", order.id)
-                continue
-            granted += 1
+    def grant_paid(self, *, batch: int = 100, most: int = 1000) -> int:
+        """Grant the paid orders whose grant is not stored (a crash, or a failure, after
+        they were marked paid), up to ``most`` a run; how many. A housekeeping chore."""
+        granted, seen, after = 0, 0, None
+        while seen < most and (orders := self._store.paid_without_grant(batch, after=after)):
+            for order in orders:
+                try:
+                    self._record_grant(order, "system:orders")
+                except Exception:  # one order's failure (a plan gone, say) holds up none
+                    log.exception("order %s: paid, and its grant failed again", order.id)
+                    continue
+                granted += 1
+            seen, after = seen + len(orders), orders[-1].id
         return granted
 
     def _record_grant(self, order: Order, actor: Actor) -> Order:

@@ -102,13 +102,15 @@ class SqlOrderStore:
         with self.engine.begin() as conn:
             return conn.execute(update).rowcount == 1
 
-    def paid_without_grant(self, limit: int) -> Sequence[Order]:
+    def paid_without_grant(self, limit: int, *, after: str | None = None) -> Sequence[Order]:
         query = (
             sa.select(orders)
             .where(orders.c.state == OrderState.PAID.value, orders.c.grant_info.is_(None))
             .order_by(orders.c.id)
             .limit(limit)
         )
+        if after is not None:
+            query = query.where(orders.c.id > after)
         with read_only(self.engine.connect()) as conn:
             return [_order(row) for row in conn.execute(query)]
 

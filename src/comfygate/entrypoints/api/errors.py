@@ -181,10 +181,13 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def handle_data_error(request: Request, exc: Exception) -> JSONResponse:
-    """A value the database refuses to store or compare (PostgreSQL takes no NUL
-    character in text): the client's input, never a 500. The transaction it was
-    in rolled back."""
-    message = "a value has a character or a size the database does not take (a NUL, say)"
+    """A NUL character in text, which PostgreSQL does not take (the driver says so
+    before sending it): the client's input, so 422; the transaction it was in rolled
+    back. Any other value the database refuses is a server bug: 500, logged."""
+    if "NUL" not in str(exc):
+        return await handle_unexpected(request, exc)
+    structlog.get_logger("comfygate.api").info("nul_in_text", path=request.url.path)
+    message = "a value has a NUL character, which the database does not take"
     return problem(request, status=422, code="invalid_input", message=message)
 
 
