@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -464,3 +465,39 @@ def test_the_grant_chore_goes_past_orders_that_keep_failing(parts) -> None:  # t
     plans.buy_topup = plan_gone
     assert service.grant_paid(batch=1) == 1
     assert list(plans.topups) == [f"order:{orders[2].id}"]
+
+
+def test_a_refused_paid_notice_is_audited_once(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """A paid notice refused (the wrong amount; the order canceled a moment before)
+    was recorded as seen first, so neither it nor its retries reached the audit log:
+    money taken, and nobody told."""
+    service, store, plans, audit = parts
+    wrong = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    raced = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    settle = store.settle
+
+    def canceled_first(order: Order) -> bool:
+        if order.id == raced.id and order.state is OrderState.PAID:
+            settle(replace(order, state=OrderState.CANCELED))  # the customer, just then
+        return settle(order)
+
+    store.settle = canceled_first
+    notices = [
+        (
+            {"id": "w1", "order_id": wrong.id, "amount": "1", "currency": "CNY"},
+            PaymentMismatchError,
+        ),
+        ({"id": "r1", "order_id": raced.id, "amount": "19", "currency": "CNY"}, OrderStateError),
+    ]
+    for notice, refusal in notices:
+        body, headers = _webhook(clock, {**notice, "status": "paid"})
+        with pytest.raises(refusal):
+            service.handle_webhook(provider="acme", body=body, headers=headers)
+        with contextlib.suppress(refusal):  # the provider's retry
+            service.handle_webhook(provider="acme", body=body, headers=headers)
+    unapplied = [e for e in audit.entries_list if e.action == "orders.notice_unapplied"]
+    assert [(e.target, e.details["why"], e.details["order_state"]) for e in unapplied] == [
+        (wrong.id, "payment_mismatch", "pending"),
+        (raced.id, "invalid_order_state", "canceled"),
+    ]
+    assert not plans.topups

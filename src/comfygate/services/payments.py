@@ -320,30 +320,50 @@ class PaymentService:
         order = self._store.get(notice.order_id)
         if order is None or order.provider != provider:
             raise OrderNotFoundError(f"no order {notice.order_id} for {provider}")
-        first = self._store.record_event(notice, self._clock.now())
+        applied = True
         if notice.status == "paid" and order.state is not OrderState.CANCELED:
-            self._check_amount(order, notice)
-            order = self.confirm(order_id=order.id, actor=actor, provider_ref=notice.provider_ref)
+            try:
+                self._check_amount(order, notice)
+                order = self.confirm(
+                    order_id=order.id, actor=actor, provider_ref=notice.provider_ref
+                )
+            except (PaymentMismatchError, OrderStateError) as refused:  # (canceled meanwhile)
+                self._unapplied(order.id, notice, actor, why=refused.code)
+                raise
         elif notice.status == "canceled" and order.state is OrderState.PENDING:
             order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
         elif notice.status == "failed" and order.state is OrderState.PENDING:
             pass  # a failed attempt: the customer may pay it yet
-        elif first:  # it changes nothing here: an operator's to act on (a refund, say)
-            self._audit.record(
-                actor=actor,
-                action="orders.notice_unapplied",
-                target=order.id,
-                account_id=order.account_id,
-                details={
-                    "event_id": notice.event_id,
-                    "status": notice.status,
-                    "order_state": order.state.value,
-                    "amount": notice.amount,
-                    "currency": notice.currency,
-                    "provider_ref": notice.provider_ref,
-                },
-            )
+        else:  # it changes nothing here: an operator's to act on (a refund, say)
+            applied = False
+        if not applied:
+            self._unapplied(order.id, notice, actor, why="nothing_to_apply")
+        else:
+            self._store.record_event(notice, self._clock.now())
         return order
+
+    def _unapplied(self, order_id: str, notice: PaymentNotice, actor: str, *, why: str) -> None:
+        """Record a notice that changed nothing, and audit it the first time (a provider
+        sends one again until it is answered 2xx), for an operator to act on."""
+        if not self._store.record_event(notice, self._clock.now()):
+            return
+        order = self._store.get(order_id)
+        assert order is not None
+        self._audit.record(
+            actor=actor,
+            action="orders.notice_unapplied",
+            target=order.id,
+            account_id=order.account_id,
+            details={
+                "event_id": notice.event_id,
+                "status": notice.status,
+                "why": why,
+                "order_state": order.state.value,
+                "amount": notice.amount,
+                "currency": notice.currency,
+                "provider_ref": notice.provider_ref,
+            },
+        )
 
     @staticmethod
     def _check_amount(order: Order, notice: PaymentNotice) -> None:
