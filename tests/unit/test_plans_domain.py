@@ -136,7 +136,7 @@ def test_a_month_of_vip_is_a_month_in_the_catalog_timezone() -> None:
 @given(
     plan=st.sampled_from(["monthly", "yearly", "vip"]),
     steps=st.lists(
-        st.tuples(st.integers(0, 400 * 24), st.sampled_from(["subscribe", "renew"])),
+        st.tuples(st.integers(0, 400 * 24), st.sampled_from(["subscribe", "renew", "purchase"])),
         min_size=1,
         max_size=25,
     ),
@@ -144,9 +144,10 @@ def test_a_month_of_vip_is_a_month_in_the_catalog_timezone() -> None:
 def test_granted_periods_never_overlap_and_each_is_one_whole_period(
     plan: str, steps: list[tuple[int, str]]
 ) -> None:
-    """Whatever order and timing subscribes and renewals come in, the periods granted
-    (each recorded once, as the store does) never overlap: no tokens are granted twice
-    for the same time, and every period is one plan period long."""
+    """Whatever order and timing subscribes, renewals and paid orders come in, the
+    periods granted (each recorded once, as the store does) never overlap: no tokens
+    are granted twice for the same time, every period is one plan period long, and a
+    paid order always buys one not granted before."""
     spec = shipped().get(plan)
     at = datetime(2026, 1, 31, 3, 0, tzinfo=UTC)
     periods: list[dp.Period] = []
@@ -155,6 +156,9 @@ def test_granted_periods_never_overlap_and_each_is_one_whole_period(
         if action == "subscribe":
             chosen: dp.Period | None = dp.subscription_period(spec, periods, at, TZ)
             assert chosen is not None and chosen.start <= at < chosen.end
+        elif action == "purchase":  # a paid order: always a period of its own
+            chosen = dp.purchase_period(spec, periods, at, TZ)
+            assert chosen not in periods and chosen.end > at
         else:
             chosen = dp.renewal_period(spec, periods, at, TZ)
             if chosen is None:
