@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,27 @@ async def _until(predicate: Any) -> None:
     """Yield to the event loop until ``predicate()`` holds (bounded by the test timeout)."""
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+def _failing_first(real: Callable[..., Any], failures: list[Exception]) -> Callable[..., Any]:
+    """``real``, raising each of ``failures`` first (the database, away for a moment)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    return call
+
+
+async def _put_right(
+    container: bootstrap.Container, client: httpx.AsyncClient, customer: Customer, job_id: str
+) -> dict[str, Any]:
+    """The job once it finishes (orphaned, it never would) and its dispatcher errors
+    are forgotten."""
+    done = await asyncio.wait_for(finished(client, customer, job_id), 30)
+    await asyncio.wait_for(_until(lambda: not container.jobs.dispatcher._troubles), 30)
+    return done
 
 
 def _balance(container: bootstrap.Container, customer: Customer) -> tuple[int, int]:
@@ -209,21 +230,12 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
         for _ in range(errors)
     ]
 
-    def once_failing(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(lifecycle, step, once_failing)
+    monkeypatch.setattr(lifecycle, step, _failing_first(real, failures))
 
     async def scenario() -> dict[str, Any]:
         async with running_app(container) as client:
             job = (await submit(client, customer, png_bytes())).json()
-            # Orphaned, it would never finish.
-            done = await asyncio.wait_for(finished(client, customer, job["id"]), 30)
-            # ... and its errors are forgotten once it is put right.
-            await asyncio.wait_for(_until(lambda: not container.jobs.dispatcher._troubles), 30)
-            return done
+            return await _put_right(container, client, customer, job["id"])
 
     job = run(scenario)
     assert not failures
@@ -255,22 +267,15 @@ def test_a_cancel_whose_own_write_fails_is_carried_out_by_the_repair(
             time.sleep(0.005)
         return requeue(job, **kwargs)
 
-    def cancel_failing_once(job: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return cancel(job, **kwargs)
-
     monkeypatch.setattr(lifecycle, "requeue", requeue_once_canceled)
-    monkeypatch.setattr(lifecycle, "cancel", cancel_failing_once)
+    monkeypatch.setattr(lifecycle, "cancel", _failing_first(cancel, failures))
 
     async def scenario() -> dict[str, Any]:
         async with running_app(container) as client:
             job = (await submit(client, customer, png_bytes())).json()
             await _until(requeuing.is_set)
             await client.post(f"/v1/jobs/{job['id']}/cancel", headers=customer.headers)
-            done = await asyncio.wait_for(finished(client, customer, job["id"]), 30)
-            await asyncio.wait_for(_until(lambda: not container.jobs.dispatcher._troubles), 30)
-            return done
+            return await _put_right(container, client, customer, job["id"])
 
     job = run(scenario)
     assert not failures

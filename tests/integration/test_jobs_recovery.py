@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,100 +178,77 @@ def test_a_job_whose_hold_expired_before_settlement_says_its_tokens_went_back(
 ) -> None:
     """The ledger released the expired hold in full; the job's audit entry and the
     released-tokens metric once said 0."""
+    with _hold_ran_out(database_url, tmp_path, GRANT, JobState.FAILED) as (c, account, job):
+        chores = c.jobs.dispatcher._housekeeping
+        sweep = next(ch for ch in chores if getattr(ch, "func", None) is settle_unsettled)
+        assert sweep() == 1
+        entry = next(e for e in c.audit.entries(account_id=account) if e.target == job.id)
+        assert (entry.action, entry.details["tokens_released"]) == ("jobs.release", PRICE)
+        assert entry.details["tokens_charged"] == 0 and job.tokens == PRICE
+        _assert_money(c, account, succeeded=0)
+
+
+@contextmanager
+def _hold_ran_out(
+    database_url: str, tmp_path: Path, granted: int, ended: JobState = JobState.SUCCEEDED
+) -> Iterator[tuple[bootstrap.Container, str, Job]]:
+    """An account granted ``granted``, and a job of it whose end (``ended``) was
+    recorded, whose settlement was not (the process died, or the database went away),
+    and whose hold then ran out and was released."""
     clock = FakeClock()
     container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
     try:
         account_id = container.ledger.open_account(name="late")
-        container.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
+        container.ledger.grant(account_id=account_id, amount=granted, source="promotion",
                                idempotency_key="g")  # fmt: skip
         job = _submit(container, account_id, 1)
         running = container.jobs.lifecycle.start(job)
         assert running is not None
-        assert container.jobs.store.transition(running, target=JobState.FAILED, changes={})
+        assert container.jobs.store.transition(running, target=ended, changes={})
         clock.current = running.hold_expires_at + timedelta(seconds=1)
         assert container.ledger.expire().tokens_released == PRICE
-        chores = container.jobs.dispatcher._housekeeping
-        sweep = next(c for c in chores if getattr(c, "func", None) is settle_unsettled)
-        assert sweep() == 1
-        entry = next(e for e in container.audit.entries(account_id=account_id)
-                     if e.target == job.id)  # fmt: skip
-        assert (entry.action, entry.details["tokens_released"]) == ("jobs.release", PRICE)
-        assert entry.details["tokens_charged"] == 0 and job.tokens == PRICE
-        _assert_money(container, account_id, succeeded=0)
+        unsettled = container.jobs.store.get(job.id)
+        assert unsettled is not None
+        yield container, account_id, unsettled
     finally:
         container.close()
 
 
-def _succeeded_after_its_hold_expired(
-    container: bootstrap.Container, clock: FakeClock, account_id: str
-) -> Job:
-    """A job whose success was recorded, whose capture was not (the process died, or
-    the database went away), and whose hold then ran out and was released."""
-    job = _submit(container, account_id, 1)
-    running = container.jobs.lifecycle.start(job)
-    assert running is not None
-    assert container.jobs.store.transition(running, target=JobState.SUCCEEDED, changes={})
-    clock.current = running.hold_expires_at + timedelta(seconds=1)
-    assert container.ledger.expire().tokens_released == PRICE
-    return job
+def _capture_entry(container: bootstrap.Container, account_id: str, job: Job) -> Any:
+    return next(e for e in container.audit.entries(account_id=account_id)
+                if e.target == job.id and e.action == "jobs.capture")  # fmt: skip
 
 
 def test_a_success_whose_hold_expired_before_its_capture_is_charged_once(
     database_url: str, tmp_path: Path
 ) -> None:
     """It was once charged nothing: the result delivered for free."""
-    clock = FakeClock()
-    container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
-    try:
-        account_id = container.ledger.open_account(name="late")
-        container.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
-                               idempotency_key="g")  # fmt: skip
-        job = _succeeded_after_its_hold_expired(container, clock, account_id)
-        unsettled = container.jobs.store.get(job.id)
-        assert unsettled is not None
-        first = container.jobs.lifecycle.settle(unsettled)
-        again = container.jobs.lifecycle.settle(unsettled)  # a second actor, from the same read
+    with _hold_ran_out(database_url, tmp_path, GRANT) as (c, account, job):
+        first = c.jobs.lifecycle.settle(job)
+        again = c.jobs.lifecycle.settle(job)  # a second actor, from the same read
         assert first.tokens_charged == again.tokens_charged == PRICE
-        _assert_money(container, account_id, succeeded=1)
-        entry = next(e for e in container.audit.entries(account_id=account_id)
-                     if e.target == job.id and e.action == "jobs.capture")  # fmt: skip
+        _assert_money(c, account, succeeded=1)
+        entry = _capture_entry(c, account, job)
         assert entry.details["tokens_charged"] == PRICE
         assert entry.details["late_hold_id"] != job.hold_id
-    finally:
-        container.close()
 
 
 def test_a_late_success_the_account_can_no_longer_pay_is_recorded_unpaid(
     database_url: str, tmp_path: Path
 ) -> None:
-    clock = FakeClock()
-    container = build(database_url, tmp_path / "data", clock=clock, engines=[FakeEngine()])
-    try:
-        account_id = container.ledger.open_account(name="spent")
-        container.ledger.grant(account_id=account_id, amount=PRICE, source="promotion",
-                               idempotency_key="g")  # fmt: skip
-        job = _succeeded_after_its_hold_expired(container, clock, account_id)
-        spent = container.ledger.place_hold(account_id=account_id, amount=PRICE,
-                                            idempotency_key="elsewhere")  # fmt: skip
-        container.ledger.capture(hold_id=spent.hold_id, idempotency_key="elsewhere")
-        unsettled = container.jobs.store.get(job.id)
-        assert unsettled is not None
-        settled = container.jobs.lifecycle.settle(unsettled)
+    with _hold_ran_out(database_url, tmp_path, PRICE) as (c, account, job):
+        spent = c.ledger.place_hold(account_id=account, amount=PRICE, idempotency_key="other")
+        c.ledger.capture(hold_id=spent.hold_id, idempotency_key="other")
+        settled = c.jobs.lifecycle.settle(job)
         assert settled.state is JobState.SUCCEEDED and settled.tokens_charged == 0
-        entry = next(e for e in container.audit.entries(account_id=account_id)
-                     if e.target == job.id and e.action == "jobs.capture")  # fmt: skip
-        assert entry.details["tokens_unpaid"] == PRICE
-        balance = container.accounts.balance(account_id=account_id)
+        assert _capture_entry(c, account, job).details["tokens_unpaid"] == PRICE
+        balance = c.accounts.balance(account_id=account)
         assert (balance.available, balance.held) == (0, 0)
         # A second settler from the same read, once the account can pay again: the
         # charge was decided (unpaid), so it moves nothing. It once charged the account
         # while the job said 0.
-        container.ledger.grant(account_id=account_id, amount=PRICE, source="topup",
-                               idempotency_key="later")  # fmt: skip
-        again = container.jobs.lifecycle.settle(unsettled)
-        assert again.tokens_charged == 0
-        balance = container.accounts.balance(account_id=account_id)
+        c.ledger.grant(account_id=account, amount=PRICE, source="topup", idempotency_key="later")
+        assert c.jobs.lifecycle.settle(job).tokens_charged == 0
+        balance = c.accounts.balance(account_id=account)
         assert (balance.available, balance.held) == (PRICE, 0)
-        assert container.accounts.reconcile().ok
-    finally:
-        container.close()
+        assert c.accounts.reconcile().ok
