@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -224,8 +226,14 @@ def test_a_success_whose_hold_expired_before_its_capture_is_charged_once(
 ) -> None:
     """It was once charged nothing: the result delivered for free."""
     with _hold_ran_out(database_url, tmp_path, GRANT) as (c, account, job):
-        first = c.jobs.lifecycle.settle(job)
-        again = c.jobs.lifecycle.settle(job)  # a second actor, from the same read
+        start = threading.Barrier(2)
+
+        def settle(_: int) -> Job:  # the chore and the dispatcher, from the same read
+            start.wait(10)
+            return c.jobs.lifecycle.settle(job)
+
+        with ThreadPoolExecutor(2) as pool:
+            first, again = pool.map(settle, range(2))
         assert first.tokens_charged == again.tokens_charged == PRICE
         _assert_money(c, account, succeeded=1)
         entry = _capture_entry(c, account, job)
