@@ -245,6 +245,72 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
     assert container.accounts.reconcile().ok
 
 
+class _FlakyGets:
+    """The dispatcher's store, whose ``get`` fails first with each of ``failures``."""
+
+    def __init__(self, store: Any, failures: list[Exception]) -> None:
+        self._store = store
+        self.get = _failing_first(store.get, failures)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_repair_looks_again_while_the_database_stays_away(
+    container: bootstrap.Container, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start fails, then the repair's own reads fail twice: it keeps looking."""
+    monkeypatch.setattr(dispatcher, "REPAIR_DELAY_S", 0.01)
+    monkeypatch.setattr(dispatcher, "REPAIR_MAX_DELAY_S", 0.05)
+    customer = new_customer(container, tokens=100)
+    lifecycle, jobs = container.jobs.lifecycle, container.jobs.dispatcher
+    failures = [sa.exc.OperationalError("SELECT", {}, Exception("gone")) for _ in range(3)]
+    monkeypatch.setattr(lifecycle, "start", _failing_first(lifecycle.start, failures[:1]))
+    gets = failures[1:]
+    monkeypatch.setattr(jobs, "_store", _FlakyGets(jobs._store, gets))
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            return await _put_right(container, client, customer, job["id"])
+
+    job = run(scenario)
+    assert not gets
+    assert job["state"] == "succeeded" and job["tokens_charged"] == 10 and job["attempts"] == 1
+    assert _balance(container, customer) == (90, 0)
+
+
+def test_a_job_repaired_at_its_last_attempt_fails_with_its_hold_released(
+    container: bootstrap.Container, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first attempt failed (retryable); recording its second one's success failed:
+    no attempt is left, so the repair fails it, and nothing is charged."""
+    monkeypatch.setattr(dispatcher, "REPAIR_DELAY_S", 0.01)
+    customer = new_customer(container, tokens=100)
+    engine.default = "retryable"
+    lifecycle = container.jobs.lifecycle
+    requeue = lifecycle.requeue
+
+    def then_succeed(job: Any, **kwargs: Any) -> Any:
+        engine.default = "succeed"
+        return requeue(job, **kwargs)
+
+    failures = [sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))]
+    monkeypatch.setattr(lifecycle, "requeue", then_succeed)
+    monkeypatch.setattr(lifecycle, "succeed", _failing_first(lifecycle.succeed, failures))
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            return await _put_right(container, client, customer, job["id"])
+
+    job = run(scenario)
+    assert job["state"] == "failed" and job["attempts"] == 2
+    assert job["failure"]["code"] == "worker_lost"
+    assert job["failure"]["reason"] == dispatcher.UNRECORDED
+    assert job["tokens_charged"] == 0 and _balance(container, customer) == (100, 0)
+
+
 def test_a_cancel_whose_own_write_fails_is_carried_out_by_the_repair(
     container: bootstrap.Container, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
