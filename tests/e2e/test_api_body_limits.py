@@ -43,7 +43,11 @@ def test_bodies_past_their_limits_are_refused(tmp_path: Path) -> None:
             content=big,
             headers={"Content-Type": "Multipart/Form-Data; boundary=x"},
         )
-        for refused in (unauthenticated, webhook, streamed, claims_multipart):
+        chunked_json = gw.client.post(  # read, and refused, by FastAPI's own parsing
+            "/v1/admin/accounts/acct_x/grants", content=iter([half, half, half]),
+            headers=json_headers,
+        )  # fmt: skip
+        for refused in (unauthenticated, webhook, streamed, claims_multipart, chunked_json):
             assert refused.status_code == 413, refused.text
             assert refused.json()["code"] == "request_too_large"
         assert small.status_code == 401  # under the limit: the key is checked as ever

@@ -168,6 +168,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ComfygateError):  # FastAPI's 400 for a body it could
+        return await handle_domain_error(request, exc.__cause__)  # not read: say why
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
         exc.status_code, "error"
     )
