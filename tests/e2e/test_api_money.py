@@ -84,13 +84,20 @@ def test_plans_are_public_and_subscriptions_are_the_operators(gw: Gateway) -> No
         headers=gw.operator,
     )
     assert again.status_code == 201
+    assert (again.json()["replayed"], again.json()["tokens_granted"]) == (True, 0)
     assert gw.client.get("/v1/balance", headers=acme.user).json()["available"] == 1000
     vip = gw.client.post(
         f"/v1/admin/accounts/{acme.account_id}/subscriptions",
         json={"plan": "vip"},
         headers=gw.operator,
     )
-    assert vip.json()["unlimited"] is True
+    assert vip.json()["unlimited"] is True and vip.json()["replayed"] is False
+    audit = gw.container.audit.entries(account_id=acme.account_id)
+    # One entry per grant: a replay, which moves nothing, once wrote another.
+    assert [e.details["plan"] for e in audit if e.action == "subscriptions.create"] == [
+        "vip",
+        "monthly",
+    ]
     assert gw.client.get("/v1/balance", headers=acme.user).json()["unlimited"] is True
     unknown = gw.client.post(
         "/v1/subscriptions", json={**body, "plan": "gold"}, headers=gw.operator

@@ -93,6 +93,11 @@ def test_money_moved_from_the_cli_is_audited(cli: Any, db_url: str) -> None:
     cli("grant", account, "40", "--idempotency-key", "g1", "--json")
     cli("grant", account, "40", "--idempotency-key", "g1", "--json")  # a replay: no new entry
     cli("subscribe", account, "monthly", "--json")
+    again = cli("subscribe", account, "monthly", "--json")  # the same period: no new entry
+    assert (again["replayed"], again["tokens_granted"]) == (True, 0)
+    cli("topup", account, "topup-500", "--idempotency-key", "o1", "--json")
+    topup = cli("topup", account, "topup-500", "--idempotency-key", "o1", "--json")
+    assert topup["replayed"] is True  # it once said so only by the audit entry it made
     container = bootstrap.build(Settings(database_url=db_url))
     try:
         entries = container.audit.entries(account_id=account)
@@ -100,4 +105,6 @@ def test_money_moved_from_the_cli_is_audited(cli: Any, db_url: str) -> None:
         container.close()
     actions = [(e.action, e.actor) for e in entries]
     assert actions.count(("ledger.grant", "cli")) == 1
-    assert ("subscriptions.create", "cli") in actions and ("accounts.create", "cli") in actions
+    assert actions.count(("subscriptions.create", "cli")) == 1
+    assert actions.count(("ledger.topup", "cli")) == 1
+    assert ("accounts.create", "cli") in actions

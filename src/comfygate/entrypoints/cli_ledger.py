@@ -129,7 +129,7 @@ def _audit(ctx: click.Context, action: str, account: str, **details: Any) -> Non
 def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
     receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
-    _audit(ctx, "subscriptions.create", account, plan=plan, tokens=receipt.tokens_granted)
+    _audit_unless_replayed(ctx, receipt, "subscriptions.create", account, plan)
     _emit_subscription(ctx, receipt, as_json)
 
 
@@ -141,7 +141,7 @@ def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) ->
 def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
     receipt = app(ctx).plans.renew(account_id=account, plan=plan)
-    _audit(ctx, "subscriptions.renew", account, plan=plan, tokens=receipt.tokens_granted)
+    _audit_unless_replayed(ctx, receipt, "subscriptions.renew", account, plan)
     _emit_subscription(ctx, receipt, as_json)
 
 
@@ -160,8 +160,16 @@ def topup_cmd(
         plan=plan,
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
-    _audit(ctx, "ledger.topup", account, plan=plan, tokens=receipt.tokens_granted)
+    _audit_unless_replayed(ctx, receipt, "ledger.topup", account, plan)
     _emit_subscription(ctx, receipt, as_json)
+
+
+def _audit_unless_replayed(
+    ctx: click.Context, receipt: Any, action: str, account: str, plan: str
+) -> None:
+    """Audit what moved tokens; a replay (the same period, or key) moved none."""
+    if not receipt.replayed:
+        _audit(ctx, action, account, plan=plan, tokens=receipt.tokens_granted)
 
 
 def _emit_subscription(ctx: click.Context, receipt: Any, as_json: bool) -> None:
@@ -173,7 +181,10 @@ def _emit_subscription(ctx: click.Context, receipt: Any, as_json: bool) -> None:
     def describe(r: Any) -> str:
         start, end = r.period_start.astimezone(zone), r.period_end.astimezone(zone)
         what = "unlimited" if r.unlimited else f"{r.tokens_granted} tokens"
-        return f"{r.plan}: {what} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({tz})"
+        again = " (granted before: nothing new)" if r.replayed else ""
+        return (
+            f"{r.plan}: {what} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({tz})" + again
+        )
 
     emit(receipt, as_json=as_json, human=describe)
 

@@ -38,6 +38,8 @@ class SubscriptionReceipt:
     tokens_granted: int
     lot_id: str | None
     unlimited: bool
+    replayed: bool = False
+    """Granted before (the same period, or the same key): this call moved nothing."""
 
 
 class SubscriptionStore(Protocol):
@@ -58,8 +60,8 @@ class SubscriptionStore(Protocol):
 
     def add_entitlement(
         self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
-    ) -> None:
-        """Record an unlimited entitlement for the period (a no-op if there already)."""
+    ) -> bool:
+        """Record an unlimited entitlement for the period; False if it was there."""
         ...
 
     def periods(self, account_id: str, plan: str) -> list[dp.Period]:
@@ -144,8 +146,9 @@ class PlanService:
         expires_at = datetime.fromisoformat(receipt.expires_at)
         granted_at = expires_at - dp.topup_validity(spec)
         return SubscriptionReceipt(
-            account_id, plan, spec.kind, granted_at, expires_at, spec.tokens, receipt.lot_id, False
-        )
+            account_id, plan, spec.kind, granted_at, expires_at, spec.tokens, receipt.lot_id,
+            False, receipt.replayed,
+        )  # fmt: skip
 
     def paid_until(self, *, account_id: str, plan: str) -> datetime | None:
         """The end of the account's last period of ``plan`` still to run (None when it
@@ -183,12 +186,13 @@ class PlanService:
             subscription_id=subscription_id,
         )
         if spec.kind == "unlimited":
-            self._subs.add_entitlement(
+            added = self._subs.add_entitlement(
                 subscription_id=subscription_id, account_id=account_id, plan=spec, period=period
             )
             return SubscriptionReceipt(
-                account_id, spec.name, spec.kind, period.start, period.end, 0, None, True
-            )
+                account_id, spec.name, spec.kind, period.start, period.end, 0, None, True,
+                not added,
+            )  # fmt: skip
         receipt = self._ledger.grant(
             account_id=account_id,
             amount=spec.tokens,
@@ -207,6 +211,7 @@ class PlanService:
             spec.tokens if own or not receipt.replayed else 0,
             receipt.lot_id,
             False,
+            receipt.replayed,
         )
 
 

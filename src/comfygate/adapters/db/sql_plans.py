@@ -96,11 +96,11 @@ class SqlSubscriptionStore:
 
     def add_entitlement(
         self, *, subscription_id: str, account_id: str, plan: dp.Plan, period: dp.Period
-    ) -> None:
+    ) -> bool:
         find = sa.select(entitlements.c.id).where(entitlements.c.subscription_id == subscription_id)
         with read_only(self.engine.connect()) as conn:
             if conn.execute(find).first() is not None:
-                return
+                return False
         row = {
             "id": f"ent_{subscription_id.removeprefix('sub_')}",
             "account_id": account_id,
@@ -114,11 +114,12 @@ class SqlSubscriptionStore:
             with self.engine.begin() as conn:
                 conn.execute(entitlements.insert(), row)
         except sa.exc.IntegrityError:
-            return  # recorded by a concurrent call: the primary key is derived, so same row
+            return False  # recorded by a concurrent call: the key is derived, so same row
         finally:
             with self._lock:  # this process sees its own entitlements at once
                 self._cache.pop(account_id, None)
                 self._generation += 1
+        return True
 
     def active_entitlement(self, account_id: str, at: datetime) -> Entitlement | None:
         return next(

@@ -78,11 +78,16 @@ def subscribe_account(
 ) -> SubscriptionOut:
     """Grant the plan's current period (idempotent per period) and audit it."""
     receipt = container.plans.subscribe(account_id=account_id, plan=plan)
-    container.audit.record(
-        actor=principal,
-        action="subscriptions.create",
-        target=account_id,
-        account_id=account_id,
-        details={"plan": plan, "tokens_granted": receipt.tokens_granted, "lot_id": receipt.lot_id},
-    )
+    if not receipt.replayed:  # a replay moved nothing: it once wrote an entry each time
+        container.audit.record(
+            actor=principal,
+            action="subscriptions.create",
+            target=account_id,
+            account_id=account_id,
+            details={
+                "plan": plan,
+                "tokens_granted": receipt.tokens_granted,
+                "lot_id": receipt.lot_id,
+            },
+        )
     return SubscriptionOut(**asdict(receipt))

@@ -106,6 +106,7 @@ class SubscriptionOut(BaseModel):
     tokens_granted: int
     lot_id: str | None
     unlimited: bool
+    replayed: bool = False
 
 
 class OrderIn(BaseModel):
