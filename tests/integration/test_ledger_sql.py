@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -329,7 +330,9 @@ def test_subscriptions_grant_once_per_period(container: Container, clock: FakeCl
     bought = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
     clock.advance(minutes=24 * 60)  # once an idempotency conflict: its expiry moved on
     again_later = c.plans.buy_topup(account_id=acct, plan="topup-500", idempotency_key="order-1")
-    assert again_later == bought and bought.period_end - bought.period_start == timedelta(days=365)
+    assert again_later == replace(bought, replayed=True)  # the same pack, said to be so
+    assert bought.period_end - bought.period_start == timedelta(days=365)
+    assert (first.replayed, again.replayed, bought.replayed) == (False, True, False)
     assert c.accounts.balance(account_id=acct).available == 1500
     with pytest.raises(InvalidInputError):
         c.plans.subscribe(account_id=acct, plan="topup-500")
