@@ -73,6 +73,17 @@ async def _put_right(
     return done
 
 
+def _one_job_put_right(container: bootstrap.Container, customer: Customer) -> dict[str, Any]:
+    """Submit one job: it, once finished and its dispatcher errors forgotten."""
+
+    async def scenario() -> dict[str, Any]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            return await _put_right(container, client, customer, job["id"])
+
+    return run(scenario)
+
+
 def _balance(container: bootstrap.Container, customer: Customer) -> tuple[int, int]:
     view = container.accounts.balance(account_id=customer.account_id)
     return view.available, view.held
@@ -232,12 +243,7 @@ def test_a_database_error_in_the_dispatcher_does_not_orphan_the_job(
 
     monkeypatch.setattr(lifecycle, step, _failing_first(real, failures))
 
-    async def scenario() -> dict[str, Any]:
-        async with running_app(container) as client:
-            job = (await submit(client, customer, png_bytes())).json()
-            return await _put_right(container, client, customer, job["id"])
-
-    job = run(scenario)
+    job = _one_job_put_right(container, customer)
     assert not failures
     assert job["state"] == "succeeded" and job["tokens_charged"] == 10
     assert job["attempts"] == attempts and engine.started.count(job["id"]) == attempts
@@ -269,12 +275,7 @@ def test_a_repair_looks_again_while_the_database_stays_away(
     gets = failures[1:]
     monkeypatch.setattr(jobs, "_store", _FlakyGets(jobs._store, gets))
 
-    async def scenario() -> dict[str, Any]:
-        async with running_app(container) as client:
-            job = (await submit(client, customer, png_bytes())).json()
-            return await _put_right(container, client, customer, job["id"])
-
-    job = run(scenario)
+    job = _one_job_put_right(container, customer)
     assert not gets
     assert job["state"] == "succeeded" and job["tokens_charged"] == 10 and job["attempts"] == 1
     assert _balance(container, customer) == (90, 0)
@@ -299,12 +300,7 @@ def test_a_job_repaired_at_its_last_attempt_fails_with_its_hold_released(
     monkeypatch.setattr(lifecycle, "requeue", then_succeed)
     monkeypatch.setattr(lifecycle, "succeed", _failing_first(lifecycle.succeed, failures))
 
-    async def scenario() -> dict[str, Any]:
-        async with running_app(container) as client:
-            job = (await submit(client, customer, png_bytes())).json()
-            return await _put_right(container, client, customer, job["id"])
-
-    job = run(scenario)
+    job = _one_job_put_right(container, customer)
     assert job["state"] == "failed" and job["attempts"] == 2
     assert job["failure"]["code"] == "worker_lost"
     assert job["failure"]["reason"] == dispatcher.UNRECORDED
