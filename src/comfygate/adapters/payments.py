@@ -35,8 +35,8 @@ def _parse_header(value: str) -> tuple[int, list[str]]:
     signatures: list[str] = []
     for part in value.split(","):
         name, _, item = part.strip().partition("=")
-        # Seconds since 1970 (up to 12 digits), and lower-case hex: anything else is
-        # malformed (``int`` refuses 4,300 digits, ``compare_digest`` non-ASCII text).
+        # Seconds since 1970 (up to 12 ASCII digits), and an ASCII signature: anything
+        # else is malformed (``int`` refuses 4,300 digits, ``compare_digest`` non-ASCII).
         if name == "t" and 0 < len(item) <= 12 and item.isascii() and item.isdigit():
             timestamp = int(item)
         elif name == "v1" and item and item.isascii():

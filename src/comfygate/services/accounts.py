@@ -60,9 +60,9 @@ class AccountQueries:
         require_account(self._store, account_id)
         now = self._clock.now()
         cached = self._store.balance(account_id)
-        held = self._store.lots(account_id)
-        lots = sorted((lot for lot, _ in held), key=dl.burn_key)
-        held_of = {lot.id: tokens for lot, tokens in held}
+        with_held = self._store.lots(account_id)
+        lots = sorted((lot for lot, _ in with_held), key=dl.burn_key)
+        held_of = {lot.id: tokens for lot, tokens in with_held}
         views = [
             LotView(
                 lot_id=lot.id,

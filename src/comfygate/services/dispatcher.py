@@ -349,10 +349,11 @@ class Dispatcher:
         reason = self._cancels.get(job_id)
         if reason is not None and not job.state.is_terminal:
             self._lifecycle.cancel(job, reason=reason)
-            self._cancels.pop(job_id, None)
-            return None
-        self._cancels.pop(job_id, None)
-        return recover_job(job, self._lifecycle, lost_twice=UNRECORDED)
+            again = None
+        else:
+            again = recover_job(job, self._lifecycle, lost_twice=UNRECORDED)
+        self._cancels.pop(job_id, None)  # (kept while it could not be carried out)
+        return again
 
     async def _interrupted(self, job_id: str, entry: _Running) -> None:
         """Our own task was cancelled (shutdown): stop the engine, queue the job again."""
@@ -383,12 +384,11 @@ class Dispatcher:
             if entry is not None:
                 break
             current = await asyncio.to_thread(self._store.get, job.id)
+            # Running, but nothing runs it: it is under repair.
             if (
                 current is not None
                 and current.state is JobState.RUNNING
-                and (
-                    current.id in self._troubles  # nothing runs it: a repair will look at it
-                )
+                and (current.id in self._troubles)
             ):
                 self._cancels[current.id] = reason  # if this fails too, the repair cancels
                 canceled = await asyncio.to_thread(self._lifecycle.cancel, current, reason=reason)

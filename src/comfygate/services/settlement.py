@@ -233,10 +233,9 @@ class JobLifecycle:
             ).hold_id
 
         try:
-            try:
-                hold_id = hold(job.tokens)
-            except IdempotencyConflictError:  # decided before: unpaid (its hold of 0)
-                hold_id = hold(0)
+            hold_id = hold(job.tokens)
+        except IdempotencyConflictError:  # decided before: unpaid (its hold of 0)
+            hold_id = hold(0)
         except InsufficientBalanceError:
             try:
                 hold_id = hold(0)

@@ -103,12 +103,7 @@ class SqlOrderStore:
             return conn.execute(update).rowcount == 1
 
     def paid_without_grant(self, limit: int, *, after: str | None = None) -> Sequence[Order]:
-        query = (
-            sa.select(orders)
-            .where(orders.c.state == OrderState.PAID.value, orders.c.grant_info.is_(None))
-            .order_by(orders.c.id)
-            .limit(limit)
-        )
+        query = sa.select(orders).where(*_PAID_WITHOUT_GRANT).order_by(orders.c.id).limit(limit)
         if after is not None:
             query = query.where(orders.c.id > after)
         with read_only(self.engine.connect()) as conn:
@@ -130,10 +125,10 @@ class SqlOrderStore:
         return True
 
 
+_PAID_WITHOUT_GRANT = (orders.c.state == OrderState.PAID.value, orders.c.grant_info.is_(None))
+"""An order paid whose grant is not yet stored."""
+
+
 def _paid_without_grant(order: Order) -> sa.Update:
     """An update of ``order`` while it is paid but its grant is not yet stored."""
-    return orders.update().where(
-        orders.c.id == order.id,
-        orders.c.state == OrderState.PAID.value,
-        orders.c.grant_info.is_(None),
-    )
+    return orders.update().where(orders.c.id == order.id, *_PAID_WITHOUT_GRANT)

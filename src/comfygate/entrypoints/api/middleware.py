@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.domain.errors import RequestTooLargeError
+from comfygate.entrypoints.api.errors import problem
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -120,8 +121,6 @@ class BodyLimitMiddleware:
         received = 0
         limit = self.max_bytes
         if _declared_length(scope) > limit:  # refused before a byte of it is read
-            from comfygate.entrypoints.api.errors import problem
-
             message = f"the request body exceeds {limit} bytes"
             response = problem(
                 Request(scope), status=413, code="request_too_large", message=message
