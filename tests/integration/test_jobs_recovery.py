@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from comfygate import bootstrap
 from comfygate.adapters.images import receive_upload_sync
@@ -259,4 +262,45 @@ def test_a_late_success_the_account_can_no_longer_pay_is_recorded_unpaid(
         assert c.jobs.lifecycle.settle(job).tokens_charged == 0
         balance = c.accounts.balance(account_id=account)
         assert (balance.available, balance.held) == (PRICE, 0)
+        assert c.accounts.reconcile().ok
+
+
+STEP = st.one_of(
+    st.just(("settle", 0)),
+    st.tuples(st.just("grant"), st.integers(1, 2 * PRICE)),
+    st.tuples(st.just("spend"), st.integers(1, 2 * PRICE)),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(granted=st.integers(PRICE, 2 * PRICE), steps=st.lists(STEP, min_size=1, max_size=6))
+# Unpaid at the first settlement, able to pay at the next: it once charged the job then.
+@example(granted=PRICE, steps=[("spend", 1), ("settle", 0), ("grant", PRICE)])
+def test_a_late_charge_is_decided_once_whatever_happens_around_it(
+    granted: int, steps: list[tuple[str, int]]
+) -> None:
+    """Settlements of a success whose hold ran out, from the same read, with the
+    account's tokens coming and going between them (SQLite): the job is charged its
+    price or nothing, the first settlement decides which, and the ledger's revenue
+    says exactly what the job and the other spending say."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _hold_ran_out(f"sqlite:///{tmp}/db.sqlite", Path(tmp), granted) as (c, acct, job),
+    ):
+        spent, charged = 0, None
+        for i, (action, tokens) in enumerate([*steps, ("settle", 0)]):
+            if action == "settle":
+                settled = c.jobs.lifecycle.settle(job)
+                charged = settled.tokens_charged if charged is None else charged
+                assert settled.tokens_charged == charged in (0, PRICE)
+            elif action == "grant":
+                c.ledger.grant(account_id=acct, amount=tokens, source="topup",
+                               idempotency_key=f"g{i}")  # fmt: skip
+            elif c.accounts.balance(account_id=acct).available >= tokens:
+                hold = c.ledger.place_hold(account_id=acct, amount=tokens,
+                                           idempotency_key=f"s{i}")  # fmt: skip
+                c.ledger.capture(hold_id=hold.hold_id, idempotency_key=f"s{i}")
+                spent += tokens
+        assert c.ledger_store.posting_sums()["revenue"] == spent + (charged or 0)
+        assert c.accounts.balance(account_id=acct).held == 0
         assert c.accounts.reconcile().ok

@@ -119,3 +119,31 @@ def test_a_vip_order_paid_while_vip_runs_extends_it(c: bootstrap.Container) -> N
     assert current is not None
     c.payments.confirm(order_id=order.id, actor="operator")
     assert c.plans.paid_until(account_id=account_id, plan="vip") > current.ends_at
+
+
+def test_a_confirm_and_the_grant_chore_at_once_grant_an_order_once(
+    c: bootstrap.Container,
+) -> None:
+    """A paid order left without its grant, granted by a late confirm and the chore at
+    the same moment, on separate connections."""
+    account_id, buyer = _buyer(c)
+    orders = [c.payments.create_order(actor=buyer, plan=p) for p in ("topup-500", "monthly")]
+    for order in orders:
+        assert c.payments._store.settle(replace(order, state=OrderState.PAID, paid_at=MARCH))
+    start = threading.Barrier(2)
+
+    def confirm_all(_: int) -> None:
+        start.wait(10)
+        for order in orders:
+            c.payments.confirm(order_id=order.id, actor="operator")
+
+    def chore(_: int) -> None:
+        start.wait(10)
+        c.payments.grant_paid()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda f: f(0), [confirm_all, chore]))
+    assert _available(c, account_id) == 1500
+    confirms = [e for e in c.audit.entries(account_id=account_id) if e.action == "orders.confirm"]
+    assert len(confirms) == 2
+    assert c.accounts.reconcile().ok
