@@ -216,6 +216,46 @@ def test_a_cancel_that_read_the_job_running_finds_it_back_in_the_queue(
     assert _balance(container, customer) == (100, 0)
 
 
+def test_a_cancel_gives_up_on_a_job_that_keeps_moving_and_moves_nothing(
+    container: bootstrap.Container, engine: FakeEngine
+) -> None:
+    """Each time the cancel finds the job queued, it has just been taken to run, and
+    each time it looks again the job is back in the queue. After ``CANCEL_TRIES`` the
+    caller is told to try again (409), the hold stays, and a later cancel works."""
+    customer = new_customer(container, tokens=100)
+    engine.default = "hang"
+    lifecycle = container.jobs.lifecycle
+    cancel = lifecycle.cancel
+    missed: list[str] = []
+
+    def taken_just_before(job: Any, **kwargs: Any) -> Any:
+        missed.append(job.id)
+        return None  # as when the dispatcher started it a moment before
+
+    async def scenario() -> tuple[httpx.Response, tuple[int, int], httpx.Response]:
+        async with running_app(container) as client:
+            blocker = (await submit(client, customer, png_bytes(seed=1))).json()
+            await _until(lambda: blocker["id"] in engine.started)
+            queued = (await submit(client, customer, png_bytes(seed=2))).json()
+            lifecycle.cancel = taken_just_before  # type: ignore[method-assign]
+            url, h = f"/v1/jobs/{queued['id']}/cancel", customer.headers
+            refused = await client.post(url, headers=h)
+            held = _balance(container, customer)
+            lifecycle.cancel = cancel  # type: ignore[method-assign]
+            again = await client.post(url, headers=h)
+            await client.post(f"/v1/jobs/{blocker['id']}/cancel", headers=h)
+            return refused, held, again
+
+    refused, held, again = run(scenario)
+    assert refused.status_code == 409 and refused.json()["code"] == "invalid_job_state"
+    assert "try again" in refused.json()["detail"]
+    assert len(missed) == dispatcher.CANCEL_TRIES
+    assert held == (80, 20)
+    assert again.status_code == 200 and again.json()["state"] == "canceled"
+    assert _balance(container, customer) == (100, 0)
+    assert container.accounts.reconcile().ok
+
+
 @pytest.mark.parametrize(
     ("step", "errors", "attempts"),
     [("start", 1, 1), ("start", 3, 1), ("succeed", 1, 2), ("settle", 1, 1)],
