@@ -247,7 +247,7 @@ def test_expiry_writes_off_lots_and_releases_holds_idempotently(
 ) -> None:
     c = container
     acct = c.ledger.open_account(name="exp")
-    c.ledger.grant(
+    promotion = c.ledger.grant(
         account_id=acct, amount=30, source="promotion", idempotency_key="g",
         expires_at=clock.now() + timedelta(hours=1),
     )  # fmt: skip
@@ -269,6 +269,8 @@ def test_expiry_writes_off_lots_and_releases_holds_idempotently(
     with pytest.raises(HoldNotOpenError):
         c.ledger.release(hold_id=h2.hold_id, idempotency_key="r", reason="late")
     assert c.ledger_store.posting_sums()["expired"] == 30
+    (written_off,) = [x for x in c.accounts.statement(account_id=acct) if x.kind == "expire_lot"]
+    assert (written_off.available_delta, written_off.memo) == (-30, {"lot_id": promotion.lot_id})
     assert_consistent(c)
 
 

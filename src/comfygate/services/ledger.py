@@ -454,7 +454,8 @@ class LedgerService:
                 released += hold.amount
             for lot in uow.lots(account_id):
                 if lot.is_expired(now) and lot.remaining > 0:
-                    txn = NewTransaction(new_id("txn"), now, None, None, {}, {"lot_id": lot.id})
+                    named = {"lot_id": lot.id}  # the statement's line says which lot
+                    txn = NewTransaction(new_id("txn"), now, None, None, named, named)
                     uow.append(txn, dl.expire_lot_movement(lot))
                     lots += 1
                     written_off += lot.remaining
