@@ -17,7 +17,7 @@ NUL = "\u0000"
 CASES: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/usage?since=0001-01-01T00:00:00%2B05:00", "user", None),
     ("GET", "/v1/usage?until=9999-12-31T23:59:59-05:00", "user", None),
-    ("GET", "/v1/ledger?cursor=%00", "user", None),
+    ("GET", "/v1/ledger?cursor=%00", "admin", None),
     ("GET", "/v1/jobs?cursor=%00", "user", None),
     ("GET", "/v1/jobs/job_%00", "user", None),
     ("GET", "/v1/orders/ord_%00", "user", None),

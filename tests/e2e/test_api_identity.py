@@ -129,7 +129,7 @@ def test_framework_errors_are_problems_too(gw: Gateway) -> None:
     assert gw.client.get("/v1/nothing-here").json()["code"] == "not_found"
     wrong_method = gw.client.put("/v1/balance")
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
-    bad_query = gw.client.get("/v1/ledger?limit=0", headers=acme.user)
+    bad_query = gw.client.get("/v1/ledger?limit=0", headers=acme.admin)
     assert bad_query.status_code == 422 and bad_query.json()["code"] == "invalid_input"
 
 

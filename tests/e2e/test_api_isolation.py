@@ -109,7 +109,7 @@ def test_every_route_with_an_id_refuses_another_account(world) -> None:  # type:
     assert "GET /v1/orders/{order_id}" in checked and "DELETE /v1/admin/keys/{key_id}" in checked
 
     # and nothing happened to the victim
-    statement = gw.client.get("/v1/ledger", headers=victim.user).json()["items"]
+    statement = gw.client.get("/v1/ledger", headers=victim.admin).json()["items"]
     assert [line["available_delta"] for line in statement if line["kind"] == "grant"] == [100]
     order = gw.client.get(f"/v1/orders/{ids['order_id']}", headers=victim.user).json()
     assert order["state"] == "pending"

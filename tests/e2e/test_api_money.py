@@ -60,7 +60,7 @@ def test_statement_pages_with_a_cursor(gw: Gateway) -> None:
     cursor = None
     for _ in range(4):
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = gw.client.get("/v1/ledger", params=params, headers=acme.user).json()
+        page = gw.client.get("/v1/ledger", params=params, headers=acme.admin).json()
         seen += [line["available_delta"] for line in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -68,6 +68,15 @@ def test_statement_pages_with_a_cursor(gw: Gateway) -> None:
     assert seen == [5, 4, 3, 2, 1]
     admin_view = gw.client.get(f"/v1/admin/accounts/{acme.account_id}/ledger", headers=acme.admin)
     assert [x["available_delta"] for x in admin_view.json()["items"]] == [5, 4, 3, 2, 1]
+
+
+def test_the_statement_is_for_the_accounts_admins_not_its_users(gw: Gateway) -> None:
+    """It lists every user's holds and every grant; a user sees their own jobs."""
+    acme = gw.tenant("acme", tokens=10)
+    refused = gw.client.get("/v1/ledger", headers=acme.user)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert "grant" not in refused.text
+    assert gw.client.get("/v1/ledger", headers=acme.admin).json()["items"][0]["kind"] == "grant"
 
 
 def test_plans_are_public_and_subscriptions_are_the_operators(gw: Gateway) -> None:

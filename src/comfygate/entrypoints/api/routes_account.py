@@ -1,7 +1,9 @@
 """The caller's own money: balance, ledger statement, plans, and subscriptions.
 
 Every route reads the caller's own account; nothing here takes an account id from the
-client except ``POST /v1/subscriptions``, which is the operator's.
+client except ``POST /v1/subscriptions``, which is the operator's. The statement is
+the account's admins': it lists every user's holds and every grant, where a user sees
+only their own jobs (``/v1/jobs``, ``/v1/usage``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from comfygate.entrypoints.api.deps import ContainerDep, OperatorDep, PrincipalDep
+from comfygate.entrypoints.api.deps import AdminDep, ContainerDep, OperatorDep, PrincipalDep
 from comfygate.entrypoints.api.schemas import (
     BalanceOut,
     Page,
@@ -45,11 +47,11 @@ def statement_page(
 @router.get(
     "/ledger",
     response_model=Page[StatementLineOut],
-    summary="The caller's ledger statement, newest first",
+    summary="The caller's account's ledger statement, newest first (admin)",
 )
 def ledger(
     container: ContainerDep,
-    principal: PrincipalDep,
+    principal: AdminDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[StatementLineOut]:
