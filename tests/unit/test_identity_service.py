@@ -93,6 +93,12 @@ class FakeAuditStore:
     def append(self, entry: AuditEntry) -> None:
         self.entries_list.append(entry)
 
+    def append_once(self, entry: AuditEntry) -> bool:
+        if any(e.id == entry.id for e in self.entries_list):
+            return False
+        self.append(entry)
+        return True
+
     def entries(
         self, *, account_id: str | None, limit: int, before: str | None
     ) -> list[AuditEntry]:
