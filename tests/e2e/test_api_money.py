@@ -7,8 +7,10 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import APIRouter
 
 from comfygate.adapters.payments import sign
@@ -77,6 +79,60 @@ def test_the_statement_is_for_the_accounts_admins_not_its_users(gw: Gateway) -> 
     assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     assert "grant" not in refused.text
     assert gw.client.get("/v1/ledger", headers=acme.admin).json()["items"][0]["kind"] == "grant"
+
+
+def _audit_fails_once(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next audit insert fails (the database, busy a moment), after the action."""
+    store = gw.container.audit._store
+    real, failures = store.append, [sa.exc.OperationalError("INSERT", {}, Exception("locked"))]
+
+    def append(entry: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(entry)
+
+    monkeypatch.setattr(store, "append", append)
+
+
+@pytest.mark.parametrize(
+    ("action", "path", "body"),
+    [
+        ("ledger.grant", "grants", {"tokens": 70, "idempotency_key": "deal-42"}),
+        ("subscriptions.create", "subscriptions", {"plan": "monthly"}),
+        ("subscriptions.create", "subscriptions", {"plan": "vip"}),
+    ],
+)
+def test_a_grant_whose_audit_entry_failed_is_audited_once_by_its_retry(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, action: str, path: str, body: Any
+) -> None:
+    """The retry of a grant that committed is a replay, which once wrote no entry: the
+    tokens moved with none at all. Now it writes the lost one, and a third call none."""
+    acme = gw.tenant("acme")
+    url = f"/v1/admin/accounts/{acme.account_id}/{path}"
+    _audit_fails_once(gw, monkeypatch)
+    failed = gw.client.post(url, json=body, headers=gw.operator)
+    retries = [gw.client.post(url, json=body, headers=gw.operator) for _ in range(2)]
+    assert failed.status_code == 500
+    assert [r.status_code for r in retries] == [201, 201]
+    assert all(r.json()["replayed"] for r in retries)
+    audit = gw.client.get("/v1/admin/audit", headers=acme.admin).json()["items"]
+    entries = [e for e in audit if e["action"] == action]
+    assert len(entries) == 1 and entries[0]["actor"].startswith("operator:")
+
+
+def test_a_confirmed_order_whose_audit_entry_failed_is_audited_once_by_the_next_confirm(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = gw.tenant("acme")
+    order = gw.client.post("/v1/orders", json={"plan": "topup-500"}, headers=acme.admin).json()
+    confirm = f"/v1/admin/orders/{order['id']}/confirm"
+    _audit_fails_once(gw, monkeypatch)
+    failed = gw.client.post(confirm, headers=gw.operator)
+    again = [gw.client.post(confirm, headers=gw.operator) for _ in range(2)]
+    assert failed.status_code == 500 and [r.status_code for r in again] == [200, 200]
+    assert gw.client.get("/v1/balance", headers=acme.admin).json()["available"] == 500
+    audit = gw.client.get("/v1/admin/audit", headers=acme.admin).json()["items"]
+    assert [e["target"] for e in audit if e["action"] == "orders.confirm"] == [order["id"]]
 
 
 def test_plans_are_public_and_subscriptions_are_the_operators(gw: Gateway) -> None:

@@ -104,8 +104,8 @@ def grant_cmd(
         expires_at=expires_at,
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
-    if not receipt.replayed:
-        _audit(ctx, "ledger.grant", account, tokens=tokens, source=source, lot_id=receipt.lot_id)
+    _audit(ctx, "ledger.grant", account, receipt.lot_id, tokens=tokens, source=source,
+           lot_id=receipt.lot_id)  # fmt: skip
     emit(receipt, as_json=as_json, human=lambda r: f"granted {r.amount} tokens (lot {r.lot_id})")
 
 
@@ -114,10 +114,18 @@ def shown_url(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-def _audit(ctx: click.Context, action: str, account: str, **details: Any) -> None:
-    """Money moved from the command line is audited like money moved over the API."""
+def _audit(
+    ctx: click.Context, action: str, account: str, once_for: str | None, **details: Any
+) -> None:
+    """Money moved from the command line is audited like money moved over the API:
+    once for what it made (``once_for``), so a replay writes an entry a failure lost."""
     app(ctx).audit.record(
-        actor="cli", action=action, target=account, account_id=account, details=details
+        actor="cli",
+        action=action,
+        target=account,
+        account_id=account,
+        details=details,
+        once_for=once_for,
     )
 
 
@@ -129,7 +137,7 @@ def _audit(ctx: click.Context, action: str, account: str, **details: Any) -> Non
 def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Subscribe ACCOUNT to PLAN (grants the current period; idempotent)."""
     receipt = app(ctx).plans.subscribe(account_id=account, plan=plan)
-    _audit_unless_replayed(ctx, receipt, "subscriptions.create", account, plan)
+    _audit_once(ctx, receipt, "subscriptions.create", account, plan)
     _emit_subscription(ctx, receipt, as_json)
 
 
@@ -141,7 +149,7 @@ def subscribe_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) ->
 def renew_cmd(ctx: click.Context, account: str, plan: str, as_json: bool) -> None:
     """Renew ACCOUNT's PLAN: grants the next period (idempotent per period)."""
     receipt = app(ctx).plans.renew(account_id=account, plan=plan)
-    _audit_unless_replayed(ctx, receipt, "subscriptions.renew", account, plan)
+    _audit_once(ctx, receipt, "subscriptions.renew", account, plan)
     _emit_subscription(ctx, receipt, as_json)
 
 
@@ -160,16 +168,16 @@ def topup_cmd(
         plan=plan,
         idempotency_key=new_id("cli") if idempotency_key is None else idempotency_key,
     )
-    _audit_unless_replayed(ctx, receipt, "ledger.topup", account, plan)
+    _audit_once(ctx, receipt, "ledger.topup", account, plan)
     _emit_subscription(ctx, receipt, as_json)
 
 
-def _audit_unless_replayed(
-    ctx: click.Context, receipt: Any, action: str, account: str, plan: str
-) -> None:
-    """Audit what moved tokens; a replay (the same period, or key) moved none."""
-    if not receipt.replayed:
-        _audit(ctx, action, account, plan=plan, tokens=receipt.tokens_granted)
+def _audit_once(ctx: click.Context, receipt: Any, action: str, account: str, plan: str) -> None:
+    """Audit what moved tokens, once per period (or top-up lot): a replay (the same
+    period, or key) moved none, and writes an entry only where a failure lost one."""
+    once_for = receipt.subscription_id or receipt.lot_id
+    _audit(ctx, action, account, once_for, plan=plan, tokens=receipt.tokens_granted,
+           replayed=receipt.replayed)  # fmt: skip
 
 
 def _emit_subscription(ctx: click.Context, receipt: Any, as_json: bool) -> None:

@@ -6,13 +6,16 @@ Where the store of the action can take it (a job's hold and its settlement), the
 entry is written in the action's own transaction (``entry`` builds it): both or
 neither. Elsewhere it is written after the action has committed (``record``), so a
 crash in between can lose an entry but never invent one for an action that did not
-happen.
+happen. An idempotent action that moved tokens (a grant, a plan's period, a paid
+order) records ``once_for`` what it made: the entry's id is derived from that id, and
+its retries and replays record again, so the entry that a failure after the action
+lost is written by the next call, and never twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -44,6 +47,10 @@ class AuditEntry:
 class AuditStore(Protocol):
     def append(self, entry: AuditEntry) -> None: ...
 
+    def append_once(self, entry: AuditEntry) -> bool:
+        """Append unless an entry with its id exists; whether it did."""
+        ...
+
     def entries(
         self, *, account_id: str | None, limit: int, before: str | None
     ) -> list[AuditEntry]:
@@ -73,12 +80,19 @@ class AuditLog:
         target: str,
         details: Mapping[str, Any] | None = None,
         account_id: str | None = None,
+        once_for: str | None = None,
     ) -> AuditEntry:
-        """Append one entry; ``details`` must be JSON-serialisable."""
+        """Append one entry; ``details`` must be JSON-serialisable. With ``once_for``
+        (the id of what the action made: ``lot_...``, ``sub_...``, ``ord_...``) only
+        the first call for that id appends; it sorts where that id was made."""
         entry = self.entry(
             actor=actor, action=action, target=target, details=details, account_id=account_id
         )
-        self._store.append(entry)
+        if once_for is None:
+            self._store.append(entry)
+            return entry
+        entry = replace(entry, id=f"aud_{once_for.partition('_')[2]}")
+        self._store.append_once(entry)
         return entry
 
     def entry(

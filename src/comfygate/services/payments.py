@@ -260,6 +260,7 @@ class PaymentService:
         if order.state is OrderState.CANCELED:
             raise OrderStateError(f"order {order_id} is canceled", state=order.state.value)
         if order.grant is not None:
+            self._audit_grant(order, actor)  # once: in case a failure lost the first
             return order
         return self._record_grant(order, actor)
 
@@ -284,14 +285,21 @@ class PaymentService:
         paid = replace(order, grant=grant)
         if not self._store.record_grant(paid):
             return self.order(order_id=order_id, actor=actor)  # a concurrent confirm did
+        self._audit_grant(paid, actor)
+        return paid
+
+    def _audit_grant(self, order: Order, actor: Actor) -> None:
+        """The order's grant's entry, written once per order (a confirm that finds the
+        order granted writes it if a failure lost it)."""
+        assert order.grant is not None
         self._audit.record(
             actor=actor,
             action="orders.confirm",
-            target=order_id,
+            target=order.id,
             account_id=order.account_id,
-            details={"plan": order.plan, **grant},
+            details={"plan": order.plan, **order.grant},
+            once_for=order.id,
         )
-        return paid
 
     def cancel(self, *, order_id: str, actor: Actor, reason: str = "") -> Order:
         """Cancel a pending order (a paid one cannot be canceled here)."""

@@ -40,6 +40,8 @@ class SubscriptionReceipt:
     unlimited: bool
     replayed: bool = False
     """Granted before (the same period, or the same key): this call moved nothing."""
+    subscription_id: str | None = None
+    """The period's subscription (None for a top-up pack)."""
 
 
 class SubscriptionStore(Protocol):
@@ -191,7 +193,7 @@ class PlanService:
             )
             return SubscriptionReceipt(
                 account_id, spec.name, spec.kind, period.start, period.end, 0, None, True,
-                not added,
+                not added, subscription_id,
             )  # fmt: skip
         receipt = self._ledger.grant(
             account_id=account_id,
@@ -212,6 +214,7 @@ class PlanService:
             receipt.lot_id,
             False,
             receipt.replayed,
+            subscription_id,
         )
 
 

@@ -153,6 +153,13 @@ class SqlAuditStore:
         with self.engine.begin() as conn:
             conn.execute(INSERT_AUDIT, audit_row(entry))
 
+    def append_once(self, entry: AuditEntry) -> bool:
+        try:
+            self.append(entry)
+        except sa.exc.IntegrityError:  # the id is the table's only key
+            return False
+        return True
+
     def entries(
         self, *, account_id: str | None, limit: int, before: str | None
     ) -> list[AuditEntry]:

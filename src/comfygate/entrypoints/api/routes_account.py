@@ -78,18 +78,20 @@ def subscribe(
 def subscribe_account(
     container: ContainerDep, principal: OperatorDep, account_id: str, plan: str
 ) -> SubscriptionOut:
-    """Grant the plan's current period (idempotent per period) and audit it."""
+    """Grant the plan's current period (idempotent per period) and audit it, once per
+    period: a replay writes the entry only if a failure lost the first call's."""
     receipt = container.plans.subscribe(account_id=account_id, plan=plan)
-    if not receipt.replayed:  # a replay moved nothing: it once wrote an entry each time
-        container.audit.record(
-            actor=principal,
-            action="subscriptions.create",
-            target=account_id,
-            account_id=account_id,
-            details={
-                "plan": plan,
-                "tokens_granted": receipt.tokens_granted,
-                "lot_id": receipt.lot_id,
-            },
-        )
+    container.audit.record(
+        actor=principal,
+        action="subscriptions.create",
+        target=account_id,
+        account_id=account_id,
+        details={
+            "plan": plan,
+            "tokens_granted": receipt.tokens_granted,
+            "lot_id": receipt.lot_id,
+            "replayed": receipt.replayed,
+        },
+        once_for=receipt.subscription_id,
+    )
     return SubscriptionOut(**asdict(receipt))

@@ -186,14 +186,14 @@ def grant(
         idempotency_key=key,
         memo={"by": principal.user_id},
     )
-    if not receipt.replayed:
-        container.audit.record(
-            actor=principal,
-            action="ledger.grant",
-            target=account_id,
-            account_id=account_id,
-            details={"tokens": body.tokens, "source": body.source, "lot_id": receipt.lot_id},
-        )
+    container.audit.record(  # once per lot: a retry writes the entry a failure lost
+        actor=principal,
+        action="ledger.grant",
+        target=account_id,
+        account_id=account_id,
+        details={"tokens": body.tokens, "source": body.source, "lot_id": receipt.lot_id},
+        once_for=receipt.lot_id,
+    )
     return GrantOut(**{name: getattr(receipt, name) for name in GrantOut.model_fields})
 
 

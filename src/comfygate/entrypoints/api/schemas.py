@@ -107,6 +107,7 @@ class SubscriptionOut(BaseModel):
     lot_id: str | None
     unlimited: bool
     replayed: bool = False
+    subscription_id: str | None = None
 
 
 class OrderIn(BaseModel):
