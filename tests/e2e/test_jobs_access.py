@@ -284,10 +284,20 @@ def test_usage_scopes_and_csv_export(container: bootstrap.Container) -> None:
             out["csv"] = await client.get(
                 "/v1/usage", params={"format": "csv"}, headers=admin.headers
             )
+            first = (await client.get("/v1/usage?limit=1", headers=admin.headers)).json()
+            cursor = {"limit": 1, "cursor": first["next_cursor"]}
+            last = (await client.get("/v1/usage", params=cursor, headers=admin.headers)).json()
+            out["pages"] = [first, last]
             return out
 
     out = run(scenario)
-    assert out["admin"]["totals"] == {"jobs": 2, "tokens_charged": 20, "list_tokens": 20}
+    totals = {"jobs": 2, "succeeded": 2, "tokens_charged": 20, "list_tokens": 20}
+    assert out["admin"]["totals"] == totals
+    # Totals come with the first page only; a full last page says there is no next.
+    first, last = out["pages"]
+    assert first["totals"] == totals and last["totals"] is None
+    assert len(first["items"]) == len(last["items"]) == 1 and last["next_cursor"] is None
+    assert first["items"][0]["job_id"] != last["items"][0]["job_id"]
     assert out["user"]["totals"]["jobs"] == 1
     assert {e["user_id"] for e in out["user"]["items"]} == {user.user_id}
     assert out["operator"]["totals"]["jobs"] == 3

@@ -428,7 +428,7 @@ def test_vip_pays_nothing_records_list_price_and_has_a_fair_use_limit(
     assert (first["tokens"], first["list_tokens"]) == (0, 10)
     assert third.status_code == 429 and third.json()["code"] == "concurrency_limit"
     assert all(j["state"] == "succeeded" and j["tokens_charged"] == 0 for j in done)
-    assert usage["totals"] == {"jobs": 2, "tokens_charged": 0, "list_tokens": 20}
+    assert usage["totals"] == {"jobs": 2, "succeeded": 2, "tokens_charged": 0, "list_tokens": 20}
     assert _balance(container, customer) == (30, 0)
 
 

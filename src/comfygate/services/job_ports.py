@@ -132,8 +132,12 @@ class UsageEvent:
 @dataclass(frozen=True, slots=True)
 class UsageTotals:
     jobs: int
+    """Settled jobs, whatever their outcome."""
+    succeeded: int
     tokens_charged: int
     list_tokens: int
+    """What the succeeded jobs cost at list price (a VIP's are charged 0): a failed or
+    canceled job delivered nothing, at any price."""
 
 
 class JobStore(Protocol):

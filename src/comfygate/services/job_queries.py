@@ -55,7 +55,8 @@ class ShareLink:
 @dataclass(frozen=True, slots=True)
 class UsageReport:
     events: list[UsageEvent]
-    totals: UsageTotals
+    totals: UsageTotals | None
+    """Over the whole range, with the first page (None on the pages after it)."""
     next_cursor: str | None
 
 
@@ -167,16 +168,25 @@ class JobQueries:
         until: datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        totals: bool = True,
     ) -> UsageReport:
-        """Usage events and totals: a user's own, an admin's account's, an operator's
-        chosen account (or all)."""
+        """Usage events: a user's own, an admin's account's, an operator's chosen
+        account (or all); with the range's ``totals`` on the first page, where they
+        are asked for. (They sum the whole range: every page of an export summed it
+        again.)"""
         limit = max(1, min(limit, 10_000))
         owner, user = _scope(principal, account_id)
         events = self._store.usage(
-            account_id=owner, user_id=user, since=since, until=until, limit=limit, before=cursor
-        )
-        totals = self._store.usage_totals(account_id=owner, user_id=user, since=since, until=until)
-        return UsageReport(events, totals, events[-1].id if len(events) == limit else None)
+            account_id=owner, user_id=user, since=since, until=until, limit=limit + 1,
+            before=cursor,
+        )  # fmt: skip
+        summed = None
+        if totals and not cursor:
+            summed = self._store.usage_totals(
+                account_id=owner, user_id=user, since=since, until=until
+            )
+        more = len(events) > limit  # (one more than the page: a full last page has no next)
+        return UsageReport(events[:limit], summed, events[limit - 1].id if more else None)
 
 
 def _scope(principal: Principal, account_id: str | None) -> tuple[str | None, str | None]:

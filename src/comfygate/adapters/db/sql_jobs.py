@@ -376,13 +376,15 @@ class SqlJobStore:
         until: datetime | None,
     ) -> UsageTotals:
         u = usage_events.c
+        succeeded = u.outcome == JobState.SUCCEEDED.value
         query = sa.select(
             sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((succeeded, 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(u.tokens_charged), 0),
-            sa.func.coalesce(sa.func.sum(u.list_tokens), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((succeeded, u.list_tokens), else_=0)), 0),
         )
         row: Any = self._read(_usage_filter(query, account_id, user_id, since, until))[0]
-        return UsageTotals(int(row[0]), int(row[1]), int(row[2]))
+        return UsageTotals(*(int(value) for value in row))
 
 
 def _event_row(event: JobEvent) -> dict[str, Any]:

@@ -65,25 +65,32 @@ async def usage(
     account_id: Annotated[str | None, Query(max_length=40)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
-    report = await anyio.to_thread.run_sync(
-        functools.partial(
-            container.jobs.queries.usage,
-            principal=principal,
-            account_id=account_id,
-            since=_aware(since, "since"),
-            until=_aware(until, "until"),
-            limit=limit,
-            cursor=cursor,
-        )
+    read = functools.partial(
+        container.jobs.queries.usage,
+        principal=principal,
+        account_id=account_id,
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
+        limit=limit,
+        cursor=cursor,
+        totals=format == "json",
     )
-    if format == "csv":
-        headers = {"Content-Disposition": 'attachment; filename="usage.csv"'}
-        if report.next_cursor:
-            headers["X-Next-Cursor"] = report.next_cursor
-        return Response(_csv(report), media_type="text/csv; charset=utf-8", headers=headers)
+    # Read and rendered off the event loop: 10,000 lines take a quarter of a second.
+    render = _csv_response if format == "csv" else _json_response
+    return await anyio.to_thread.run_sync(lambda: render(read()))
+
+
+def _csv_response(report: UsageReport) -> Response:
+    headers = {"Content-Disposition": 'attachment; filename="usage.csv"'}
+    if report.next_cursor:
+        headers["X-Next-Cursor"] = report.next_cursor
+    return Response(_csv(report), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def _json_response(report: UsageReport) -> Response:
     body = UsageReportOut(
         items=[UsageOut.of(e) for e in report.events],
-        totals=UsageTotalsOut.of(report.totals),
+        totals=None if report.totals is None else UsageTotalsOut.of(report.totals),
         next_cursor=report.next_cursor,
     )
     return JSONResponse(body.model_dump(mode="json"))

@@ -6,6 +6,7 @@ result is never mistaken for DDColor.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -155,20 +156,21 @@ class UsageOut(BaseModel):
 
 
 class UsageTotalsOut(BaseModel):
-    jobs: int
+    jobs: int = Field(description="settled jobs, whatever their outcome")
+    succeeded: int
     tokens_charged: int
-    list_tokens: int
+    list_tokens: int = Field(description="what the succeeded jobs cost at list price")
 
     @classmethod
     def of(cls, totals: UsageTotals) -> UsageTotalsOut:
-        return cls(
-            jobs=totals.jobs, tokens_charged=totals.tokens_charged, list_tokens=totals.list_tokens
-        )
+        return cls(**asdict(totals))
 
 
 class UsageReportOut(BaseModel):
     items: list[UsageOut]
-    totals: UsageTotalsOut
+    totals: UsageTotalsOut | None = Field(
+        description="over the whole range, on the first page (null on the pages after)"
+    )
     next_cursor: str | None
 
 
