@@ -50,3 +50,56 @@ def test_bad_values_are_invalid_input_and_move_nothing(database_url: str, tmp_pa
         balance = gw.container.accounts.balance(account_id=tenant.account_id)
         assert (balance.available, balance.held) == (10, 0)
         assert gw.container.accounts.reconcile().ok
+
+
+LISTS = [
+    ("/v1/ledger", "admin"),
+    ("/v1/jobs", "user"),
+    ("/v1/usage", "user"),
+    ("/v1/orders", "user"),
+    ("/v1/admin/audit", "admin"),
+    ("/v1/admin/accounts", "op"),
+    ("/v1/admin/orders", "op"),
+]
+
+
+def test_a_list_refuses_a_cursor_no_page_gave_and_takes_an_empty_one_as_the_first(
+    tmp_path: Path,
+) -> None:
+    """A malformed cursor was a silently empty page on some lists, and an empty one
+    the first page on one list and an empty page on the others."""
+    with running_gateway(tmp_path) as gw:
+        tenant = gw.tenant("acme", tokens=10)
+        who = {"op": gw.operator, "admin": tenant.admin, "user": tenant.user}
+        for path, caller in LISTS:
+            first = gw.client.get(path, headers=who[caller])
+            empty = gw.client.get(f"{path}?cursor=", headers=who[caller])
+            bad = gw.client.get(f"{path}?cursor=nonsense", headers=who[caller])
+            assert first.status_code == 200, (path, first.text)
+            assert empty.json()["items"] == first.json()["items"], path
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_input", path
+
+
+def test_an_account_filter_names_an_account_the_caller_sees_or_is_not_found(
+    tmp_path: Path,
+) -> None:
+    """An operator's list of an unknown account was an empty page; an admin's audit
+    log of another account was the admin's own entries."""
+    with running_gateway(tmp_path) as gw:
+        acme, globex = gw.tenant("acme", tokens=10), gw.tenant("globex", tokens=10)
+        asked = [
+            ("/v1/admin/audit", acme.admin, globex.account_id),
+            ("/v1/usage", acme.admin, globex.account_id),
+            ("/v1/jobs", acme.admin, globex.account_id),
+            ("/v1/admin/audit", gw.operator, "acct_nope"),
+            ("/v1/usage", gw.operator, "acct_nope"),
+            ("/v1/jobs", gw.operator, "acct_nope"),
+        ]
+        for path, headers, account in asked:
+            answer = gw.client.get(path, params={"account_id": account}, headers=headers)
+            assert answer.status_code == 404, (path, account, answer.text)
+            assert answer.json()["code"] == "account_not_found", (path, account)
+        own = gw.client.get(
+            "/v1/admin/audit", params={"account_id": acme.account_id}, headers=acme.admin
+        )
+        assert own.status_code == 200 and own.json()["items"]

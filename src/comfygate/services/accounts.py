@@ -54,6 +54,10 @@ class AccountQueries:
         self._plans = plans
         self._clock = clock
 
+    def require(self, account_id: str) -> None:
+        """``AccountNotFoundError`` unless the account exists."""
+        require_account(self._store, account_id)
+
     def balance(self, *, account_id: str) -> BalanceView:
         """Derived from the lots (spendable) and the cached balance row (held); each
         lot with what it has left and what open holds took from it."""

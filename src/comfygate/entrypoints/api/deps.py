@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from comfygate.bootstrap import Container
 from comfygate.domain.errors import (
+    AccountNotFoundError,
     AuthenticationError,
     NotFoundError,
     PermissionDeniedError,
@@ -96,7 +97,37 @@ def ensure_visible(principal: Principal, account_id: str, *, what: str = "resour
         raise NotFoundError(f"no such {what}")
 
 
+def _cursor(
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^([a-z]+_[0-9a-z_]+)?$",
+            description="the previous page's next_cursor (empty: the first page)",
+        ),
+    ] = None,
+) -> str | None:
+    """A list's cursor: an id, as a previous page gave it. Anything else is
+    ``invalid_input`` (it was a silently empty page); an empty one is the first page."""
+    return cursor or None
+
+
+def check_account_filter(
+    container: Container, principal: Principal, account_id: str | None
+) -> None:
+    """A list's ``account_id`` filter names an account the caller may see, and that
+    exists: another account's data does not exist for the caller, so both are
+    ``account_not_found`` (an operator's list of an unknown account was an empty page,
+    an admin's of another account was its own entries)."""
+    if account_id is None:
+        return
+    if not principal.can_see_account(account_id):
+        raise AccountNotFoundError(f"no account {account_id}", account_id=account_id)
+    container.accounts.require(account_id)
+
+
 ContainerDep = Annotated[Container, Depends(_container_dependency)]
+CursorQuery = Annotated[str | None, Depends(_cursor)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.OPERATOR))]
 OperatorDep = Annotated[Principal, Depends(require_role(Role.OPERATOR))]

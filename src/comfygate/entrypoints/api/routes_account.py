@@ -13,7 +13,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from comfygate.entrypoints.api.deps import AdminDep, ContainerDep, OperatorDep, PrincipalDep
+from comfygate.entrypoints.api.deps import (
+    AdminDep,
+    ContainerDep,
+    CursorQuery,
+    OperatorDep,
+    PrincipalDep,
+)
 from comfygate.entrypoints.api.schemas import (
     BalanceOut,
     Page,
@@ -26,7 +32,6 @@ from comfygate.entrypoints.api.schemas import (
 router = APIRouter(prefix="/v1", tags=["account"])
 
 LimitQuery = Annotated[int, Query(ge=1, le=500, description="page size")]
-CursorQuery = Annotated[str | None, Query(max_length=64, description="from a previous page")]
 
 
 @router.get("/balance", response_model=BalanceOut, summary="The caller's balance")
@@ -52,8 +57,8 @@ def statement_page(
 def ledger(
     container: ContainerDep,
     principal: AdminDep,
+    cursor: CursorQuery,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> Page[StatementLineOut]:
     return statement_page(container, principal.account_id, limit, cursor)
 

@@ -14,7 +14,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, status
 
 from comfygate.domain.errors import InvalidInputError
-from comfygate.entrypoints.api.deps import AdminDep, ContainerDep, OperatorDep, PrincipalDep
+from comfygate.entrypoints.api.deps import (
+    AdminDep,
+    ContainerDep,
+    CursorQuery,
+    OperatorDep,
+    PrincipalDep,
+    check_account_filter,
+)
 from comfygate.entrypoints.api.routes_account import statement_page, subscribe_account
 from comfygate.entrypoints.api.schemas import (
     AccountIn,
@@ -38,7 +45,6 @@ from comfygate.entrypoints.api.schemas import (
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
-CursorQuery = Annotated[str | None, Query(max_length=64)]
 
 
 @router.post(
@@ -66,8 +72,8 @@ def create_account(
 def list_accounts(
     container: ContainerDep,
     principal: OperatorDep,
+    cursor: CursorQuery,
     limit: LimitQuery = 100,
-    cursor: CursorQuery = None,
 ) -> Page[AccountOut]:
     found = container.identity.accounts(actor=principal, limit=limit + 1, after=cursor)
     items = [AccountOut(id=a.id, name=a.name, created_at=a.created_at) for a in found[:limit]]
@@ -95,8 +101,8 @@ def account_ledger(
     account_id: str,
     container: ContainerDep,
     principal: AdminDep,
+    cursor: CursorQuery,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> Page[StatementLineOut]:
     container.identity.account(account_id=account_id, actor=principal)  # 404 if foreign
     return statement_page(container, account_id, limit, cursor)
@@ -215,10 +221,11 @@ def subscribe(
 def audit(
     container: ContainerDep,
     principal: AdminDep,
+    cursor: CursorQuery,
     account_id: Annotated[str | None, Query(max_length=40)] = None,
     limit: LimitQuery = 100,
-    cursor: CursorQuery = None,
 ) -> Page[AuditEntryOut]:
+    check_account_filter(container, principal, account_id)
     scope = account_id if principal.is_operator else principal.account_id
     entries = container.audit.entries(account_id=scope, limit=limit + 1, before=cursor)
     items = [

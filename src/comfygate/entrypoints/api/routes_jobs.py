@@ -19,14 +19,16 @@ from comfygate.domain.errors import InvalidImageSizeError, InvalidInputError
 from comfygate.domain.jobs import JobState
 from comfygate.entrypoints.api.deps import (
     ContainerDep,
+    CursorQuery,
     PrincipalDep,
+    check_account_filter,
     get_container,
     run_on_hot_path,
 )
 from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
 from comfygate.entrypoints.api.uploads import read_upload
 from comfygate.services.job_ports import JobEvent
-from comfygate.services.job_queries import ResultFile
+from comfygate.services.job_queries import JobPage, ResultFile
 from comfygate.services.jobs import SubmitRequest
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -153,23 +155,27 @@ async def get_job(job_id: str, container: ContainerDep, principal: PrincipalDep)
 async def list_jobs(
     container: ContainerDep,
     principal: PrincipalDep,
+    cursor: CursorQuery,
     state: Annotated[JobState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
     account_id: Annotated[
         str | None, Query(max_length=40, description="operators: one account's jobs")
     ] = None,
 ) -> JobPageOut:
-    page = await anyio.to_thread.run_sync(
-        functools.partial(
-            container.jobs.queries.list,
-            principal=principal,
-            state=state,
-            limit=limit,
-            cursor=cursor,
-            account_id=account_id,
-        )
+    read = functools.partial(
+        container.jobs.queries.list,
+        principal=principal,
+        state=state,
+        limit=limit,
+        cursor=cursor,
+        account_id=account_id,
     )
+
+    def answer() -> JobPage:
+        check_account_filter(container, principal, account_id)
+        return read()
+
+    page = await anyio.to_thread.run_sync(answer)
     return JobPageOut(items=[JobOut.of(j) for j in page.jobs], next_cursor=page.next_cursor)
 
 

@@ -13,14 +13,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from comfygate.entrypoints.api.deps import ContainerDep, OperatorDep, PrincipalDep
+from comfygate.entrypoints.api.deps import ContainerDep, CursorQuery, OperatorDep, PrincipalDep
 from comfygate.entrypoints.api.schemas import OrderIn, OrderOut, Page
 from comfygate.services.identity_types import Role
 
 router = APIRouter(tags=["orders"])
 
 LimitQuery = Annotated[int, Query(ge=1, le=500)]
-CursorQuery = Annotated[str | None, Query(max_length=64)]
 StateQuery = Annotated[str | None, Query(description="pending, paid or canceled")]
 
 
@@ -49,9 +48,9 @@ def create_order(body: OrderIn, container: ContainerDep, principal: PrincipalDep
 def list_orders(
     container: ContainerDep,
     principal: PrincipalDep,
+    cursor: CursorQuery,
     state: StateQuery = None,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> Page[OrderOut]:
     orders = container.payments.orders(
         account_id=principal.account_id,
@@ -97,9 +96,9 @@ async def payment_webhook(provider: str, request: Request, container: ContainerD
 def admin_orders(
     container: ContainerDep,
     principal: OperatorDep,
+    cursor: CursorQuery,
     state: StateQuery = None,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> Page[OrderOut]:
     orders = container.payments.orders(account_id=None, state=state, limit=limit + 1, before=cursor)
     return _page([OrderOut.of(o) for o in orders], limit)
