@@ -308,3 +308,40 @@ def test_usage_scopes_and_csv_export(container: bootstrap.Container) -> None:
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 2 and {r["account_id"] for r in rows} == {admin.account_id}
     assert {r["tokens_charged"] for r in rows} == {"10"}
+
+
+def test_a_cancel_says_who_canceled_and_is_audited_under_their_name(
+    container: bootstrap.Container,
+) -> None:
+    """An operator's or admin's cancel of someone's job said "canceled by the
+    customer", and only the system's release of the hold was audited."""
+    admin = new_customer(container, tokens=100, name="acme")
+    user = _user(container, admin)
+    operator = _operator(container)
+    engine = container.jobs.engines[0]
+    assert isinstance(engine, FakeEngine)
+    engine.default = "hang"
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with running_app(container) as client:
+            jobs = [(await submit(client, user, png_bytes(seed=s))).json() for s in (1, 2, 3)]
+            done = []
+            for job, who in zip(jobs, (user, admin, operator), strict=True):
+                url = f"/v1/jobs/{job['id']}/cancel"
+                done.append((await client.post(url, headers=who.headers)).json())
+            return done
+
+    done = run(scenario)
+    assert [j["failure"]["reason"] for j in done] == [
+        "canceled by the customer",
+        "canceled by an admin of the account",
+        "canceled by an operator",
+    ]
+    entries = container.audit.entries(account_id=admin.account_id)
+    cancels = {e.target: e.actor for e in entries if e.action == "jobs.cancel"}
+    assert cancels == {
+        done[0]["id"]: f"user:{user.user_id}",
+        done[1]["id"]: f"admin:{admin.user_id}",
+        done[2]["id"]: f"operator:{operator.user_id}",
+    }
+    assert container.accounts.balance(account_id=admin.account_id).available == 100

@@ -27,7 +27,8 @@ from comfygate.entrypoints.api.deps import (
 )
 from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
 from comfygate.entrypoints.api.uploads import read_upload
-from comfygate.services.job_ports import JobEvent
+from comfygate.services.identity_types import Principal
+from comfygate.services.job_ports import Job, JobEvent
 from comfygate.services.job_queries import JobPage, ResultFile
 from comfygate.services.jobs import SubmitRequest
 
@@ -215,11 +216,29 @@ async def job_events(
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel; releases the hold")
 async def cancel_job(job_id: str, container: ContainerDep, principal: PrincipalDep) -> JobOut:
+    """The job says who canceled it (its owner, an admin of the account or an
+    operator), and the audit log names them: the hold's release is the system's."""
     jobs = container.jobs
     job = await anyio.to_thread.run_sync(
         functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
     )
-    return JobOut.of(await jobs.dispatcher.cancel(job))
+    reason = _cancel_reason(principal, job)
+    done = await jobs.dispatcher.cancel(job, reason=reason)
+    if done.state is JobState.CANCELED and done.failure_reason == reason:
+        entry = functools.partial(
+            container.audit.record, actor=principal, action="jobs.cancel", target=job.id,
+            account_id=job.account_id, details={"reason": reason}, once_for=job.id,
+        )  # fmt: skip
+        await anyio.to_thread.run_sync(entry)
+    return JobOut.of(done)
+
+
+def _cancel_reason(principal: Principal, job: Job) -> str:
+    if principal.user_id == job.user_id:
+        return "canceled by the customer"
+    if principal.is_operator:
+        return "canceled by an operator"
+    return "canceled by an admin of the account"
 
 
 def _file(result: ResultFile) -> FileResponse:
