@@ -27,7 +27,7 @@ from comfygate.adapters.db.tables_pricing import price_book_versions, quote_lock
 from comfygate.domain.errors import DuplicatePriceBookVersionError, QuoteNotFoundError
 from comfygate.domain.pricing_document import price_book_to_document
 from comfygate.domain.pricing_validation import parse_price_book
-from comfygate.services.quoting import PriceBookRecord
+from comfygate.services.quoting import KEEP_EXPIRED, PriceBookRecord
 from tests.fakes import FakeClock
 
 T0 = datetime(2026, 11, 27, 4, 0, 0, 123456, tzinfo=UTC)
@@ -145,5 +145,7 @@ def test_quote_lock_round_trip_and_purge(engine: Engine) -> None:
     with pytest.raises(QuoteNotFoundError):  # not the caller's: as if there were none
         services.quotes.redeem(quote_id=quote.quote_id, account_id=None, **PERSON)
     clock.advance(seconds=2)
+    assert services.quotes.purge_expired() == 0  # expired, and remembered for a while
+    clock.advance(seconds=KEEP_EXPIRED.total_seconds())
     assert services.quotes.purge_expired() == 1
     assert SqlQuoteRepository(engine).get(quote.quote_id) is None

@@ -20,6 +20,7 @@ from comfygate.domain.pricing import PriceBook
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book
 from comfygate.services.quoting import (
+    KEEP_EXPIRED,
     PriceBookRecord,
     PriceBookService,
     QuoteService,
@@ -149,7 +150,11 @@ def test_redeem_refuses_expired_foreign_and_different_requests(world: World) -> 
     world.clock.current = quote.expires_at
     with pytest.raises(QuoteExpiredError):
         world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON)
-    assert world.quotes.purge_expired() == 0  # expires_at == now: not yet before now
+    # Remembered for a day after it expired: still expired, not unknown.
+    world.clock.current = quote.expires_at + KEEP_EXPIRED
+    assert world.quotes.purge_expired() == 0
+    with pytest.raises(QuoteExpiredError):
+        world.quotes.redeem(quote_id=qid, account_id="acct_1", **PERSON)
     world.clock.current += timedelta(seconds=1)
     assert world.quotes.purge_expired() == 1
 

@@ -35,6 +35,9 @@ from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book, validate_price_book
 from comfygate.services.clock import Clock
 
+KEEP_EXPIRED = timedelta(days=1)
+"""How long an expired quote is remembered, to be told apart from one never made."""
+
 
 @dataclass(frozen=True, slots=True)
 class PriceBookRecord:
@@ -264,8 +267,10 @@ class QuoteService:
         return {name: to_json_scalar(value) for name, value in chosen.items()}
 
     def purge_expired(self) -> int:
-        """Forget locks that have expired; return how many."""
-        return self._quotes.purge_expired(before=self._clock.now())
+        """Forget locks that expired more than ``KEEP_EXPIRED`` ago; return how many.
+        Until then an expired quote is still ``quote_expired`` (it turned into
+        ``quote_not_found`` within a minute: the same request, another answer)."""
+        return self._quotes.purge_expired(before=self._clock.now() - KEEP_EXPIRED)
 
 
 class PriceBookService:
