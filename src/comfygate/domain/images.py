@@ -114,6 +114,17 @@ def check_pixel_count(width: int, height: int, *, max_pixels: int) -> None:
         )
 
 
+def check_min_side(width: int, height: int, *, min_side_px: int) -> None:
+    """Raise ``ImageTooSmallError`` if a side is short; orientation cannot change it."""
+    if min(width, height) < min_side_px:
+        raise ImageTooSmallError(
+            f"image is {width}x{height}; each side must be at least {min_side_px} px",
+            width=width,
+            height=height,
+            min_side_px=min_side_px,
+        )
+
+
 def check_dimensions(
     width: int,
     height: int,
@@ -129,13 +140,7 @@ def check_dimensions(
     one that protects the service.
     """
     check_pixel_count(width, height, max_pixels=max_pixels)
-    if min(width, height) < min_side_px:
-        raise ImageTooSmallError(
-            f"image is {width}x{height}; each side must be at least {min_side_px} px",
-            width=width,
-            height=height,
-            min_side_px=min_side_px,
-        )
+    check_min_side(width, height, min_side_px=min_side_px)
     if declared is not None and tuple(declared) != (width, height):
         raise DeclaredSizeMismatchError(
             f"declared size {declared[0]}x{declared[1]} differs from the image's {width}x{height}",

@@ -1,5 +1,7 @@
 """TIFF structure walk (classic and BigTIFF): the first IFD, every out-of-line value it
 points to, and every strip or tile (offset + byte count) must lie inside the file.
+There must be exactly as many strips or tiles as the image's sides need: Pillow builds
+a tuple per block, so a million one-byte strips would cost it seconds and hundreds of MB.
 
 Only the first image (IFD0) is inspected: it is the one decoders show and we colorize.
 """
@@ -22,10 +24,18 @@ _INTEGER_TYPES = frozenset({1, 3, 4, 13, 16, 18})
 _WIDTH, _LENGTH = 256, 257
 _STRIP_OFFSETS, _STRIP_BYTE_COUNTS = 273, 279
 _TILE_OFFSETS, _TILE_BYTE_COUNTS = 324, 325
-_MAX_BLOCKS = 1 << 20  # strips or tiles; one strip per row of a 50 MP image is far less
-_ARRAY_TAGS = frozenset(
-    {_WIDTH, _LENGTH, _STRIP_OFFSETS, _STRIP_BYTE_COUNTS, _TILE_OFFSETS, _TILE_BYTE_COUNTS}
-)
+_SAMPLES_PER_PIXEL, _ROWS_PER_STRIP, _PLANAR_CONFIGURATION = 277, 278, 284
+_TILE_WIDTH, _TILE_LENGTH = 322, 323
+_PLANAR_SEPARATE = 2
+_MAX_BLOCKS = 65_536
+"""Strips or tiles in one image. One strip per row of a 50 MP picture is under 10,000
+(even planar RGBA, 4 x 7,100 rows for 7,100 x 7,000); 256 x 256 tiles of it, under 800."""
+_DECODED_TAGS = frozenset(
+    {
+        _WIDTH, _LENGTH, _STRIP_OFFSETS, _STRIP_BYTE_COUNTS, _TILE_OFFSETS, _TILE_BYTE_COUNTS,
+        _SAMPLES_PER_PIXEL, _ROWS_PER_STRIP, _PLANAR_CONFIGURATION, _TILE_WIDTH, _TILE_LENGTH,
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,7 @@ def _entry_values(
     if total > lay.inline_bytes:
         (offset,) = struct.unpack(lay.order + lay.value_code, inline)
         src.require_within(offset, total, what=f"tag {tag} values")
-    if tag not in _ARRAY_TAGS or field_type not in _INTEGER_TYPES:
+    if tag not in _DECODED_TAGS or field_type not in _INTEGER_TYPES:
         return None
     if n > _MAX_BLOCKS:
         raise src.corrupt(f"tag {tag} has {n} values")
@@ -82,7 +92,7 @@ def _entry_values(
 
 
 def _read_ifd(src: ByteSource, lay: _Layout, ifd_at: int) -> dict[int, tuple[int, ...]]:
-    """Read IFD0: check that every value lies in the file; return the array tags."""
+    """Read IFD0: check that every value lies in the file; return the decoded tags."""
     if ifd_at < 8:
         raise src.corrupt(f"IFD offset {ifd_at}")
     count_bytes = struct.calcsize(lay.count_code)
@@ -107,6 +117,30 @@ def _read_ifd(src: ByteSource, lay: _Layout, ifd_at: int) -> dict[int, tuple[int
     return arrays
 
 
+def _first(arrays: dict[int, tuple[int, ...]], tag: int, default: int) -> int:
+    values = arrays.get(tag)
+    return values[0] if values else default
+
+
+def _blocks_needed(src: ByteSource, arrays: dict[int, tuple[int, ...]]) -> int:
+    """How many strips or tiles the sides, the block size and the planes make."""
+    width, height = arrays[_WIDTH][0], arrays[_LENGTH][0]
+    planes = 1
+    if _first(arrays, _PLANAR_CONFIGURATION, 1) == _PLANAR_SEPARATE:
+        planes = _first(arrays, _SAMPLES_PER_PIXEL, 1)
+    if _TILE_OFFSETS in arrays:
+        tile_width = _first(arrays, _TILE_WIDTH, 0)
+        tile_length = _first(arrays, _TILE_LENGTH, 0)
+        if tile_width <= 0 or tile_length <= 0:
+            raise src.corrupt("tiles without a TileWidth / TileLength")
+        across, down = -(-width // tile_width), -(-height // tile_length)
+        return across * down * planes
+    rows_per_strip = _first(arrays, _ROWS_PER_STRIP, 2**32 - 1)  # the default: one strip
+    if rows_per_strip <= 0:
+        raise src.corrupt("RowsPerStrip is 0")
+    return -(-height // rows_per_strip) * planes
+
+
 def _check_blocks(src: ByteSource, offsets: tuple[int, ...], counts: tuple[int, ...]) -> None:
     if not offsets or len(offsets) != len(counts):
         raise src.corrupt(f"{len(offsets)} strip/tile offsets for {len(counts)} byte counts")
@@ -121,8 +155,15 @@ def walk_tiff(src: ByteSource) -> HeaderFacts:
     arrays = _read_ifd(src, lay, first_ifd)
     if not arrays.get(_WIDTH) or not arrays.get(_LENGTH):
         raise src.corrupt("no ImageWidth / ImageLength tag")
+    facts = src.positive_sides(arrays[_WIDTH][0], arrays[_LENGTH][0])
     if _TILE_OFFSETS in arrays:
-        _check_blocks(src, arrays[_TILE_OFFSETS], arrays.get(_TILE_BYTE_COUNTS, ()))
+        offsets, counts = arrays[_TILE_OFFSETS], arrays.get(_TILE_BYTE_COUNTS, ())
     else:
-        _check_blocks(src, arrays.get(_STRIP_OFFSETS, ()), arrays.get(_STRIP_BYTE_COUNTS, ()))
-    return src.positive_sides(arrays[_WIDTH][0], arrays[_LENGTH][0])
+        offsets, counts = arrays.get(_STRIP_OFFSETS, ()), arrays.get(_STRIP_BYTE_COUNTS, ())
+    needed = _blocks_needed(src, arrays)
+    if needed > _MAX_BLOCKS:
+        raise src.corrupt(f"the image needs {needed} strips/tiles, more than {_MAX_BLOCKS}")
+    if offsets and len(offsets) != needed:
+        raise src.corrupt(f"{len(offsets)} strips/tiles where the image needs {needed}")
+    _check_blocks(src, offsets, counts)
+    return facts

@@ -1,9 +1,10 @@
 """Inspect an uploaded image from its header, without decoding a single pixel.
 
 Order matters: sniff the signature, walk the format's structure (catches truncation
-and gives the stored size), apply the pixel cap, and only then let Pillow parse the
-header (mode, EXIF orientation) and cross-check the size. Pillow therefore never sees a
-decompression bomb, so its own bomb warning cannot fire first.
+and gives the stored size), apply the pixel cap and the minimum side (neither depends
+on the orientation), and only then let Pillow parse the header (mode, EXIF orientation)
+and cross-check the size. Pillow therefore never sees a decompression bomb, so its own
+bomb warning cannot fire first, nor spends work on a file the sides already refuse.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from comfygate.domain.images import (
     ImageFormat,
     ImageInfo,
     check_dimensions,
+    check_min_side,
     check_pixel_count,
     normalise_orientation,
     oriented_size,
@@ -118,6 +120,7 @@ def inspect_image(
                 format=image_format.value,
             )
         check_pixel_count(facts.width, facts.height, max_pixels=max_pixels)
+        check_min_side(facts.width, facts.height, min_side_px=min_side_px)
         mode, pillow_size, orientation = _pillow_header(fp, image_format, facts.exif)
     width, height = oriented_size(facts.width, facts.height, orientation)
     # Pillow's TIFF reader reports the size already oriented; the others the stored one.
