@@ -140,6 +140,23 @@ def test_bad_uploads_get_their_own_codes(
     assert not tmp.exists() or list(tmp.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "options",
+    ["[" * 30_000 + "]" * 30_000, '{"a":' * 10_000 + "1" + "}" * 10_000, "[2]", "not json"],
+)
+def test_multipart_options_that_are_not_a_shallow_json_object(
+    gw: Gateway, acme: Tenant, options: str
+) -> None:
+    refused = gw.client.post(
+        "/v1/quotes",
+        files={"image": ("p.png", png(100, 100), "image/png")},
+        data={"capability": "colorize.person", "options": options},
+        headers=acme.user,
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "invalid_input"), refused.text
+    assert refused.json()["field"] == "options"
+
+
 def test_multipart_without_an_image_or_capability(gw: Gateway, acme: Tenant) -> None:
     no_image = gw.client.post(
         "/v1/quotes", files={"other": ("a.txt", b"x")}, data={"capability": "colorize.person"},

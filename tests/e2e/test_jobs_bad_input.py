@@ -136,6 +136,17 @@ CASES: dict[str, tuple[Case, int, str]] = {
         422,
         "declared_size_mismatch",
     ),
+    # json.loads raises RecursionError, not ValueError, past the interpreter's limit.
+    "options nested 30,000 deep": (
+        simple(png_bytes(), options="[" * 30_000 + "]" * 30_000),
+        422,
+        "invalid_input",
+    ),
+    "options nested 33 deep": (
+        simple(png_bytes(), options='{"upscale": ' + "[" * 32 + "2" + "]" * 32 + "}"),
+        422,
+        "invalid_input",
+    ),
     "declared size malformed": (simple(png_bytes(), width="wide"), 422, "invalid_image_size"),
     # Digits to str.isdigit, not to int: once a 500.
     "declared size superscript": (

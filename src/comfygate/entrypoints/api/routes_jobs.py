@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
@@ -26,7 +26,7 @@ from comfygate.entrypoints.api.deps import (
     run_on_hot_path,
 )
 from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
-from comfygate.entrypoints.api.uploads import read_upload
+from comfygate.entrypoints.api.uploads import form_options, read_upload
 from comfygate.services.identity_types import Principal
 from comfygate.services.job_ports import Job, JobEvent
 from comfygate.services.job_queries import JobPage, ResultFile
@@ -34,7 +34,6 @@ from comfygate.services.jobs import SubmitRequest
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-_RESERVED = frozenset({"capability", "options", "quote_id", "width", "height"})
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 _SUBMIT_FORM = {
@@ -85,16 +84,7 @@ def submit_request(fields: dict[str, str], idempotency_key: str | None) -> Submi
     capability = fields.get("capability", "").strip()
     if not capability:
         raise InvalidInputError("the form needs a capability field", field="capability")
-    options: dict[str, Any] = {}
-    if fields.get("options", "").strip():
-        try:
-            parsed = json.loads(fields["options"])
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise InvalidInputError("options must be a JSON object", field="options")
-        options.update(parsed)
-    options.update({k: v for k, v in fields.items() if k not in _RESERVED})
+    options = form_options(fields)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise InvalidInputError("Idempotency-Key must be 1 to 200 characters")
     return SubmitRequest(

@@ -10,7 +10,6 @@ quote stores nothing but the price.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,10 @@ from comfygate.bootstrap import Container
 from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.entrypoints.api.deps import PrincipalDep, get_container, run_on_hot_path
-from comfygate.entrypoints.api.uploads import read_upload
+from comfygate.entrypoints.api.uploads import form_options, read_upload
 from comfygate.services.identity_types import Principal
 
 router = APIRouter(prefix="/v1", tags=["quotes"])
-
-_RESERVED_FIELDS = frozenset({"capability", "options", "width", "height", "quote_id"})
 
 
 class QuoteIn(BaseModel):
@@ -79,20 +76,6 @@ def _quote(container: Container, principal: Principal, body: QuoteIn) -> Respons
     return _out(quote)
 
 
-def _options_from_fields(fields: dict[str, str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if "options" in fields and fields["options"].strip():
-        try:
-            parsed = json.loads(fields["options"])
-        except ValueError:
-            raise InvalidInputError("options must be a JSON object") from None
-        if not isinstance(parsed, dict):
-            raise InvalidInputError("options must be a JSON object")
-        options.update(parsed)
-    options.update({k: v for k, v in fields.items() if k not in _RESERVED_FIELDS})
-    return options
-
-
 async def _quote_upload(request: Request, container: Container, principal: Principal) -> Response:
     settings = container.settings
     form = await read_upload(
@@ -115,7 +98,7 @@ async def _quote_upload(request: Request, container: Container, principal: Princ
         capability=form.fields.get("capability", ""),
         width=info.width,
         height=info.height,
-        options=_options_from_fields(form.fields),
+        options=form_options(form.fields),
     )
     if not body.capability:
         raise InvalidInputError("the form needs a capability field", field="capability")

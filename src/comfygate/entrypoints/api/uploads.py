@@ -10,6 +10,7 @@ capped too. Nothing is kept when anything fails.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from comfygate.domain.images import ReceivedFile
 MAX_FIELDS_BYTES = 64 * 1024
 """Everything of the form but the file: values, part names and part headers."""
 MAX_PARTS = 64
+RESERVED_FIELDS = frozenset({"capability", "options", "quote_id", "width", "height"})
+"""Form fields with a meaning of their own; every other text field is an option."""
+MAX_OPTIONS_DEPTH = 32
+"""Nesting of the ``options`` JSON: options are flat (name -> number, flag or word);
+a deeper document is refused here rather than recursed through later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +148,38 @@ async def read_upload(
         file_chunks(), dest_dir=dest_dir, max_bytes=max_bytes, offload=offload
     )
     return UploadForm(received, collector.fields)
+
+
+def _too_deep(value: object) -> bool:
+    """Whether ``value`` nests deeper than ``MAX_OPTIONS_DEPTH`` (walked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > MAX_OPTIONS_DEPTH:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def form_options(fields: dict[str, str]) -> dict[str, Any]:
+    """A form's options: the ``options`` field's JSON object, then every text field that
+    is not reserved (those win). ``InvalidInputError`` for anything but a JSON object of
+    reasonable depth."""
+    options: dict[str, Any] = {}
+    if fields.get("options", "").strip():
+        try:
+            parsed = json.loads(fields["options"])
+        except (ValueError, RecursionError):
+            # RecursionError: nesting past the interpreter's limit (json is recursive).
+            parsed = None
+        if not isinstance(parsed, dict) or _too_deep(parsed):
+            raise InvalidInputError(
+                f"options must be a JSON object nested at most {MAX_OPTIONS_DEPTH} deep",
+                field="options",
+            )
+        options.update(parsed)
+    options.update({k: v for k, v in fields.items() if k not in RESERVED_FIELDS})
+    return options
