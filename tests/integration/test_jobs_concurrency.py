@@ -185,3 +185,40 @@ def test_a_user_key_is_never_handed_another_users_job_as_a_duplicate(
         assert container.accounts.balance(account_id=account_id).held == 2 * PRICE
     finally:
         container.close()
+
+
+def test_a_repeat_is_a_duplicate_behind_any_number_of_colleagues_jobs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The store read the 20 newest jobs of the image and filtered by user after: once
+    21 colleagues had sent the same photo, Alice's repeat of her queued job was held
+    and charged a second time."""
+    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    account_id = container.ledger.open_account(name="a team")
+    container.ledger.grant(account_id=account_id, amount=1000, source="promotion",
+                           idempotency_key="g")  # fmt: skip
+
+    def submit(principal: Principal) -> SubmitOutcome:
+        upload = receive_upload_sync(
+            io.BytesIO(png_bytes(seed=7)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+        )
+        return container.jobs.submission.submit(
+            principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+        )
+
+    try:
+        alice = Principal(account_id, "user_alice", Role.USER, "key_alice")
+        first = submit(alice)
+        for n in range(21):
+            colleague = Principal(account_id, f"user_{n}", Role.USER, f"key_{n}")
+            assert submit(colleague).duplicate_of is None
+        assert container.accounts.balance(account_id=account_id).held == 22 * PRICE
+
+        again = submit(alice)
+
+        assert again.duplicate_of == first.job.id
+        assert container.accounts.balance(account_id=account_id).held == 22 * PRICE
+        assert job_rows(container) == 22
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()

@@ -17,7 +17,13 @@ from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.domain.errors import IdempotencyConflictError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import JobState
-from comfygate.services.job_ports import Job, JobEvent, UsageEvent
+from comfygate.services.job_ports import (
+    DuplicateRule,
+    DuplicateSubmission,
+    Job,
+    JobEvent,
+    UsageEvent,
+)
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -146,6 +152,43 @@ def test_idempotency_key_is_unique_per_account(store: tuple[SqlJobStore, str]) -
     assert jobs.by_idempotency_key(account_id, "k-1") == first
 
 
+def _rule(user_id: str | None, succeeded_since: datetime = T0) -> DuplicateRule:
+    """The store's selection only: the first job it returns is the duplicate."""
+    return DuplicateRule(user_id, succeeded_since, lambda earlier: next(iter(earlier), None))
+
+
+def test_duplicates_are_the_blocking_jobs_the_key_can_see(store: tuple[SqlJobStore, str]) -> None:
+    jobs, account_id = store
+    alice = _job(account_id, user_id="user_alice")
+    jobs.add(alice, _first(alice))
+    later = T0 + timedelta(seconds=1)
+    for n in range(25):  # newer: other users, and Alice's own jobs that block nothing
+        other = _job(account_id, user_id=f"user_{n}", created_at=later)
+        jobs.add(other, _first(other))
+    for state in (JobState.FAILED, JobState.CANCELED):
+        ended = _job(account_id, user_id="user_alice", state=state, created_at=later)
+        jobs.add(ended, _first(ended))
+    kept = dict(result_name="out.png", created_at=later)
+    old = _job(account_id, user_id="user_alice", state=JobState.SUCCEEDED, **kept)
+    jobs.add(old, _first(old))
+    key = {"account_id": account_id, "sha256": alice.sha256, "capability": alice.capability,
+           "options_key": alice.options_key}  # fmt: skip
+
+    found = jobs.find_duplicates(**key, rule=_rule("user_alice", later + timedelta(seconds=1)))
+
+    assert [j.id for j in found] == [alice.id]
+    assert [j.id for j in jobs.find_duplicates(**key, rule=_rule("user_alice", later))] == [
+        old.id,
+        alice.id,
+    ]
+    assert len(jobs.find_duplicates(**key, rule=_rule(None))) == 20  # newest first, capped
+    repeat = _job(account_id, user_id="user_alice", created_at=later)
+    with pytest.raises(DuplicateSubmission) as caught:
+        jobs.add(repeat, _first(repeat), duplicate_rule=_rule("user_alice", later))
+    assert caught.value.job.id == old.id
+    assert jobs.get(repeat.id) is None
+
+
 def test_duplicates_listing_and_usage_filters(store: tuple[SqlJobStore, str]) -> None:
     jobs, account_id = store
     older = _job(account_id)
@@ -154,8 +197,9 @@ def test_duplicates_listing_and_usage_filters(store: tuple[SqlJobStore, str]) ->
     for job in (older, newer, other_opts):
         jobs.add(job, _first(job))
     found = jobs.find_duplicates(
-        account_id=account_id, sha256=older.sha256, capability=older.capability, options_key="k1"
-    )
+        account_id=account_id, sha256=older.sha256, capability=older.capability, options_key="k1",
+        rule=_rule(None),
+    )  # fmt: skip
     assert [j.id for j in found] == [newer.id, older.id]
     assert jobs.count_active(account_id) == 3
     page = jobs.list_jobs(account_id=account_id, user_id=None, state=None, limit=2, before=None)

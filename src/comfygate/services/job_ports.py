@@ -148,7 +148,7 @@ class JobStore(Protocol):
         audit: AuditEntry | None = None,
         *,
         max_active: int | None = None,
-        duplicate_of: Callable[[Sequence[Job]], Job | None] | None = None,
+        duplicate_rule: DuplicateRule | None = None,
     ) -> Job:
         """Insert a new job, its first event and ``audit`` in one transaction.
 
@@ -156,8 +156,8 @@ class JobStore(Protocol):
         ``job.idempotency_key`` (the caller then loads that one), and
         ``ConcurrencyLimitError`` if ``max_active`` is given and the account already has
         that many active jobs (counted under the account's lock, so gateways that
-        submit at the same moment cannot all pass). Under the same lock,
-        ``duplicate_of`` is asked about the account's earlier jobs with this job's
+        submit at the same moment cannot all pass). Under the same lock, the
+        ``duplicate_rule`` is asked about the earlier jobs it selects with this job's
         image, capability and options; ``DuplicateSubmission`` carries the one it names.
         """
         ...
@@ -167,10 +167,16 @@ class JobStore(Protocol):
     def by_idempotency_key(self, account_id: str, key: str) -> Job | None: ...
 
     def find_duplicates(
-        self, *, account_id: str, sha256: str, capability: str, options_key: str
+        self,
+        *,
+        account_id: str,
+        sha256: str,
+        capability: str,
+        options_key: str,
+        rule: DuplicateRule,
     ) -> list[Job]:
-        """Earlier jobs of the account with the same image, capability and options,
-        newest first (a handful at most)."""
+        """Earlier jobs of the account with the same image, capability and options that
+        ``rule`` selects (visible, blocking), newest first (a handful at most)."""
         ...
 
     def count_active(self, account_id: str) -> int:
@@ -343,6 +349,19 @@ class NullJobMetrics:
 
     def inference(self, capability: str, engine: str, seconds: float) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateRule:
+    """Which earlier jobs with the same image, capability and options make a submission
+    a duplicate. The store asks for exactly those in its query: visible to ``user_id``
+    (None: the key sees the whole account), and queued, running, or succeeded at or
+    after ``succeeded_since`` with the result still kept. So no cap on the rows read can
+    hide a blocking job behind others; ``duplicate_of`` then names the one it is."""
+
+    user_id: str | None
+    succeeded_since: datetime
+    duplicate_of: Callable[[Sequence[Job]], Job | None]
 
 
 class DuplicateSubmission(Exception):

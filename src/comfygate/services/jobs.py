@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from comfygate.domain.errors import (
     ConcurrencyLimitError,
@@ -35,6 +35,7 @@ from comfygate.services.clock import Clock
 from comfygate.services.events import JobEvents
 from comfygate.services.identity_types import Principal, Role
 from comfygate.services.job_ports import (
+    DuplicateRule,
     DuplicateSubmission,
     ImageInspector,
     Job,
@@ -154,13 +155,13 @@ class JobSubmission:
         okey = options_key(price.options)
         # One submission per account at a time in this process: the duplicate check
         # and the fair-use count must see the previous submission's job row.
-        duplicate_of = self._duplicate_rule(principal)
+        duplicate_rule = self._duplicate_rule(principal)
         with self._account_lock(account_id):
             candidates = self._store.find_duplicates(
                 account_id=account_id, sha256=upload.sha256, capability=request.capability,
-                options_key=okey,
+                options_key=okey, rule=duplicate_rule,
             )  # fmt: skip
-            if (duplicate := duplicate_of(candidates)) is not None:
+            if (duplicate := duplicate_rule.duplicate_of(candidates)) is not None:
                 return SubmitOutcome(duplicate, duplicate_of=duplicate.id)
             entitlement = self._plans.entitlement(account_id=account_id)
             if entitlement is not None:
@@ -172,7 +173,7 @@ class JobSubmission:
                 max_active = entitlement.max_concurrent_jobs if entitlement else None
                 job = self._store_job(
                     job_id, principal, upload, info, price, hold, quote_id, okey, key, tier,
-                    max_active, duplicate_of,
+                    max_active, duplicate_rule,
                 )  # fmt: skip
             except BaseException as failure:
                 # This attempt's hold goes back: the job row, unique per key, is what a
@@ -246,23 +247,26 @@ class JobSubmission:
         )
         return price, None
 
-    def _duplicate_rule(self, principal: Principal) -> Callable[[Sequence[Job]], Job | None]:
+    def _duplicate_rule(self, principal: Principal) -> DuplicateRule:
         """Which of the earlier jobs with the same image, capability and options this
         submission duplicates: one the submitter can see (a user key sees its own user's
         jobs only) that still blocks a resubmission."""
+        now = self._clock.now()
+        window_s = self._policy.dedup_window_s
 
         def duplicate_of(earlier: Sequence[Job]) -> Job | None:
-            now = self._clock.now()
             for job in earlier:
                 visible = principal.role is not Role.USER or job.user_id == principal.user_id
                 state = earlier_state(job)
-                if visible and blocks_resubmission(
-                    state, now=now, window_s=self._policy.dedup_window_s
-                ):
+                if visible and blocks_resubmission(state, now=now, window_s=window_s):
                     return job
             return None
 
-        return duplicate_of
+        return DuplicateRule(
+            user_id=principal.user_id if principal.role is Role.USER else None,
+            succeeded_since=now - timedelta(seconds=window_s),
+            duplicate_of=duplicate_of,
+        )
 
     def _check_fair_use(self, account_id: str, entitlement: Entitlement) -> None:
         active = self._store.count_active(account_id)
@@ -305,7 +309,7 @@ class JobSubmission:
         key: str | None,
         tier: Tier,
         max_active: int | None,
-        duplicate_of: Callable[[Sequence[Job]], Job | None],
+        duplicate_rule: DuplicateRule,
     ) -> Job:
         input_name = self._storage.adopt_input(job_id, upload.path, suffix=info.format.value)
         job = Job(
@@ -338,7 +342,7 @@ class JobSubmission:
             job_id, "queued", {"tokens": job.tokens, "list_tokens": job.list_tokens}
         )
         entry = self._hold_entry(principal, job)
-        self._store.add(job, first, entry, max_active=max_active, duplicate_of=duplicate_of)
+        self._store.add(job, first, entry, max_active=max_active, duplicate_rule=duplicate_rule)
         self._events.announce(first)
         return job
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from comfygate.domain.errors import (
 from comfygate.domain.jobs import TERMINAL_STATES, JobState
 from comfygate.services.audit import AuditEntry
 from comfygate.services.job_ports import (
+    DuplicateRule,
     DuplicateSubmission,
     Job,
     JobEvent,
@@ -49,17 +50,30 @@ _BY_KEY = sa.select(jobs).where(
     jobs.c.account_id == sa.bindparam("account_id"),
     jobs.c.idempotency_key == sa.bindparam("key"),
 )
-_DUPLICATES = (
+_BLOCKING = sa.or_(
+    jobs.c.state.in_(_ACTIVE),
+    sa.and_(
+        jobs.c.state == JobState.SUCCEEDED.value,
+        jobs.c.result_name.is_not(None),
+        jobs.c.result_deleted_at.is_(None),
+        jobs.c.created_at >= sa.bindparam("succeeded_since"),
+    ),
+)
+# The duplicate rule as a query (domain.jobs.blocks_resubmission, and what the key may
+# see): filtering after the limit let 20 newer jobs of other users hide a running one.
+_DUPLICATES_IN_ACCOUNT = (
     sa.select(jobs)
     .where(
         jobs.c.account_id == sa.bindparam("account_id"),
         jobs.c.sha256 == sa.bindparam("sha256"),
         jobs.c.capability == sa.bindparam("capability"),
         jobs.c.options_key == sa.bindparam("options_key"),
+        _BLOCKING,
     )
     .order_by(jobs.c.id.desc())
     .limit(20)
 )
+_DUPLICATES_OF_USER = _DUPLICATES_IN_ACCOUNT.where(jobs.c.user_id == sa.bindparam("user_id"))
 _COUNT_ACTIVE = sa.select(sa.func.count()).where(
     jobs.c.account_id == sa.bindparam("account_id"), jobs.c.state.in_(_ACTIVE)
 )
@@ -168,18 +182,22 @@ class SqlJobStore:
         audit: AuditEntry | None = None,
         *,
         max_active: int | None = None,
-        duplicate_of: Callable[[Sequence[Job]], Job | None] | None = None,
+        duplicate_rule: DuplicateRule | None = None,
     ) -> Job:
         try:
             with self.engine.begin() as conn:
-                if max_active is not None or duplicate_of is not None:
+                if max_active is not None or duplicate_rule is not None:
                     # The account's balance row, as the ledger locks it (on SQLite the
                     # write transaction itself): one gateway's submission at a time sees
                     # the jobs the others stored.
                     conn.execute(_LOCK_ACCOUNT, {"account_id": job.account_id})
-                if duplicate_of is not None:
-                    earlier = conn.execute(_DUPLICATES, _duplicate_key(job))
-                    if (duplicate := duplicate_of([_job(r) for r in earlier])) is not None:
+                if duplicate_rule is not None:
+                    query, params = _duplicates_query(
+                        duplicate_rule, account_id=job.account_id, sha256=job.sha256,
+                        capability=job.capability, options_key=job.options_key,
+                    )  # fmt: skip
+                    earlier = [_job(r) for r in conn.execute(query, params)]
+                    if (duplicate := duplicate_rule.duplicate_of(earlier)) is not None:
                         raise DuplicateSubmission(duplicate)
                 if max_active is not None:
                     active = conn.execute(_COUNT_ACTIVE, {"account_id": job.account_id})
@@ -215,15 +233,19 @@ class SqlJobStore:
         return _job(rows[0]) if rows else None
 
     def find_duplicates(
-        self, *, account_id: str, sha256: str, capability: str, options_key: str
+        self,
+        *,
+        account_id: str,
+        sha256: str,
+        capability: str,
+        options_key: str,
+        rule: DuplicateRule,
     ) -> list[Job]:
-        params = {
-            "account_id": account_id,
-            "sha256": sha256,
-            "capability": capability,
-            "options_key": options_key,
-        }
-        return [_job(r) for r in self._read(_DUPLICATES, params)]
+        query, params = _duplicates_query(
+            rule, account_id=account_id, sha256=sha256, capability=capability,
+            options_key=options_key,
+        )  # fmt: skip
+        return [_job(r) for r in self._read(query, params)]
 
     def count_active(self, account_id: str) -> int:
         return int(self._read(_COUNT_ACTIVE, {"account_id": account_id})[0][0])
@@ -401,10 +423,16 @@ def _usage_row(usage: UsageEvent) -> dict[str, Any]:
     return {f.name: getattr(usage, f.name) for f in fields(UsageEvent)}
 
 
-def _duplicate_key(job: Job) -> dict[str, str]:
-    return {
-        "account_id": job.account_id,
-        "sha256": job.sha256,
-        "capability": job.capability,
-        "options_key": job.options_key,
+def _duplicates_query(
+    rule: DuplicateRule, *, account_id: str, sha256: str, capability: str, options_key: str
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    params: dict[str, Any] = {
+        "account_id": account_id,
+        "sha256": sha256,
+        "capability": capability,
+        "options_key": options_key,
+        "succeeded_since": rule.succeeded_since,
     }
+    if rule.user_id is None:
+        return _DUPLICATES_IN_ACCOUNT, params
+    return _DUPLICATES_OF_USER, {**params, "user_id": rule.user_id}
