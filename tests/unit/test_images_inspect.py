@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from comfygate.adapters.images import inspect_image
+from comfygate.adapters.images._source import ByteSource
 from comfygate.domain.errors import (
     CorruptImageError,
     DeclaredSizeMismatchError,
@@ -251,6 +252,27 @@ def test_trailing_bytes_after_png_iend_and_jpeg_eoi_are_tolerated(tmp_path: Path
 
     assert inspect_image(write(tmp_path, jpeg + jpeg, "a")).pixels == 1200
     assert inspect_image(write(tmp_path, png + b"trailer", "b")).pixels == 1200
+
+
+def test_jpeg_with_a_long_trailer_after_its_end_marker_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "motion photo": the phone appends an MP4 (hundreds of KB, no FFD9 in it).
+    trailer = np.random.default_rng(5).bytes(300_000).replace(b"\xff", b"\x00")
+    data = encode(noise(40, 30), "JPEG") + trailer
+    reads: list[int] = []
+    read_at = ByteSource.read_at
+
+    def counting(self: ByteSource, offset: int, length: int, *, what: str = "") -> bytes:
+        reads.append(length)
+        return read_at(self, offset, length, what=what)
+
+    monkeypatch.setattr(ByteSource, "read_at", counting)
+
+    assert inspect_image(write(tmp_path, data)).pixels == 1200
+    assert sum(reads) < 4096  # the end marker was searched for, not read into memory
+    with pytest.raises(TruncatedImageError):
+        inspect_image(write(tmp_path, data[: data.rindex(b"\xff\xd9")] + trailer, "cut"))
 
 
 def test_jpeg_without_end_marker_is_truncated(tmp_path: Path) -> None:

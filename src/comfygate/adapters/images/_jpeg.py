@@ -7,9 +7,10 @@ a number of bytes. Each bound is far above what cameras and phones write (see be
 past it the file is refused as corrupt before Pillow is asked.
 
 Entropy-coded data cannot contain FFD9 (an FF in it is always followed by 00 or a
-restart marker), so an FFD9 after the first scan header is the image's end. Only the
-last 64 KiB are searched, which tolerates trailers after the image (multi-picture
-secondary images, vendor blocks) as long as the file still ends near an FFD9.
+restart marker), so an FFD9 after the first scan header is the image's end. It is
+searched for from there forward, over the whole rest of the file at C speed, so
+trailers of any length after the image are tolerated: multi-picture secondary images,
+vendor blocks, the MP4 a phone's "motion photo" appends.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import struct
 
 from comfygate.adapters.images._source import ByteSource, HeaderFacts
 
-_TAIL_BYTES = 64 * 1024
 _MAX_FILL_BYTES = 16
 """FF fill bytes allowed before one marker. The standard allows any number, encoders
 write none (libjpeg, phones) or a few to align; thousands only make readers spin."""
@@ -88,8 +88,6 @@ def _scan_start(src: ByteSource) -> tuple[HeaderFacts, int]:
 def walk_jpeg(src: ByteSource) -> HeaderFacts:
     """Check a JPEG's segment structure and trailer; return its stored size."""
     frame, scan_data_at = _scan_start(src)
-    tail_at = max(scan_data_at, src.size_bytes - _TAIL_BYTES)
-    tail = src.read_at(tail_at, src.size_bytes - tail_at, what="trailer")
-    if tail.rfind(_EOI) < 0:
+    if src.find(_EOI, scan_data_at) < 0:
         raise src.truncated("no end-of-image marker (FFD9) after the image data")
     return frame

@@ -7,6 +7,7 @@ and the per-format walkers stay short.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -50,6 +51,14 @@ class ByteSource:
         if len(data) != length:  # the file shrank under us: same outcome for the caller
             raise self.truncated(f"short read of {what} at byte {offset}")
         return data
+
+    def find(self, needle: bytes, start: int) -> int:
+        """The offset of the first ``needle`` at or after ``start``, or -1. Searched at C
+        speed in a read-only map of the file: nothing is copied into memory."""
+        if start >= self.size_bytes:
+            return -1
+        with mmap.mmap(self._fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(needle, start, self.size_bytes)
 
     def require_within(self, offset: int, length: int, *, what: str) -> None:
         """Check that ``length`` bytes at ``offset`` lie inside the file without reading them."""

@@ -104,7 +104,7 @@ def inspect_image(
 ) -> ImageInfo:
     """Read an image's header facts and enforce the upload limits.
 
-    Costs a few small reads (plus the last 64 KiB of a JPEG); never decodes pixels.
+    Costs a few small reads (plus a search for a JPEG's end marker); never decodes pixels.
     ``declared`` is compared with the displayed (EXIF-oriented) size. Raises an
     ``ImageError`` subclass for every problem.
     """
