@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, TiffImagePlugin
 
 from comfygate.adapters.images import inspect_image
 from comfygate.adapters.images._source import ByteSource
@@ -123,6 +123,27 @@ def test_exif_orientation_is_read_in_other_formats(tmp_path: Path, fmt: str) -> 
     info = inspect_image(write(tmp_path, data))
 
     assert (info.width, info.height, info.orientation) == (30, 40, 6)
+
+
+def test_tiff_orientation_is_the_tag_pillow_orients_by_not_xmp(tmp_path: Path) -> None:
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+        b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    only_xmp = TiffImagePlugin.ImageFileDirectory_v2()
+    only_xmp[700] = xmp
+    only_xmp.tagtype[700] = 1
+    both = TiffImagePlugin.ImageFileDirectory_v2()
+    both[700] = xmp
+    both.tagtype[700] = 1
+    both[0x0112] = 8
+
+    xmp_info = inspect_image(write(tmp_path, encode(noise(40, 30), "TIFF", tiffinfo=only_xmp)))
+    tag_info = inspect_image(write(tmp_path, encode(noise(40, 30), "TIFF", tiffinfo=both), "b"))
+
+    assert (xmp_info.width, xmp_info.height, xmp_info.orientation) == (40, 30, 1)
+    assert (tag_info.width, tag_info.height, tag_info.orientation) == (30, 40, 8)
 
 
 def test_declared_size_is_compared_with_the_displayed_size(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from comfygate.adapters.images._bmp import walk_bmp
 from comfygate.adapters.images._jpeg import walk_jpeg
@@ -61,6 +61,10 @@ _EXIF_ORIENTATION = 0x0112
 def _orientation(image: Image.Image, raw_exif: bytes | None) -> int:
     """EXIF orientation (1 if none), read without decoding pixels."""
     try:
+        if isinstance(image, TiffImagePlugin.TiffImageFile):
+            # The tag Pillow's TIFF reader oriented its size by; getexif() would fall
+            # back to an XMP orientation the reader ignored, and the sizes disagree.
+            return normalise_orientation(image.tag_v2.get(_EXIF_ORIENTATION))
         if image.format == "PNG":
             # PngImageFile.getexif() decodes the whole image to look past the pixel
             # data; the base method reads only the header, and the walk has already
