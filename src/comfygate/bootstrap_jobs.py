@@ -25,6 +25,7 @@ from comfygate.adapters.db.sql_jobs import SqlJobStore
 from comfygate.adapters.engines.ddcolor_onnx import DdcolorOnnxEngine
 from comfygate.adapters.engines.preview import PreviewEngine
 from comfygate.adapters.images import inspect_image
+from comfygate.adapters.images.upload import sweep_stale
 from comfygate.adapters.job_metrics import PrometheusJobMetrics
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.storage.local import (
@@ -135,6 +136,7 @@ def build_job_services(
             retention.purge,
             ledger.expire,
             quotes.purge_expired,
+            partial(sweep_stale, settings.data_dir / "tmp"),
             *chores,
         ],
         offload=offload or asyncio.to_thread,

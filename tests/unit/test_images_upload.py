@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
+import os
+import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from comfygate.adapters.images import receive_upload, receive_upload_sync
-from comfygate.adapters.images.upload import BATCH_BYTES
+from comfygate.adapters.images.upload import BATCH_BYTES, sweep_stale
 from comfygate.domain.errors import EmptyUploadError, UploadTooLargeError
 from comfygate.domain.images import ReceivedFile
 
@@ -119,3 +124,43 @@ def test_a_cancelled_upload_leaves_no_file(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_request_canceled_while_its_file_is_made_leaves_no_file(tmp_path: Path) -> None:
+    """The file is made in a thread the canceled request no longer awaits: it was left
+    behind in the upload folder."""
+    making, go_on = threading.Event(), threading.Event()
+
+    def slow_to_make(make: Any, *args: Any) -> Any:
+        making.set()
+        go_on.wait(10)
+        return make(*args)
+
+    async def scenario() -> None:
+        offload = functools.partial(asyncio.to_thread, slow_to_make)
+        upload = asyncio.create_task(
+            receive_upload(_chunks([b"x"]), dest_dir=tmp_path, max_bytes=10, offload=offload)
+        )
+        await asyncio.to_thread(making.wait, 10)
+        upload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        go_on.set()
+        for _ in range(500):  # the thread finishes making it, then it is removed
+            await asyncio.sleep(0.01)
+            if making.is_set() and not list(tmp_path.iterdir()):
+                break
+
+    asyncio.run(scenario())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_upload_files_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:
+    stale, fresh, other = (tmp_path / n for n in ("upload-a.bin", "upload-b.bin", "keep.txt"))
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    assert sweep_stale(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "upload-b.bin"]

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -76,7 +77,7 @@ async def receive_upload(
     ``asyncio.to_thread``) creates and finishes the file, a few system calls each; the
     1 MiB batches of a large upload are hashed and written by ``asyncio.to_thread``.
     """
-    sink: _Sink = await offload(_Sink, dest_dir)
+    sink = await _create_sink(dest_dir, offload)
     try:
         received = 0
         batch = bytearray()
@@ -96,6 +97,40 @@ async def receive_upload(
         # Also on cancellation (client gone): a few syscalls, fine to do inline.
         sink.discard()
         raise
+
+
+async def _create_sink(dest_dir: Path, offload: Callable[..., Awaitable[Any]]) -> _Sink:
+    """A new sink, made by ``offload``. When the caller is canceled meanwhile (the
+    client went away) the file is made all the same, in a thread nobody awaits any
+    more: it is removed once made, where it was left behind."""
+    creating = asyncio.ensure_future(offload(_Sink, dest_dir))
+    try:
+        sink: _Sink = await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(_discard_made)
+        raise
+    return sink
+
+
+def _discard_made(creating: asyncio.Future[_Sink]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        creating.result().discard()
+
+
+def sweep_stale(dest_dir: Path, *, older_than_s: float = 3600.0) -> int:
+    """Remove upload files untouched for ``older_than_s`` (a process killed while it
+    received them, say); how many. A housekeeping chore: an upload in progress is
+    written to every second or so, and one received is moved or removed at once."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in dest_dir.glob("upload-*.bin"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # removed meanwhile by its own request
+            continue
+    return removed
 
 
 def receive_upload_sync(stream: BinaryIO, *, dest_dir: Path, max_bytes: int) -> ReceivedFile:
