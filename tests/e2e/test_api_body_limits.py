@@ -67,3 +67,19 @@ def test_bodies_past_their_limits_are_refused(tmp_path: Path) -> None:
             "/v1/quotes", content=body, headers={**tenant.user, "Content-Type": content_type}
         )
         assert fine.status_code == 201, fine.text
+
+
+def test_an_upload_that_goes_on_past_its_closing_boundary_is_refused(tmp_path: Path) -> None:
+    """The form's parser discards what follows the closing boundary: the request was
+    read for as long as the client kept sending."""
+    with running_gateway(tmp_path, max_upload_bytes=100_000) as gw:
+        tenant = gw.tenant("acme", tokens=100)
+        body, content_type = _multipart([("capability", "colorize.person")])
+        headers = {**tenant.user, "Content-Type": content_type}
+        tail = b"x" * (1 << 20)
+        endless = gw.client.post("/v1/jobs", content=iter([body, *[tail] * 8]), headers=headers)
+        assert endless.status_code == 413, endless.text
+        assert endless.json()["code"] == "upload_too_large"
+        assert gw.client.post("/v1/jobs", content=body, headers=headers).status_code == 202
+        assert gw.container.accounts.balance(account_id=tenant.account_id).held == 10
+        assert not list((tmp_path / "data" / "tmp").glob("upload-*"))

@@ -20,12 +20,16 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from comfygate.adapters.images import receive_upload
-from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.errors import InvalidInputError, UploadTooLargeError
 from comfygate.domain.images import ReceivedFile
 
 MAX_FIELDS_BYTES = 64 * 1024
 """Everything of the form but the file: values, part names and part headers."""
 MAX_PARTS = 64
+FRAMING_BYTES = 64 * 1024
+"""Room for a form's boundaries, beside its file and its text: a body longer than the
+three together carries something no part holds (a parser discards what follows the
+closing boundary, so a client could stream it for ever)."""
 RESERVED_FIELDS = frozenset({"capability", "options", "quote_id", "width", "height"})
 """Form fields with a meaning of their own; every other text field is an option."""
 MAX_OPTIONS_DEPTH = 32
@@ -128,9 +132,18 @@ async def read_upload(
     """
     collector = _Collector(file_field)
     parser = MultipartParser(_boundary(request), collector.callbacks())  # type: ignore[arg-type]
+    most = max_bytes + MAX_FIELDS_BYTES + FRAMING_BYTES
 
     async def file_chunks() -> AsyncIterator[bytes]:
+        read = 0
         async for chunk in request.stream():
+            read += len(chunk)
+            if read > most:
+                raise UploadTooLargeError(
+                    f"the request is larger than its file ({max_bytes} bytes at most) and "
+                    "form can be",
+                    max_bytes=max_bytes,
+                )
             try:
                 parser.write(chunk)
             except InvalidInputError:
