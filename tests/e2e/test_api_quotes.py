@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -103,15 +104,26 @@ def test_malformed_json_is_invalid_input(gw: Gateway, acme: Tenant) -> None:
 
 
 def test_multipart_quote_reads_the_real_size_and_keeps_nothing(gw: Gateway, acme: Tenant) -> None:
-    made = gw.client.post(
-        "/v1/quotes",
-        files={"image": ("photo.png", png(800, 600), "image/png")},
-        data={"capability": "colorize.person", "width": "10", "height": "10", "upscale": "2"},
-        headers=acme.user,
-    )
+    """A declared size must be the real one, as on a job (it was ignored here)."""
+
+    def quote(**declared: str) -> Any:
+        return gw.client.post(
+            "/v1/quotes",
+            files={"image": ("photo.png", png(800, 600), "image/png")},
+            data={"capability": "colorize.person", "upscale": "2", **declared},
+            headers=acme.user,
+        )
+
+    made, matching = quote(), quote(width="800", height="600")
     assert made.status_code == 201, made.text
-    quote = made.json()
-    assert (quote["width"], quote["height"], quote["tokens"]) == (800, 600, 16)
+    assert (made.json()["width"], made.json()["height"], made.json()["tokens"]) == (800, 600, 16)
+    assert matching.status_code == 201 and matching.json()["tokens"] == 16
+    for declared, code in [
+        ({"width": "10", "height": "10"}, "declared_size_mismatch"),
+        ({"width": "10"}, "invalid_image_size"),
+    ]:
+        wrong = quote(**declared)
+        assert wrong.status_code == 422 and wrong.json()["code"] == code
     tmp = Path(gw.container.settings.data_dir) / "tmp"
     assert not tmp.exists() or list(tmp.iterdir()) == []
 

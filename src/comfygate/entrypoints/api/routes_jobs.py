@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 
-from comfygate.domain.errors import InvalidImageSizeError, InvalidInputError
+from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.jobs import JobState
 from comfygate.entrypoints.api.deps import (
     ContainerDep,
@@ -26,7 +26,12 @@ from comfygate.entrypoints.api.deps import (
     run_on_hot_path,
 )
 from comfygate.entrypoints.api.schemas_jobs import JobOut, JobPageOut, ShareIn, ShareOut
-from comfygate.entrypoints.api.uploads import form_options, read_upload
+from comfygate.entrypoints.api.uploads import (
+    declared_size,
+    form_options,
+    read_upload,
+    whole_number,
+)
 from comfygate.services.identity_types import Principal
 from comfygate.services.job_ports import Job, JobEvent
 from comfygate.services.job_queries import JobPage, ResultFile
@@ -60,25 +65,6 @@ _SUBMIT_FORM = {
 }
 
 
-def _whole(text: str, *, digits: int) -> int | None:
-    """``text`` as a whole number of at most ``digits`` ASCII digits, else None.
-    (``str.isdigit`` alone also takes ``²`` and other digits ``int`` refuses, and
-    ``int`` refuses more than 4,300 digits.)"""
-    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
-        return int(text)
-    return None
-
-
-def _declared_size(fields: dict[str, str]) -> tuple[int, int] | None:
-    width, height = fields.get("width", "").strip(), fields.get("height", "").strip()
-    if not width and not height:
-        return None
-    w, h = _whole(width, digits=9), _whole(height, digits=9)
-    if not w or not h:
-        raise InvalidImageSizeError("declare both width and height as positive whole numbers")
-    return w, h
-
-
 def submit_request(fields: dict[str, str], idempotency_key: str | None) -> SubmitRequest:
     """The use case's request from the form's text fields."""
     capability = fields.get("capability", "").strip()
@@ -91,7 +77,7 @@ def submit_request(fields: dict[str, str], idempotency_key: str | None) -> Submi
         capability=capability,
         options=options,
         quote_id=fields.get("quote_id", "").strip() or None,
-        declared_size=_declared_size(fields),
+        declared_size=declared_size(fields),
         idempotency_key=idempotency_key,
     )
 
@@ -194,7 +180,7 @@ async def job_events(
         functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
     )
     # A number this stream sent; anything else replays the job's events from the start.
-    after = _whole(last_event_id or "", digits=18) or 0
+    after = whole_number(last_event_id or "", digits=18) or 0
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in jobs.events.stream(job_id, after_seq=after):

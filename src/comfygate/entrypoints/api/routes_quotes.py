@@ -23,7 +23,7 @@ from comfygate.bootstrap import Container
 from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.entrypoints.api.deps import PrincipalDep, get_container, run_on_hot_path
-from comfygate.entrypoints.api.uploads import form_options, read_upload
+from comfygate.entrypoints.api.uploads import declared_size, form_options, read_upload
 from comfygate.services.identity_types import Principal
 
 router = APIRouter(prefix="/v1", tags=["quotes"])
@@ -90,6 +90,7 @@ async def _quote_upload(request: Request, container: Container, principal: Princ
                 form.file.path,
                 max_pixels=settings.max_image_pixels,
                 min_side_px=settings.min_image_side_px,
+                declared=declared_size(form.fields),
             )
         )
     finally:
@@ -124,6 +125,8 @@ async def _quote_upload(request: Request, container: Container, principal: Princ
                             "capability": {"type": "string"},
                             "options": {"type": "string", "description": "a JSON object"},
                             "upscale": {"type": "string"},
+                            "width": {"type": "integer", "description": "must match the image"},
+                            "height": {"type": "integer", "description": "must match the image"},
                         },
                     }
                 },

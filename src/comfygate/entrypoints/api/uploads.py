@@ -20,7 +20,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from comfygate.adapters.images import receive_upload
-from comfygate.domain.errors import InvalidInputError, UploadTooLargeError
+from comfygate.domain.errors import InvalidImageSizeError, InvalidInputError, UploadTooLargeError
 from comfygate.domain.images import ReceivedFile
 
 MAX_FIELDS_BYTES = 64 * 1024
@@ -196,3 +196,24 @@ def form_options(fields: dict[str, str]) -> dict[str, Any]:
         options.update(parsed)
     options.update({k: v for k, v in fields.items() if k not in RESERVED_FIELDS})
     return options
+
+
+def whole_number(text: str, *, digits: int) -> int | None:
+    """``text`` as a whole number of at most ``digits`` ASCII digits, else None.
+    (``str.isdigit`` alone also takes ``²`` and other digits ``int`` refuses, and
+    ``int`` refuses more than 4,300 digits.)"""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def declared_size(fields: dict[str, str]) -> tuple[int, int] | None:
+    """The form's ``width`` and ``height``, when it declares them: the image must be
+    that size (SPEC §8), on a quote as on a job."""
+    width, height = fields.get("width", "").strip(), fields.get("height", "").strip()
+    if not width and not height:
+        return None
+    w, h = whole_number(width, digits=9), whole_number(height, digits=9)
+    if not w or not h:
+        raise InvalidImageSizeError("declare both width and height as positive whole numbers")
+    return w, h
