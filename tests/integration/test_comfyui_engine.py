@@ -292,3 +292,31 @@ def test_auth_header_reaches_servers_behind_a_proxy(
         await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_a_warm_up_that_times_out_takes_out_only_its_instance(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    slow, ok = fakes
+    slow.behaviour.job_s = 3.0  # a first model load on a cold GPU, past the timeout
+
+    async def scenario() -> None:
+        engine = make_engine([slow.url, ok.url], timeout_s=1.0, probe_interval_s=0.2)
+        try:
+            await engine.start()  # must not raise: the dispatcher would drop the engine
+            status = {s["url"]: s for s in engine.status()}
+            assert not status[slow.url]["up"]
+            assert "JobTimeoutError" in status[slow.url]["last_error"]
+            assert status[ok.url]["up"]
+            result = await engine.run(
+                job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
+            )
+            assert result.instance == ok.url
+            slow.behaviour.job_s = 0.0
+            async with asyncio.timeout(10):  # the prober warms it up again on its own
+                while not {s["url"]: s for s in engine.status()}[slow.url]["up"]:
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())

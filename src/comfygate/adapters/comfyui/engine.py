@@ -106,9 +106,15 @@ class ComfyUIEngine:
         return self._pool.ready_capabilities() & frozenset(self._packs)
 
     async def start(self) -> None:
-        """Probe, check and warm every instance; keep probing the ones that are down."""
-        await asyncio.gather(*(self._pool.probe(i) for i in self._pool.instances.values()))
-        self._pool.start_probing()
+        """Probe, check and warm every instance; keep probing the ones that are down.
+
+        Never raises for an instance: one that fails its probe (even its warm-up) is
+        down with its ``last_error`` and the prober brings it back later.
+        """
+        try:
+            await asyncio.gather(*(self._pool.probe(i) for i in self._pool.instances.values()))
+        finally:
+            self._pool.start_probing()
 
     async def check(self) -> None:
         """Probe and check every instance once, without warm-up jobs (for status)."""

@@ -177,11 +177,15 @@ class WorkerPool:
             self._changed.notify_all()
 
     async def probe(self, instance: Instance) -> bool:
-        """Bring ``instance`` up via ``activate``; on failure schedule the next probe."""
+        """Bring ``instance`` up via ``activate``; on failure schedule the next probe.
+
+        Whatever ``activate`` raises (a warm-up timing out, an answer we cannot read)
+        takes only this instance out: it never reaches the caller.
+        """
         try:
             await self._activate(instance)
-        except WorkerUnavailableError as exc:
-            await self.mark_down(instance, str(exc))
+        except Exception as exc:  # one instance's failure, whatever it is
+            await self.mark_down(instance, _describe(exc))
             return False
         async with self._changed:
             instance.up, instance.failures, instance.checked_at = True, 0, time.monotonic()
@@ -231,3 +235,10 @@ class WorkerPool:
     def status(self) -> list[dict[str, Any]]:
         """Per instance: up/down, running, queue, VRAM, last error."""
         return [i.status() for i in self.instances.values()]
+
+
+def _describe(exc: Exception) -> str:
+    """A ``last_error`` for ``exc``: an unavailable instance says enough, others get their type."""
+    if isinstance(exc, WorkerUnavailableError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
