@@ -23,9 +23,8 @@ from PIL import Image
 from comfygate.adapters.comfyui.client import ComfyUIClient
 from comfygate.adapters.comfyui.packs import check_pack_online
 from comfygate.adapters.comfyui.pool import Instance, InstanceConfig, WorkerPool, devices_from_stats
-from comfygate.adapters.comfyui.runner import PromptRunner
+from comfygate.adapters.comfyui.runner import STOP_GRACE_S, PromptRunner
 from comfygate.domain.errors import (
-    JobTimeoutError,
     UnknownCapabilityError,
     ValidationFailedError,
     WorkerUnavailableError,
@@ -66,7 +65,7 @@ class ComfyUIEngine:
         warm_up: bool = True,
         probe_interval_s: float = 5.0,
         request_timeout_s: float = 30.0,
-        stop_grace_s: float = 10.0,
+        stop_grace_s: float = STOP_GRACE_S,
         on_cold_start: ColdStartCallback | None = None,
     ) -> None:
         unknown = sorted(set(pools) - set(packs))
@@ -182,6 +181,7 @@ class ComfyUIEngine:
                 resolve_params(pack, {}),
                 progress=_ignore_progress,
                 timeout_s=job.timeout_s,
+                stop_grace_s=self._stop_grace_s,
             )
             started = time.perf_counter()
             try:
@@ -250,23 +250,30 @@ class ComfyUIEngine:
             stop_grace_s=self._stop_grace_s,
         )
         self._running[job.job_id] = runner
+        failure: str | None = None
         try:
             return await runner.run()
         except WorkerUnavailableError as exc:
-            await self._pool.mark_down(inst, str(exc))
-            raise
-        except JobTimeoutError:
-            if not runner.stopped:  # it still runs our prompt: not fit for the next job
-                await self._pool.mark_down(
-                    inst, f"prompt {runner.prompt_id} did not stop after cancel"
-                )
+            failure = str(exc)
             raise
         finally:
+            # Whatever ended the attempt (a timeout, the dispatcher's guard or a customer
+            # cancelling our task), an instance that may still run our prompt is not fit
+            # for the next job. Shielded: a second cancel must not skip this.
+            if failure is None and not runner.stopped:
+                failure = f"prompt {runner.prompt_id} did not stop after cancel"
             self._running.pop(job.job_id, None)
-            await self._pool.release(inst)
+            await asyncio.shield(self._give_back(inst, failure))
             task = asyncio.create_task(runner.cleanup())
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
+
+    async def _give_back(self, inst: Instance, failure: str | None) -> None:
+        """Release ``inst`` after a job, or take it out when ``failure`` says why."""
+        if failure is None:
+            await self._pool.release(inst)
+        else:
+            await self._pool.mark_down(inst, failure)
 
     async def cancel(self, job_id: str) -> None:
         runner = self._running.get(job_id)

@@ -35,11 +35,15 @@ from comfygate.domain.errors import (
     WorkerUnavailableError,
     WorkflowError,
 )
+from comfygate.domain.jobs import TIMEOUT_GRACE_S
 from comfygate.domain.workflows import WorkflowPack, build_prompt
 from comfygate.services.engines import EngineJob, EngineResult, ProgressCallback
 
 UPLOAD_SUBFOLDER = "comfygate"
 HISTORY_POLL_FAILURES = 3
+STOP_GRACE_S = TIMEOUT_GRACE_S / 2
+"""How long a timed-out prompt may take to stop: well inside the dispatcher's guard, so
+the runner, not the guard, decides whether the instance still runs our prompt."""
 
 
 class PromptRunner:
@@ -56,7 +60,7 @@ class PromptRunner:
         timeout_s: float,
         poll_interval_s: float = 0.25,
         idle_check_s: float = 1.0,
-        stop_grace_s: float = 10.0,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.client, self.pack, self.job, self.params = client, pack, job, params
         self.prompt_id = str(uuid.uuid4())
@@ -64,6 +68,8 @@ class PromptRunner:
         self.timeout_s = timeout_s
         self.submitted = False
         self.stopped = True
+        """False from submit until the prompt is seen finished, gone or cancelled: while
+        False the instance may still be running our prompt."""
         self.uploaded: FileRef | None = None
         self.outputs: list[FileRef] = []
         self._progress = progress
@@ -80,6 +86,7 @@ class PromptRunner:
         except TimeoutError:
             if not scope.expired():
                 raise
+            self._cancel_reason = self._cancel_reason or "timed out"
             self.stopped = await self._stop()
             state = "cancelled" if self.stopped else "still running"
             raise JobTimeoutError(
@@ -114,6 +121,7 @@ class PromptRunner:
             connecting.cancel()
         try:
             history = await self._submit_and_follow(ws)
+            self.stopped = True  # ComfyUI writes the history entry once the prompt ended
         finally:
             if ws is not None:
                 await ws.close()
@@ -136,12 +144,12 @@ class PromptRunner:
             output_prefix=f"{UPLOAD_SUBFOLDER}/{self.job.job_id}",
         )
         tracker = ProgressTracker(prompt, self._progress)
-        self.submitted = True  # set first: a 200 with node_errors has already queued it
+        # set first: a 200 with node_errors has already queued it
+        self.submitted, self.stopped = True, False
         try:
             await self.client.submit(prompt, prompt_id=self.prompt_id, client_id=self.client_id)
         except WorkflowError:
-            with contextlib.suppress(WorkerError):
-                await self.client.cancel(self.prompt_id)
+            self.stopped = await self._stop()
             raise
         await tracker.report(0.1, "queued")
         if ws is not None:
@@ -179,6 +187,7 @@ class PromptRunner:
             and self.prompt_id not in await self.client.queued_prompt_ids()
             and await self.client.history(self.prompt_id) is None  # left the queue unrun
         ):
+            self.stopped = True
             raise JobCancelledError(f"job {self.job.job_id} {self._cancel_reason}")
 
     async def _poll_history(self) -> PromptHistory:
@@ -200,18 +209,19 @@ class PromptRunner:
             delay = min(delay * 2, self._poll_interval_s)
 
     async def _stop(self) -> bool:
-        """Cancel our prompt on the server; True once it is neither queued nor running."""
+        """Cancel our prompt on the server; True once it is neither queued nor running.
+
+        Gives up (False) after ``stop_grace_s`` all told, requests included: ComfyUI
+        only looks at interrupts between nodes, so a long node runs on regardless.
+        """
         if not self.submitted:
             return True
-        self._cancel_reason = self._cancel_reason or "timed out"
         try:
-            await self.client.cancel(self.prompt_id)
-            deadline = time.monotonic() + self._stop_grace_s
-            while self.prompt_id in await self.client.queued_prompt_ids():
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.05)
-        except WorkerError:
+            async with asyncio.timeout(self._stop_grace_s):
+                await self.client.cancel(self.prompt_id)
+                while self.prompt_id in await self.client.queued_prompt_ids():
+                    await asyncio.sleep(0.05)
+        except (TimeoutError, WorkerError):
             return False
         return True
 

@@ -1,0 +1,133 @@
+"""ComfyUIEngine when a fault leaves work behind on a server: prompts that will not stop,
+transient HTTP errors after submit, sockets left open, uploads refused.
+
+Each test asserts what the instance is left doing: an instance that may still run our
+prompt must be out of the pool, and a job moved elsewhere must not leave its first
+prompt running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from comfygate.adapters.comfyui import ComfyUIEngine
+from comfygate.adapters.comfyui.runner import STOP_GRACE_S
+from comfygate.adapters.storage.local import LocalResultStorage
+from comfygate.domain.errors import JobTimeoutError
+from comfygate.domain.ids import new_id
+from comfygate.domain.jobs import TIMEOUT_GRACE_S, JobState
+from comfygate.services import engine_run
+from comfygate.services.events import JobEvents
+from comfygate.services.job_ports import Job
+from tests.comfyui_fake import FakeComfyUI
+from tests.comfyui_fake.helpers import ProgressLog, job, make_engine, make_image
+from tests.fakes import FakeClock
+from tests.unit.test_job_events import FakeEventStore
+
+SCALE = 0.1
+"""Production's seconds times this: the guard's grace (10 s) becomes 1 s."""
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[tuple[FakeComfyUI, FakeComfyUI]]:
+    a, b = FakeComfyUI(tmp_path / "a").start(), FakeComfyUI(tmp_path / "b").start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+async def _started(urls: list[str], **kwargs: object) -> ComfyUIEngine:
+    engine = make_engine(urls, **kwargs)
+    await engine.start()
+    return engine
+
+
+def _will_not_stop(fake: FakeComfyUI) -> None:
+    """One long node that never looks at interrupts (ComfyUI checks between nodes)."""
+    fake.behaviour.job_s, fake.behaviour.progress_steps = 30.0, 300
+    fake.behaviour.ignore_interrupt = True
+
+
+def _dispatcher_job(storage: LocalResultStorage) -> Job:
+    job_id = new_id("job")
+    source = storage.input_path(job_id, "input.png")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    make_image(source)
+    return Job(
+        id=job_id, account_id="acct_a", user_id="user_a", capability="colorize.person",
+        options={}, options_key="k", state=JobState.RUNNING, tier=1,
+        sha256="0" * 64, md5="0" * 32, size_bytes=1, image_format="png", width=64,
+        height=48, tokens=10, list_tokens=10, hold_id="hold_a", hold_expires_at=T0,
+        price_book_version="v", breakdown=(), quote_id=None, idempotency_key=None,
+        input_name="input.png", created_at=T0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stop_grace_s",
+    [TIMEOUT_GRACE_S * SCALE, STOP_GRACE_S * SCALE],
+    ids=["stop-grace-equal-to-the-guard", "default-stop-grace"],
+)
+def test_a_prompt_that_will_not_stop_past_the_timeout_takes_its_instance_out(
+    fakes: tuple[FakeComfyUI, FakeComfyUI],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stop_grace_s: float,
+) -> None:
+    a, _ = fakes
+    monkeypatch.setattr(engine_run, "TIMEOUT_GRACE_S", TIMEOUT_GRACE_S * SCALE)
+    storage = LocalResultStorage(tmp_path / "data")
+    events = JobEvents(store=FakeEventStore(), clock=FakeClock())  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        engine = await _started([a.url], stop_grace_s=stop_grace_s)
+        _will_not_stop(a)
+        try:
+            with pytest.raises(JobTimeoutError):  # the runner's, or the guard's
+                await engine_run.run_on_engine(
+                    engine,
+                    _dispatcher_job(storage),
+                    storage=storage,
+                    events=events,
+                    timeout_s=0.5,
+                    progress_step=0.05,
+                )
+            assert a.running is not None  # our prompt still runs there ...
+            status = engine.status()[0]
+            assert not status["up"] and status["running"] == 0  # ... so it takes no job
+            assert "did not stop" in status["last_error"]
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_customer_cancel_of_a_prompt_that_will_not_stop_takes_its_instance_out(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    a, _ = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url], stop_grace_s=STOP_GRACE_S * SCALE)
+        _will_not_stop(a)
+        work = job(tmp_path, make_image(tmp_path / "in.png"))
+        task = asyncio.ensure_future(engine.run(work, progress=ProgressLog()))
+        try:
+            while a.running is None or a.running.progress_sent < 1:
+                await asyncio.sleep(0.01)
+            task.cancel()  # what Dispatcher.cancel does, then it tells the engine
+            await engine.cancel(work.job_id)
+            await asyncio.gather(task, return_exceptions=True)
+            assert task.cancelled() and a.running is not None
+            status = engine.status()[0]
+            assert not status["up"] and "did not stop" in status["last_error"]
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
