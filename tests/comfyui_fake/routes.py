@@ -204,6 +204,9 @@ async def view(request: Request) -> Response:
 
 async def get_history(request: Request) -> Response:
     fake = _fake(request)
+    if fake.behaviour.history_errors > 0:
+        fake.behaviour.history_errors -= 1
+        return PlainTextResponse("502 Bad Gateway", status_code=502)
     pid = request.path_params["prompt_id"]
     return JSONResponse({pid: fake.history[pid]} if pid in fake.history else {})
 

@@ -41,6 +41,8 @@ class FakeBehaviour:
     rename_uploads: bool = False
     jobs_cancel_api: bool = False
     ignore_interrupt: bool = False
+    history_errors: int = 0
+    """The next this many ``GET /history/{id}`` get a 502 (a proxy's hiccup)."""
     auth: str | None = None
     missing_choices: list[str] = field(default_factory=list)
     """Combo values (checkpoints) validation now refuses, e.g. a model file deleted."""

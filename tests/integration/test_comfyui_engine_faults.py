@@ -131,3 +131,49 @@ def test_a_customer_cancel_of_a_prompt_that_will_not_stop_takes_its_instance_out
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_a_few_failed_history_reads_do_not_move_the_job(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    a, _ = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url])
+        a.behaviour.history_errors = 3  # a proxy in front hiccups three times in a row
+        try:
+            result = await engine.run(
+                job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
+            )
+            assert result.instance == a.url and result.metadata["attempts"] == 1
+            assert engine.status()[0]["up"]
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_instance_given_up_after_submit_is_left_without_our_prompt(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    a, b = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url, b.url])
+        a.behaviour.job_s, a.behaviour.progress_steps = 30.0, 300
+        a.behaviour.drop_ws_after_progress = 1  # from then on the runner polls the history
+        a.behaviour.history_errors = 10_000  # ... which a no longer answers
+        try:
+            result = await engine.run(
+                job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
+            )
+            assert result.instance == b.url and result.metadata["tried"] == [a.url, b.url]
+            first = a.submitted[-1]["prompt_id"]
+            assert first in a.interrupts  # the job moved: its first prompt was stopped
+            async with asyncio.timeout(5):
+                while a.running is not None:
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())

@@ -40,7 +40,9 @@ from comfygate.domain.workflows import WorkflowPack, build_prompt
 from comfygate.services.engines import EngineJob, EngineResult, ProgressCallback
 
 UPLOAD_SUBFOLDER = "comfygate"
-HISTORY_POLL_FAILURES = 3
+HISTORY_FAILURE_WINDOW_S = 2.0
+"""How long history reads may keep failing before the instance counts as gone: a proxy's
+hiccup (one 502) must not move a job, and its running prompt, to another instance."""
 STOP_GRACE_S = TIMEOUT_GRACE_S / 2
 """How long a timed-out prompt may take to stop: well inside the dispatcher's guard, so
 the runner, not the guard, decides whether the instance still runs our prompt."""
@@ -77,6 +79,7 @@ class PromptRunner:
         self._idle_check_s = idle_check_s
         self._stop_grace_s = stop_grace_s
         self._cancel_reason: str | None = None
+        self._history_failing_since: float | None = None
 
     async def run(self) -> EngineResult:
         """Run to a result or raise a ``WorkerError`` subclass."""
@@ -98,6 +101,11 @@ class PromptRunner:
             ) from None
         except asyncio.CancelledError:
             self.stopped = await self._stop()
+            raise
+        except WorkerUnavailableError:
+            # The job moves to another instance: our prompt must not run on here as well.
+            if not self.stopped:
+                self.stopped = await self._stop()
             raise
 
     async def cancel(self, reason: str = "cancelled") -> None:
@@ -166,7 +174,7 @@ class PromptRunner:
                 frame = await asyncio.wait_for(ws.recv(), self._idle_check_s)
             except TimeoutError:
                 # Quiet socket: a lost end message must not hang us.
-                history = await self.client.history(self.prompt_id)
+                history = await self._read_history()
                 if history is not None:
                     return history
                 continue
@@ -192,21 +200,29 @@ class PromptRunner:
 
     async def _poll_history(self) -> PromptHistory:
         """Read the history until our prompt is in it (normally the first read)."""
-        failures, delay = 0, 0.02
+        delay = 0.02
         while True:
-            try:
-                history = await self.client.history(self.prompt_id)
-                failures = 0
-            except WorkerUnavailableError:
-                failures += 1
-                if failures >= HISTORY_POLL_FAILURES:
-                    raise
-                history = None
+            history = await self._read_history()
             if history is not None:
                 return history
             await self._check_cancelled()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._poll_interval_s)
+
+    async def _read_history(self) -> PromptHistory | None:
+        """Our prompt's history entry; a failed read is None until reads have failed for
+        ``HISTORY_FAILURE_WINDOW_S`` in a row, then ``WorkerUnavailableError``."""
+        try:
+            history = await self.client.history(self.prompt_id)
+        except WorkerUnavailableError:
+            now = time.monotonic()
+            if self._history_failing_since is None:
+                self._history_failing_since = now
+            if now - self._history_failing_since >= HISTORY_FAILURE_WINDOW_S:
+                raise
+            return None
+        self._history_failing_since = None
+        return history
 
     async def _stop(self) -> bool:
         """Cancel our prompt on the server; True once it is neither queued nor running.
