@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -160,6 +161,10 @@ async def post_prompt(request: Request) -> Response:
 
 async def upload_image(request: Request) -> Response:
     fake = _fake(request)
+    await asyncio.sleep(fake.behaviour.upload_delay_s)
+    if fake.behaviour.upload_status is not None:
+        status = fake.behaviour.upload_status
+        return PlainTextResponse(f"{status} refused by the fake", status_code=status)
     async with request.form() as form:
         image = form.get("image")
         if not isinstance(image, UploadFile) or not image.filename:

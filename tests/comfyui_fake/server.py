@@ -43,6 +43,10 @@ class FakeBehaviour:
     ignore_interrupt: bool = False
     history_errors: int = 0
     """The next this many ``GET /history/{id}`` get a 502 (a proxy's hiccup)."""
+    upload_status: int | None = None
+    """If set, ``POST /upload/image`` answers this status (a proxy's body limit: 413)."""
+    upload_delay_s: float = 0.0
+    """How long ``POST /upload/image`` takes to answer (a big image, a slow link)."""
     auth: str | None = None
     missing_choices: list[str] = field(default_factory=list)
     """Combo values (checkpoints) validation now refuses, e.g. a model file deleted."""

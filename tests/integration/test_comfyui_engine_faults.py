@@ -18,7 +18,7 @@ import pytest
 from comfygate.adapters.comfyui import ComfyUIEngine
 from comfygate.adapters.comfyui.runner import STOP_GRACE_S
 from comfygate.adapters.storage.local import LocalResultStorage
-from comfygate.domain.errors import JobTimeoutError
+from comfygate.domain.errors import JobTimeoutError, WorkerUnavailableError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import TIMEOUT_GRACE_S, JobState
 from comfygate.services import engine_run
@@ -172,6 +172,32 @@ def test_an_instance_given_up_after_submit_is_left_without_our_prompt(
             assert first in a.interrupts  # the job moved: its first prompt was stopped
             async with asyncio.timeout(5):
                 while a.running is not None:
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("failure", ["refused", "timed-out"])
+def test_a_failed_upload_leaves_no_websocket_open(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path, failure: str
+) -> None:
+    a, _ = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url])
+        a.behaviour.upload_delay_s = 0.3 if failure == "refused" else 5.0  # the socket opens
+        a.behaviour.upload_status = 503 if failure == "refused" else None
+        expected = WorkerUnavailableError if failure == "refused" else JobTimeoutError
+        try:
+            with pytest.raises(expected):
+                await engine.run(
+                    job(tmp_path, make_image(tmp_path / "in.png"), timeout_s=1.0),
+                    progress=ProgressLog(),
+                )
+            async with asyncio.timeout(3):  # the server sees the close a moment later
+                while a.sockets:
                     await asyncio.sleep(0.05)
         finally:
             await engine.close()

@@ -121,12 +121,7 @@ class PromptRunner:
         data = self.job.input_path.read_bytes()
         suffix = self.job.input_path.suffix.lower() or ".png"
         name = f"{self.job.job_id}-{uuid.uuid4().hex[:8]}{suffix}"  # unique: no cached replay
-        connecting = asyncio.ensure_future(self._open_ws())
-        try:
-            self.uploaded = await self.client.upload_image(data, name, subfolder=UPLOAD_SUBFOLDER)
-            ws = await connecting
-        finally:
-            connecting.cancel()
+        ws = await self._upload_with_ws(data, name)
         try:
             history = await self._submit_and_follow(ws)
             self.stopped = True  # ComfyUI writes the history entry once the prompt ended
@@ -134,6 +129,16 @@ class PromptRunner:
             if ws is not None:
                 await ws.close()
         return await self._finish(history, wall_s=time.perf_counter() - started)
+
+    async def _upload_with_ws(self, data: bytes, name: str) -> ClientConnection | None:
+        """Upload the input while the websocket opens; the socket, or None without one."""
+        connecting = asyncio.ensure_future(self._open_ws())
+        try:
+            self.uploaded = await self.client.upload_image(data, name, subfolder=UPLOAD_SUBFOLDER)
+            return await connecting
+        except BaseException:  # failed, timed out or cancelled: the socket must not leak
+            await _close_when_open(connecting)
+            raise
 
     async def _open_ws(self) -> ClientConnection | None:
         try:
@@ -317,3 +322,14 @@ class PromptRunner:
                 await self.client.upload_image(
                     b"", ref.filename, subfolder=ref.subfolder, kind=ref.type, overwrite=True
                 )
+
+
+async def _close_when_open(connecting: asyncio.Future[ClientConnection | None]) -> None:
+    """Stop ``connecting``; close the socket if it opened all the same."""
+    connecting.cancel()
+    await asyncio.wait([connecting])
+    if connecting.cancelled() or connecting.exception() is not None:
+        return
+    ws = connecting.result()
+    if ws is not None:
+        await ws.close()
