@@ -18,7 +18,7 @@ import pytest
 from comfygate.adapters.comfyui import ComfyUIEngine
 from comfygate.adapters.comfyui.runner import STOP_GRACE_S
 from comfygate.adapters.storage.local import LocalResultStorage
-from comfygate.domain.errors import JobTimeoutError, WorkerUnavailableError
+from comfygate.domain.errors import JobTimeoutError, UploadRefusedError, WorkerUnavailableError
 from comfygate.domain.ids import new_id
 from comfygate.domain.jobs import TIMEOUT_GRACE_S, JobState
 from comfygate.services import engine_run
@@ -52,6 +52,10 @@ def _will_not_stop(fake: FakeComfyUI) -> None:
     """One long node that never looks at interrupts (ComfyUI checks between nodes)."""
     fake.behaviour.job_s, fake.behaviour.progress_steps = 30.0, 300
     fake.behaviour.ignore_interrupt = True
+
+
+def _uploads(fake: FakeComfyUI) -> int:
+    return fake.calls.count(("POST", "/upload/image"))
 
 
 def _dispatcher_job(storage: LocalResultStorage) -> Job:
@@ -199,6 +203,32 @@ def test_a_failed_upload_leaves_no_websocket_open(
             async with asyncio.timeout(3):  # the server sees the close a moment later
                 while a.sockets:
                     await asyncio.sleep(0.05)
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("status", [400, 413, 415])
+def test_an_upload_refused_for_the_file_fails_the_job_and_keeps_the_instances(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path, status: int
+) -> None:
+    a, b = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url, b.url])
+        for fake in fakes:  # --max-upload-size, or a proxy's body limit, on every instance
+            fake.behaviour.upload_status = status
+        before = _uploads(a) + _uploads(b)
+        try:
+            with pytest.raises(UploadRefusedError) as info:
+                await engine.run(
+                    job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
+                )
+            assert not info.value.retryable and info.value.code == "upload_refused"
+            assert f"HTTP {status}" in str(info.value)
+            assert all(s["up"] for s in engine.status())
+            assert _uploads(a) + _uploads(b) == before + 1  # not tried elsewhere
         finally:
             await engine.close()
 

@@ -279,6 +279,18 @@ class ImageDecodeError(WorkerError):
         super().__init__(message, retryable=False, **details)
 
 
+class UploadRefusedError(WorkerError):
+    """A worker refused a job's input outright (ComfyUI's ``--max-upload-size``, a proxy's
+    body limit, a type it will not take). The instance is fine; never retried: another
+    instance configured alike would refuse the same bytes."""
+
+    code = "upload_refused"
+
+    def __init__(self, message: str, /, **details: Any) -> None:
+        details.pop("retryable", None)
+        super().__init__(message, retryable=False, **details)
+
+
 class EngineSetupError(WorkerError):
     """An engine cannot start: optional dependency missing, model file unusable."""
 

@@ -2,7 +2,8 @@
 
 Every transport failure (refused, reset, timed out, proxy 502/503/504) becomes
 ``WorkerUnavailableError`` so the pool can take the instance out and retry elsewhere;
-workflow problems become ``WorkflowError``. The optional headers (e.g. an
+workflow problems become ``WorkflowError``; an upload refused for the file itself
+(400/413/415) becomes ``UploadRefusedError``. The optional headers (e.g. an
 ``Authorization`` for a server behind a proxy) go on HTTP and websocket requests alike.
 """
 
@@ -20,9 +21,12 @@ from comfygate.adapters.comfyui.protocol import (
     parse_history,
     submit_failure,
 )
-from comfygate.domain.errors import WorkerUnavailableError
+from comfygate.domain.errors import UploadRefusedError, WorkerUnavailableError
 
 WS_MAX_FRAME_BYTES = 64 * 1024 * 1024  # preview frames can be large; we skip them anyway
+UPLOAD_REFUSED_STATUSES = frozenset({400, 413, 415})
+"""Answers to ``/upload/image`` that refuse the file itself (too large, unreadable), not
+the instance's fault: the job fails, the instance stays in."""
 
 
 class ComfyUIClient:
@@ -62,7 +66,9 @@ class ComfyUIClient:
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._request(method, path, **kwargs)
+        return self._body(await self._request(method, path, **kwargs), method, path)
+
+    def _body(self, response: httpx.Response, method: str, path: str) -> Any:
         if response.status_code >= 400:
             raise WorkerUnavailableError(
                 f"{self.base_url} answered HTTP {response.status_code} to {method} {path}",
@@ -122,7 +128,15 @@ class ComfyUIClient:
             "overwrite": "true" if overwrite else "false",
         }
         files = {"image": (filename, data, "application/octet-stream")}
-        body = await self._json("POST", "/upload/image", data=fields, files=files)
+        response = await self._request("POST", "/upload/image", data=fields, files=files)
+        if response.status_code in UPLOAD_REFUSED_STATUSES:
+            raise UploadRefusedError(
+                f"{self.base_url} refused the upload of {filename} ({len(data)} bytes) with "
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                instance=self.base_url,
+                status=response.status_code,
+            )
+        body = self._body(response, "POST", "/upload/image")
         if not isinstance(body, Mapping) or not isinstance(body.get("name"), str):
             raise WorkerUnavailableError(f"{self.base_url}: unexpected upload answer {body!r}")
         return FileRef(

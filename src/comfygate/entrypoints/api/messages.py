@@ -70,6 +70,7 @@ TITLES: dict[str, tuple[str, str]] = {
     "workflow_error": ("Workflow error", "工作流执行出错"),
     "job_timeout": ("Job timed out", "任务超时"),
     "image_decode_failed": ("Image could not be decoded", "图片无法解码"),
+    "upload_refused": ("The worker refused the image", "处理节点拒收该图片"),
     "engine_setup_failed": ("Engine not available", "推理引擎不可用"),
     "job_cancelled": ("Job cancelled", "任务已取消"),
 }
