@@ -151,6 +151,8 @@ async def post_prompt(request: Request) -> Response:
     prompt_id = str(data.get("prompt_id") or uuid.uuid4())
     number = fake.next_number()
     fake.submitted.append(data)
+    if fake.behaviour.lose_prompts:
+        return JSONResponse({"prompt_id": prompt_id, "number": number, "node_errors": {}})
     fake.pending.append(Execution(fake, number, prompt_id, prompt, data.get("client_id")))
     if fake.wakeup is not None:
         fake.wakeup.set()

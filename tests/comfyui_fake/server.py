@@ -43,6 +43,8 @@ class FakeBehaviour:
     ignore_interrupt: bool = False
     history_errors: int = 0
     """The next this many ``GET /history/{id}`` get a 502 (a proxy's hiccup)."""
+    lose_prompts: bool = False
+    """``POST /prompt`` answers 200 but the prompt never runs (a queue cleared at once)."""
     upload_status: int | None = None
     """If set, ``POST /upload/image`` answers this status (a proxy's body limit: 413)."""
     upload_delay_s: float = 0.0

@@ -233,3 +233,25 @@ def test_an_upload_refused_for_the_file_fails_the_job_and_keeps_the_instances(
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_a_prompt_lost_by_the_server_moves_the_job_before_the_timeout(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    a, b = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url, b.url])
+        a.behaviour.lose_prompts = True  # accepted, then gone: "Clear queue", a restart
+        try:
+            async with asyncio.timeout(8):  # the job's timeout is 60 s
+                result = await engine.run(
+                    job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
+                )
+            assert result.instance == b.url and result.metadata["tried"] == [a.url, b.url]
+            status = {s["url"]: s for s in engine.status()}[a.url]
+            assert not status["up"] and "vanished" in status["last_error"]
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())

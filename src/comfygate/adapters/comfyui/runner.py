@@ -43,6 +43,9 @@ UPLOAD_SUBFOLDER = "comfygate"
 HISTORY_FAILURE_WINDOW_S = 2.0
 """How long history reads may keep failing before the instance counts as gone: a proxy's
 hiccup (one 502) must not move a job, and its running prompt, to another instance."""
+MISSING_READS = 2
+"""Reads in a row that find our prompt neither queued nor in the history before it
+counts as lost (an operator's "Clear queue", a restart): the job goes elsewhere."""
 STOP_GRACE_S = TIMEOUT_GRACE_S / 2
 """How long a timed-out prompt may take to stop: well inside the dispatcher's guard, so
 the runner, not the guard, decides whether the instance still runs our prompt."""
@@ -80,6 +83,7 @@ class PromptRunner:
         self._stop_grace_s = stop_grace_s
         self._cancel_reason: str | None = None
         self._history_failing_since: float | None = None
+        self._missing_reads = 0
 
     async def run(self) -> EngineResult:
         """Run to a result or raise a ``WorkerError`` subclass."""
@@ -182,6 +186,7 @@ class PromptRunner:
                 history = await self._read_history()
                 if history is not None:
                     return history
+                await self._check_still_there()
                 continue
             except ConnectionClosed:
                 return None
@@ -211,8 +216,31 @@ class PromptRunner:
             if history is not None:
                 return history
             await self._check_cancelled()
+            await self._check_still_there()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._poll_interval_s)
+
+    async def _check_still_there(self) -> None:
+        """Raise ``WorkerUnavailableError`` once ``MISSING_READS`` looks in a row found
+        our prompt neither queued nor in the history (the queue is read first: a prompt
+        that ends in between is in the history by the second read)."""
+        if self._history_failing_since is not None:
+            return  # the server does not answer: the history reads decide
+        try:
+            queued = self.prompt_id in await self.client.queued_prompt_ids()
+        except WorkerUnavailableError:
+            return
+        if queued or await self._read_history() is not None:
+            self._missing_reads = 0
+            return
+        self._missing_reads += 1
+        if self._missing_reads >= MISSING_READS:
+            self.stopped = True  # gone: nothing of ours runs there
+            raise WorkerUnavailableError(
+                f"prompt {self.prompt_id} vanished from {self.client.base_url}: neither "
+                f"queued nor in the history {self._missing_reads} times in a row",
+                instance=self.client.base_url,
+            )
 
     async def _read_history(self) -> PromptHistory | None:
         """Our prompt's history entry; a failed read is None until reads have failed for
