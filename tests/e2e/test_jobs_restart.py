@@ -130,7 +130,7 @@ def test_kill_9_mid_job_then_restart_finishes_the_job_and_charges_once(tmp_path:
     assert job["tokens_charged"] == 10
     assert "event: succeeded" in events.text and "worker_lost" in events.text
     assert (balance["available"], balance["held"]) == (40, 0)
-    assert usage["totals"] == {"jobs": 1, "tokens_charged": 10, "list_tokens": 10}
+    assert usage["totals"] == {"jobs": 1, "succeeded": 1, "tokens_charged": 10, "list_tokens": 10}
     after = build(database_url, data_dir)
     try:
         assert after.accounts.reconcile().ok
