@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, TiffImagePlugin
+from PIL.PngImagePlugin import PngInfo
 
 from comfygate.adapters.images import inspect_image
 from comfygate.adapters.images._source import ByteSource
@@ -349,3 +350,19 @@ def test_errors_carry_stable_codes(tmp_path: Path) -> None:
         inspect_image(write(tmp_path, encode(noise(), "PNG")[:-5]))
     assert caught.value.code == "truncated_image"
     assert caught.value.details["format"] == "png"
+
+
+def test_a_png_whose_text_inflates_past_its_cap_is_corrupt(tmp_path: Path) -> None:
+    """Compressed text chunks are inflated by Pillow as it reads the header: 63 KB of
+    them came to 61 MB (its own cap is 64 MiB). A few KiB of text, as photos carry, is
+    read as before."""
+    bomb, fine = PngInfo(), PngInfo()
+    for i in range(8):  # 8 x 1 MiB of text, ~8 KB compressed
+        bomb.add_text(f"k{i}", "x" * (1 << 20), zip=True)
+    fine.add_text("Comment", "x" * 4096, zip=True)
+    for name, info in (("bomb.png", bomb), ("fine.png", fine)):
+        Image.new("L", (64, 64), 128).save(tmp_path / name, "PNG", pnginfo=info)
+    assert (tmp_path / "bomb.png").stat().st_size < 64 * 1024
+    with pytest.raises(CorruptImageError):
+        inspect_image(tmp_path / "bomb.png")
+    assert inspect_image(tmp_path / "fine.png").width == 64

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, TiffImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from comfygate.adapters.images._bmp import walk_bmp
 from comfygate.adapters.images._jpeg import walk_jpeg
@@ -56,6 +56,11 @@ _PILLOW_FORMATS = {
     ImageFormat.TIFF: "TIFF",
 }
 _EXIF_ORIENTATION = 0x0112
+PNG_TEXT_MEMORY = 4 * 1024 * 1024
+"""The most text a PNG's header may inflate to (compressed ``zTXt``/``iTXt`` chunks),
+for Pillow's reader in this process: its default of 64 MiB let 63 KB of chunks cost
+61 MB and a fifth of a second. Photos carry a few KiB of text, XMP included."""
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_MEMORY
 
 
 def _orientation(image: Image.Image, raw_exif: bytes | None) -> int:
