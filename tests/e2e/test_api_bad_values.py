@@ -103,3 +103,17 @@ def test_an_account_filter_names_an_account_the_caller_sees_or_is_not_found(
             "/v1/admin/audit", params={"account_id": acme.account_id}, headers=acme.admin
         )
         assert own.status_code == 200 and own.json()["items"]
+
+
+def test_a_json_body_nested_past_the_parsers_depth_is_invalid_input(tmp_path: Path) -> None:
+    """FastAPI cannot parse it (400): it answered with the code ``error``."""
+    with running_gateway(tmp_path) as gw:
+        tenant = gw.tenant("acme", tokens=10)
+        deep = b'{"tokens": 5, "idempotency_key": "k", "x": ' + b"[" * 30_000 + b"]" * 30_000
+        refused = gw.client.post(
+            f"/v1/admin/accounts/{tenant.account_id}/grants",
+            content=deep + b"}",
+            headers={**gw.operator, "Content-Type": "application/json"},
+        )
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_input"
+        assert gw.container.accounts.balance(account_id=tenant.account_id).available == 10

@@ -170,9 +170,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, ComfygateError):  # FastAPI's 400 for a body it could
         return await handle_domain_error(request, exc.__cause__)  # not read: say why
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
-        exc.status_code, "error"
-    )
+    # 400: FastAPI's for a body it could not parse (JSON nested past the parser's
+    # depth, say): the client's input, as any other body we refuse.
+    code = {
+        400: "invalid_input",
+        401: "unauthenticated",
+        404: "not_found",
+        405: "method_not_allowed",
+    }.get(exc.status_code, "error")
     return problem(
         request,
         status=exc.status_code,
