@@ -44,7 +44,10 @@ def _fake(request: Request) -> FakeComfyUI:
 
 
 async def system_stats(request: Request) -> Response:
-    _fake(request)
+    fake = _fake(request)
+    if fake.behaviour.stats_status is not None:
+        status = fake.behaviour.stats_status
+        return PlainTextResponse(f"{status} from the fake", status_code=status)
     device = {
         "name": "cuda:0 Fake GPU",
         "type": "cuda",

@@ -22,7 +22,13 @@ from PIL import Image
 
 from comfygate.adapters.comfyui.client import ComfyUIClient
 from comfygate.adapters.comfyui.packs import check_pack_online
-from comfygate.adapters.comfyui.pool import Instance, InstanceConfig, WorkerPool, devices_from_stats
+from comfygate.adapters.comfyui.pool import (
+    Instance,
+    InstanceConfig,
+    Lease,
+    WorkerPool,
+    devices_from_stats,
+)
 from comfygate.adapters.comfyui.runner import STOP_GRACE_S, PromptRunner
 from comfygate.domain.errors import (
     UnknownCapabilityError,
@@ -212,18 +218,19 @@ class ComfyUIEngine:
         last: WorkerUnavailableError | None = None
         for _ in range(self._max_attempts):
             try:
-                inst = await self._pool.acquire(job.capability, exclude=tried, timeout_s=timeout_s)
+                lease = await self._pool.acquire(job.capability, exclude=tried, timeout_s=timeout_s)
             except WorkerUnavailableError:
                 if last is not None:
                     raise last from None
                 raise
-            tried.append(inst.url)
+            url = lease.instance.url
+            tried.append(url)
             try:
-                result = await self._run_on(inst, pack, job, params, progress, timeout_s)
+                result = await self._run_on(lease, pack, job, params, progress, timeout_s)
             except WorkerUnavailableError as exc:
                 last = exc
                 log.warning(
-                    "comfyui_instance_failed", instance=inst.url, job_id=job.job_id, error=str(exc)
+                    "comfyui_instance_failed", instance=url, job_id=job.job_id, error=str(exc)
                 )
                 continue
             meta = {**result.metadata, "attempts": len(tried), "tried": list(tried)}
@@ -233,7 +240,7 @@ class ComfyUIEngine:
 
     async def _run_on(
         self,
-        inst: Instance,
+        lease: Lease,
         pack: WorkflowPack,
         job: EngineJob,
         params: Mapping[str, object],
@@ -241,7 +248,7 @@ class ComfyUIEngine:
         timeout_s: float,
     ) -> EngineResult:
         runner = PromptRunner(
-            inst.client,
+            lease.instance.client,
             pack,
             job,
             params,
@@ -263,17 +270,17 @@ class ComfyUIEngine:
             if failure is None and not runner.stopped:
                 failure = f"prompt {runner.prompt_id} did not stop after cancel"
             self._running.pop(job.job_id, None)
-            await asyncio.shield(self._give_back(inst, failure))
+            await asyncio.shield(self._give_back(lease, failure))
             task = asyncio.create_task(runner.cleanup())
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
 
-    async def _give_back(self, inst: Instance, failure: str | None) -> None:
-        """Release ``inst`` after a job, or take it out when ``failure`` says why."""
+    async def _give_back(self, lease: Lease, failure: str | None) -> None:
+        """Release ``lease`` after a job, or take its instance out when ``failure`` says why."""
         if failure is None:
-            await self._pool.release(inst)
+            await self._pool.release(lease)
         else:
-            await self._pool.mark_down(inst, failure)
+            await self._pool.mark_down(lease.instance, failure, lease=lease)
 
     async def cancel(self, job_id: str) -> None:
         runner = self._running.get(job_id)

@@ -3,11 +3,13 @@
 One running prompt per instance (ComfyUI runs one prompt at a time anyway; queueing
 in comfygate keeps timeouts honest and lets a job go to whichever instance frees up
 first). Instances are shared: with ``COMFYGATE_COMFYUI_URLS`` every capability uses
-the same ones, so "busy" is per instance, not per capability. Least busy wins: a free
-instance with the shortest server queue (other clients may use it too), then the one
-that has started fewest jobs. An instance that fails is taken out and probed back in
-with exponential backoff; ``activate`` (health check, pack check, warm-up) runs before
-it takes jobs again.
+the same ones, so "busy" is per instance, not per capability. A job holds its instance
+through a ``Lease``: only that lease gives the instance back, so a health check that
+fails under a running job takes the instance out without freeing the job's slot.
+Least busy wins: a free instance with the shortest server queue (other clients may use
+it too), then the one that has started fewest jobs. An instance that fails is taken out
+and probed back in with exponential backoff; ``activate`` (health check, pack check,
+warm-up) runs before it takes jobs again.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class Instance:
     ready: set[str] = field(default_factory=set)
     """Capabilities whose pack checked out (and warmed up) on it."""
     up: bool = False
-    busy: bool = False
+    lease: Lease | None = None
+    """The job holding it, if one does."""
     jobs_started: int = 0
     server_queue: int = 0
     devices: list[dict[str, Any]] = field(default_factory=list)
@@ -59,6 +62,10 @@ class Instance:
     @property
     def url(self) -> str:
         return self.config.url
+
+    @property
+    def busy(self) -> bool:
+        return self.lease is not None
 
     def status(self) -> dict[str, Any]:
         """What ``comfygate workers status`` shows for this instance."""
@@ -92,6 +99,13 @@ def devices_from_stats(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class Lease:
+    """One job's hold on ``instance``, from ``acquire`` until released or marked down."""
+
+    instance: Instance
+
+
 Activate = Callable[[Instance], Awaitable[None]]
 
 
@@ -123,8 +137,8 @@ class WorkerPool:
 
     async def acquire(
         self, capability: str, *, exclude: Iterable[str] = (), timeout_s: float
-    ) -> Instance:
-        """A free, ready instance for ``capability`` (waits while all are busy).
+    ) -> Lease:
+        """A lease on a free, ready instance for ``capability`` (waits while all are busy).
 
         Raises ``WorkerUnavailableError`` at once if none is up and ready, or after
         ``timeout_s`` of all being busy.
@@ -139,7 +153,7 @@ class WorkerPool:
                 capability=capability,
             ) from None
 
-    async def _wait_for_free(self, capability: str, skip: set[str]) -> Instance:
+    async def _wait_for_free(self, capability: str, skip: set[str]) -> Lease:
         while True:
             ready = [
                 i
@@ -153,20 +167,29 @@ class WorkerPool:
             free = [i for i in ready if not i.busy]
             if free:
                 chosen = min(free, key=lambda i: (i.server_queue, i.jobs_started))
-                chosen.busy = True
+                chosen.lease = Lease(chosen)
                 chosen.jobs_started += 1
-                return chosen
+                return chosen.lease
             await self._changed.wait()
 
-    async def release(self, instance: Instance) -> None:
+    async def release(self, lease: Lease) -> None:
+        """Give ``lease``'s instance back (a no-op for a lease that no longer holds it)."""
         async with self._changed:
-            instance.busy = False
+            if lease.instance.lease is lease:
+                lease.instance.lease = None
             self._changed.notify_all()
 
-    async def mark_down(self, instance: Instance, error: str) -> None:
-        """Take ``instance`` out until a probe brings it back."""
+    async def mark_down(
+        self, instance: Instance, error: str, *, lease: Lease | None = None
+    ) -> None:
+        """Take ``instance`` out until a probe brings it back.
+
+        Frees the instance only for its holder's ``lease``: a health check or probe
+        failing while a job runs there leaves the job's slot taken.
+        """
         async with self._changed:
-            instance.busy = False
+            if lease is not None and instance.lease is lease:
+                instance.lease = None
             instance.up = False
             instance.last_error = error
             instance.failures += 1
@@ -204,11 +227,15 @@ class WorkerPool:
         instance.checked_at = time.monotonic()
 
     async def tick(self) -> None:
-        """One round of probing: down instances due for a probe, idle up ones due a check."""
+        """One round of probing: down instances due for a probe, idle up ones due a check.
+
+        A down instance a job still holds waits for the job to give it back: a warm-up
+        there would be a second prompt on it.
+        """
         now = time.monotonic()
         jobs: list[Awaitable[object]] = []
         for inst in self.instances.values():
-            if not inst.up and now >= inst.next_probe_at:
+            if not inst.up and not inst.busy and now >= inst.next_probe_at:
                 jobs.append(self.probe(inst))
             elif inst.up and not inst.busy and now - inst.checked_at >= self._health_interval_s:
                 jobs.append(self.refresh(inst))

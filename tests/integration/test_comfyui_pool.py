@@ -1,0 +1,81 @@
+"""The pool of ComfyUI instances shared by jobs and the background prober.
+
+Jobs hold instances through leases; the prober's health checks and probes run beside
+them against the same server (the fake here), and must never hand a job's instance to
+a second job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comfygate.adapters.comfyui.client import ComfyUIClient
+from comfygate.adapters.comfyui.pool import Instance, InstanceConfig, WorkerPool
+from comfygate.domain.errors import WorkerUnavailableError
+from tests.comfyui_fake import FakeComfyUI
+
+CAPABILITY = "colorize.person"
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeComfyUI]:
+    with FakeComfyUI(tmp_path / "fake") as server:
+        yield server
+
+
+async def _health_checked(inst: Instance) -> None:
+    """An ``activate`` that only asks the server for its stats (no packs, no warm-up)."""
+    await inst.client.system_stats()
+    inst.ready = set(inst.serves)
+
+
+def _pool(url: str) -> tuple[WorkerPool, Instance]:
+    inst = Instance(InstanceConfig(url), ComfyUIClient(url), serves=frozenset({CAPABILITY}))
+    # Every tick is due: a health check for an idle up instance, a probe for a down one.
+    pool = WorkerPool([inst], activate=_health_checked, probe_interval_s=0.0, health_interval_s=0.0)
+    return pool, inst
+
+
+def _stats_calls(fake: FakeComfyUI) -> int:
+    return fake.calls.count(("GET", "/system_stats"))
+
+
+def test_a_health_check_failing_under_a_running_job_keeps_the_job_s_slot(
+    fake: FakeComfyUI,
+) -> None:
+    async def scenario() -> None:
+        pool, inst = _pool(fake.url)
+        try:
+            assert await pool.probe(inst)
+            fake.behaviour.stats_status = 503
+            checks = _stats_calls(fake)
+            tick = asyncio.ensure_future(pool.tick())
+            await asyncio.sleep(0)  # the tick picks its health check: the instance is idle
+            first = await pool.acquire(CAPABILITY, timeout_s=1.0)  # a job takes it meanwhile
+            await tick
+            assert _stats_calls(fake) == checks + 1 and not inst.up  # the check failed
+            assert inst.busy  # ... and the job still holds its instance
+
+            fake.behaviour.stats_status = None
+            await pool.tick()  # no probe (no warm-up) beside the running job
+            assert _stats_calls(fake) == checks + 1 and not inst.up
+            assert await pool.probe(inst)  # an operator's probe brings it back up ...
+            with pytest.raises(WorkerUnavailableError, match="stayed busy"):
+                await pool.acquire(CAPABILITY, timeout_s=0.2)  # ... not to a second job
+
+            await pool.release(first)
+            second = await pool.acquire(CAPABILITY, timeout_s=1.0)
+            await pool.release(first)  # a stale lease frees nothing
+            assert inst.busy and inst.lease is second
+            await pool.mark_down(inst, "a probe failed")  # nor does a failure without it
+            assert inst.busy
+            await pool.mark_down(inst, "the job's prompt did not stop", lease=second)
+            assert not inst.busy and not inst.up
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
