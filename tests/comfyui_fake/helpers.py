@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,14 @@ from PIL import Image
 
 from comfygate.adapters.comfyui import ComfyUIEngine, InstanceConfig
 from comfygate.adapters.comfyui.packs import load_packs
+from comfygate.adapters.storage.local import LocalResultStorage
+from comfygate.domain.ids import new_id
+from comfygate.domain.jobs import JobState
 from comfygate.services.engines import EngineJob
+from comfygate.services.job_ports import Job
 from tests.comfyui_fake.server import FakeComfyUI
 
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REAL_URL = os.environ.get("COMFYGATE_TEST_COMFYUI_URL", "").rstrip("/")
 
 
@@ -96,3 +102,19 @@ class ProgressLog:
 
     def saw(self, text: str) -> bool:
         return any(text in m for _, m in self.events)
+
+
+def dispatcher_job(storage: LocalResultStorage) -> Job:
+    """A running job as the dispatcher hands it to ``run_on_engine``, its input stored."""
+    job_id = new_id("job")
+    source = storage.input_path(job_id, "input.png")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    make_image(source)
+    return Job(
+        id=job_id, account_id="acct_a", user_id="user_a", capability="colorize.person",
+        options={}, options_key="k", state=JobState.RUNNING, tier=1,
+        sha256="0" * 64, md5="0" * 32, size_bytes=1, image_format="png", width=64,
+        height=48, tokens=10, list_tokens=10, hold_id="hold_a", hold_expires_at=T0,
+        price_book_version="v", breakdown=(), quote_id=None, idempotency_key=None,
+        input_name="input.png", created_at=T0,
+    )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,16 @@ from comfygate.adapters.comfyui import ComfyUIEngine
 from comfygate.adapters.comfyui.runner import STOP_GRACE_S
 from comfygate.adapters.storage.local import LocalResultStorage
 from comfygate.domain.errors import JobTimeoutError, UploadRefusedError, WorkerUnavailableError
-from comfygate.domain.ids import new_id
-from comfygate.domain.jobs import TIMEOUT_GRACE_S, JobState
+from comfygate.domain.jobs import TIMEOUT_GRACE_S
 from comfygate.services import engine_run
 from comfygate.services.events import JobEvents
-from comfygate.services.job_ports import Job
 from tests.comfyui_fake import FakeComfyUI
-from tests.comfyui_fake.helpers import ProgressLog, job, make_engine, make_image
+from tests.comfyui_fake.helpers import ProgressLog, dispatcher_job, job, make_engine, make_image
 from tests.fakes import FakeClock
 from tests.unit.test_job_events import FakeEventStore
 
 SCALE = 0.1
 """Production's seconds times this: the guard's grace (10 s) becomes 1 s."""
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -58,21 +54,6 @@ def _uploads(fake: FakeComfyUI) -> int:
     return fake.calls.count(("POST", "/upload/image"))
 
 
-def _dispatcher_job(storage: LocalResultStorage) -> Job:
-    job_id = new_id("job")
-    source = storage.input_path(job_id, "input.png")
-    source.parent.mkdir(parents=True, exist_ok=True)
-    make_image(source)
-    return Job(
-        id=job_id, account_id="acct_a", user_id="user_a", capability="colorize.person",
-        options={}, options_key="k", state=JobState.RUNNING, tier=1,
-        sha256="0" * 64, md5="0" * 32, size_bytes=1, image_format="png", width=64,
-        height=48, tokens=10, list_tokens=10, hold_id="hold_a", hold_expires_at=T0,
-        price_book_version="v", breakdown=(), quote_id=None, idempotency_key=None,
-        input_name="input.png", created_at=T0,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "stop_grace_s",
     [TIMEOUT_GRACE_S * SCALE, STOP_GRACE_S * SCALE],
@@ -96,7 +77,7 @@ def test_a_prompt_that_will_not_stop_past_the_timeout_takes_its_instance_out(
             with pytest.raises(JobTimeoutError):  # the runner's, or the guard's
                 await engine_run.run_on_engine(
                     engine,
-                    _dispatcher_job(storage),
+                    dispatcher_job(storage),
                     storage=storage,
                     events=events,
                     timeout_s=0.5,

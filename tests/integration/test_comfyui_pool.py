@@ -15,8 +15,15 @@ import pytest
 
 from comfygate.adapters.comfyui.client import ComfyUIClient
 from comfygate.adapters.comfyui.pool import Instance, InstanceConfig, WorkerPool
+from comfygate.adapters.storage.local import LocalResultStorage
 from comfygate.domain.errors import WorkerUnavailableError
+from comfygate.domain.jobs import TIMEOUT_GRACE_S
+from comfygate.services import engine_run
+from comfygate.services.events import JobEvents
 from tests.comfyui_fake import FakeComfyUI
+from tests.comfyui_fake.helpers import dispatcher_job, make_engine
+from tests.fakes import FakeClock
+from tests.unit.test_job_events import FakeEventStore
 
 CAPABILITY = "colorize.person"
 
@@ -77,5 +84,43 @@ def test_a_health_check_failing_under_a_running_job_keeps_the_job_s_slot(
             assert not inst.busy and not inst.up
         finally:
             await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_waiting_for_the_instance_gets_its_whole_timeout_once_it_has_it(
+    fake: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dispatcher concurrency 2, one instance: the second job waits out the first, and
+    the guard must not count that wait against its own run (scaled: 10 s grace -> 1 s)."""
+    monkeypatch.setattr(engine_run, "TIMEOUT_GRACE_S", TIMEOUT_GRACE_S * 0.1)
+    storage = LocalResultStorage(tmp_path / "data")
+    events = JobEvents(store=FakeEventStore(), clock=FakeClock())  # type: ignore[arg-type]
+    timeout_s = 4.0
+
+    async def scenario() -> None:
+        engine = make_engine([fake.url], timeout_s=timeout_s)
+        await engine.start()
+        # Each run fits its timeout with room to spare; both together do not fit one
+        # timeout plus the guard's grace.
+        fake.behaviour.job_s = 2.5
+        try:
+            results = await asyncio.gather(
+                *(
+                    engine_run.run_on_engine(
+                        engine,
+                        dispatcher_job(storage),
+                        storage=storage,
+                        events=events,
+                        timeout_s=timeout_s,
+                        progress_step=0.05,
+                    )
+                    for _ in range(2)
+                )
+            )
+            assert [r.instance for r in results] == [fake.url, fake.url]
+            assert fake.max_in_queue == 1  # one after the other, never both on the server
+        finally:
+            await engine.close()
 
     asyncio.run(scenario())

@@ -115,11 +115,18 @@ TIMEOUT_GRACE_S = 10.0
 """How much later than the engine's own timeout the run's guard fires."""
 
 
+def longest_run_s(job_timeout_s: float) -> float:
+    """The longest one attempt may take: waiting for a worker (an engine with a pool
+    waits at most the timeout), then the timeout from when it has one, then the guard's
+    grace."""
+    return 2 * job_timeout_s + TIMEOUT_GRACE_S
+
+
 def hold_ttl_s(*, job_timeout_s: float, queue_allowance_s: int) -> int:
-    """A hold lifetime that outlives every attempt of the job (its guard's grace
-    included) plus its time in queue, so a hold can never expire under a job that is
-    still allowed to run."""
-    return int((job_timeout_s + TIMEOUT_GRACE_S) * MAX_ATTEMPTS) + queue_allowance_s
+    """A hold lifetime that outlives every attempt of the job (its wait for a worker
+    and its guard's grace included) plus its time in queue, so a hold can never expire
+    under a job that is still allowed to run."""
+    return int(longest_run_s(job_timeout_s) * MAX_ATTEMPTS) + queue_allowance_s
 
 
 @dataclass(frozen=True, slots=True)

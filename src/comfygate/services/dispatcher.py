@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfygate.domain.errors import JobStateError, WorkerError, WorkerUnavailableError
-from comfygate.domain.jobs import MAX_ATTEMPTS, TIMEOUT_GRACE_S, FairQueue, JobState, QueueEntry
+from comfygate.domain.jobs import MAX_ATTEMPTS, FairQueue, JobState, QueueEntry, longest_run_s
 from comfygate.services.clock import Clock
 from comfygate.services.engine_run import run_on_engine
 from comfygate.services.engines import Engine, EngineResult
@@ -253,9 +253,10 @@ class Dispatcher:
 
     def _refusal(self, job: Job) -> tuple[str, str] | None:
         """Why the job must fail without running, if it must."""
-        # The longest a run may take, grace included: a hold that expires within it
-        # would be released under a running job, which then could not be charged.
-        longest = self._policy.job_timeout_s + TIMEOUT_GRACE_S
+        # The longest a run may take, its wait for a worker and the guard's grace
+        # included: a hold that expires within it would be released under a running
+        # job, which then could not be charged.
+        longest = longest_run_s(self._policy.job_timeout_s)
         if job.hold_expires_at.timestamp() <= self._clock.now().timestamp() + longest:
             return "hold_expired", "the job waited in the queue longer than its hold lasts"
         if self._engine_for(job.capability) is None:

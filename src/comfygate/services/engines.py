@@ -27,6 +27,10 @@ class EngineJob:
     """Workflow parameters: ``image_size``, ``checkpoint``, ``fp16``, ``tile_size``,
     ``upscale`` ... validated against the capability's manifest before the job runs."""
     timeout_s: float = 300.0
+    started: Callable[[], None] | None = None
+    """For an engine that may wait for a worker (ComfyUI: a free instance): call it once
+    the job has one, and the timeout counts from then. Engines that start at once never
+    call it; the wait it allows is at most ``timeout_s``."""
 
 
 @dataclass(frozen=True, slots=True)

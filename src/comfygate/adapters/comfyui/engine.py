@@ -4,8 +4,9 @@
 ``/object_info`` and runs one small warm-up job per pack, recording the cold start
 (``cold_starts`` and the ``on_cold_start`` callback feed a metric; warm-ups are never
 charged). ``run`` resolves the job's parameters against the pack, takes the least
-busy instance and retries on another one when an instance fails
-(``WorkerUnavailableError``); workflow failures and timeouts are not retried.
+busy instance (waiting at most the job's timeout for one to free up; the timeout then
+counts from there, ``EngineJob.started``) and retries on another one when an instance
+fails (``WorkerUnavailableError``); workflow failures and timeouts are not retried.
 """
 
 from __future__ import annotations
@@ -223,6 +224,8 @@ class ComfyUIEngine:
                 if last is not None:
                     raise last from None
                 raise
+            if not tried and job.started is not None:
+                job.started()  # the timeout counts from here, not from the wait
             url = lease.instance.url
             tried.append(url)
             try:
