@@ -202,6 +202,7 @@ def _free_name(folder: Path, name: str, content: bytes, *, force_rename: bool) -
 
 async def view(request: Request) -> Response:
     fake = _fake(request)
+    await asyncio.sleep(fake.behaviour.view_delay_s)
     q = request.query_params
     base = {"input": fake.input_dir, "output": fake.output_dir}.get(
         q.get("type", "output"), fake.root / "temp"

@@ -49,6 +49,8 @@ class FakeBehaviour:
     """If set, ``POST /upload/image`` answers this status (a proxy's body limit: 413)."""
     upload_delay_s: float = 0.0
     """How long ``POST /upload/image`` takes to answer (a big image, a slow link)."""
+    view_delay_s: float = 0.0
+    """How long ``GET /view`` takes to answer (a big output, a slow link)."""
     stats_status: int | None = None
     """If set, ``GET /system_stats`` answers this status (a health check failing)."""
     auth: str | None = None

@@ -236,3 +236,27 @@ def test_a_prompt_lost_by_the_server_moves_the_job_before_the_timeout(
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_a_prompt_that_succeeded_when_the_timeout_stopped_it_delivers_its_result(
+    fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path: Path
+) -> None:
+    a, _ = fakes
+
+    async def scenario() -> None:
+        engine = await _started([a.url])
+        # The prompt ends at once; fetching its output takes longer than the whole
+        # timeout, so the timeout lands after the success, while the output downloads.
+        a.behaviour.view_delay_s = 1.5
+        try:
+            result = await engine.run(
+                job(tmp_path, make_image(tmp_path / "in.png"), timeout_s=1.0),
+                progress=ProgressLog(),
+            )
+            assert result.output_path.is_file() and result.instance == a.url
+            assert result.metadata["attempts"] == 1
+            assert engine.status()[0]["up"]  # nothing of ours runs there
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())

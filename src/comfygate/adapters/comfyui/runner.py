@@ -8,6 +8,8 @@ a new socket would not get our prompt's messages anyway (they go to the client_i
 submitted it). Outcomes are told apart by exception type: ``WorkflowError`` (the
 workflow failed, never retried), ``WorkerUnavailableError`` (the instance failed, try
 another), ``JobTimeoutError`` (cancelled on the server first), ``JobCancelledError``.
+A prompt that turns out to have succeeded when the timeout stops it (it ended right at
+the deadline, or fetching its output was what ran late) still delivers its result.
 """
 
 from __future__ import annotations
@@ -84,9 +86,11 @@ class PromptRunner:
         self._cancel_reason: str | None = None
         self._history_failing_since: float | None = None
         self._missing_reads = 0
+        self._started_at = time.perf_counter()
 
     async def run(self) -> EngineResult:
         """Run to a result or raise a ``WorkerError`` subclass."""
+        self._started_at = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s) as scope:
                 return await self._attempt()
@@ -94,7 +98,12 @@ class PromptRunner:
             if not scope.expired():
                 raise
             self._cancel_reason = self._cancel_reason or "timed out"
+            grace_ends = time.monotonic() + self._stop_grace_s
             self.stopped = await self._stop()
+            if self.stopped:
+                late = await self._late_result(grace_ends - time.monotonic())
+                if late is not None:
+                    return late
             state = "cancelled" if self.stopped else "still running"
             raise JobTimeoutError(
                 f"job {self.job.job_id} ran past its {self.timeout_s:g} s timeout on "
@@ -119,8 +128,23 @@ class PromptRunner:
             with contextlib.suppress(WorkerError):
                 await self.client.cancel(self.prompt_id)
 
+    async def _late_result(self, budget_s: float) -> EngineResult | None:
+        """The result of a prompt the timeout stopped after it succeeded, if it did and
+        its output can be fetched within ``budget_s`` (what is left of the stop grace,
+        so the dispatcher's guard still does not fire)."""
+        if budget_s <= 0:
+            return None
+        try:
+            async with asyncio.timeout(budget_s):
+                history = await self.client.history(self.prompt_id)
+                if history is None or history.outcome != "success":
+                    return None
+                return await self._finish(history, wall_s=time.perf_counter() - self._started_at)
+        except (TimeoutError, WorkerError):
+            return None
+
     async def _attempt(self) -> EngineResult:
-        started = time.perf_counter()
+        started = self._started_at
         await self._progress(0.0, "uploading")
         data = self.job.input_path.read_bytes()
         suffix = self.job.input_path.suffix.lower() or ".png"
