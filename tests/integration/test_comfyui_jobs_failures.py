@@ -9,16 +9,21 @@ server too slow for the timeout, and the only server going down.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from comfygate import bootstrap
+from comfygate.domain.jobs import JobState
 from tests.comfyui_fake import FakeComfyUI
 from tests.integration.comfyui_jobs_support import (
     FUNDS,
+    PRICE,
     Finished,
     assert_released,
     comfy_container,
@@ -232,3 +237,39 @@ def test_only_server_down_at_start_refuses_without_a_hold(
     finally:
         container.close()
     assert refused.status_code == 503 and refused.json()["code"] == "worker_unavailable"
+
+
+def test_shutdown_mid_job_stops_the_prompt_and_queues_the_job_again(
+    sqlite_url: str, fake: FakeComfyUI, tmp_path: Path
+) -> None:
+    container = _container(sqlite_url, tmp_path, fake)
+    customer = new_customer(container, tokens=FUNDS)
+    problems: list[dict[str, Any]] = []
+
+    async def scenario() -> str:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: problems.append(ctx))
+        async with running_app(container) as client:
+            fake.behaviour.job_s, fake.behaviour.progress_steps = 30.0, 300
+            # A long node: stopping the prompt takes the engine its whole stop grace,
+            # time in which the shutdown must not close the engine under it.
+            fake.behaviour.ignore_interrupt = True
+            accepted = await submit(client, customer, png_bytes((800, 600), seed=1))
+            assert accepted.status_code == 202, accepted.text
+            await until(running_on(fake))
+        # The lifespan stopped the dispatcher and closed the engine. A run task left
+        # behind reports its error when collected: collect while the loop still runs.
+        gc.collect()
+        await asyncio.sleep(0)
+        return str(accepted.json()["id"])
+
+    try:
+        job_id = run(scenario)
+        job = container.jobs.store.get(job_id)
+        held = container.accounts.balance(account_id=customer.account_id).held
+    finally:
+        container.close()
+    assert problems == []  # no "Task exception was never retrieved"
+    assert job is not None and job.state is JobState.QUEUED  # back in the queue, held
+    assert job.failure_reason is None or "shutdown" in job.failure_reason
+    assert held == PRICE
+    assert fake.submitted[-1]["prompt_id"] in fake.interrupts  # stopped on the server

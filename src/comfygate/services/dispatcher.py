@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfygate.domain.errors import JobStateError, WorkerError, WorkerUnavailableError
-from comfygate.domain.jobs import MAX_ATTEMPTS, FairQueue, JobState, QueueEntry, longest_run_s
+from comfygate.domain.jobs import (
+    MAX_ATTEMPTS,
+    TIMEOUT_GRACE_S,
+    FairQueue,
+    JobState,
+    QueueEntry,
+    longest_run_s,
+)
 from comfygate.services.clock import Clock
 from comfygate.services.engine_run import run_on_engine
 from comfygate.services.engines import Engine, EngineResult
@@ -37,6 +44,9 @@ REPAIR_MAX_DELAY_S = 60.0
 UNRECORDED = "the gateway could not record the job's progress, and again on the retry"
 CANCEL_TRIES = 3
 """Times ``cancel`` looks again at a job that moved between the queue and a run."""
+SHUTDOWN_WAIT_S = TIMEOUT_GRACE_S
+"""How long shutdown waits for a cancelled run to stop (an engine stopping its work on
+a server) before the engines are closed under it."""
 
 Offload = Callable[..., Awaitable[Any]]
 """Runs ``fn(*args, **kwargs)`` off the event loop, like ``asyncio.to_thread``."""
@@ -357,11 +367,19 @@ class Dispatcher:
         return again
 
     async def _interrupted(self, job_id: str, entry: _Running) -> None:
-        """Our own task was cancelled (shutdown): stop the engine, queue the job again."""
-        if entry.run_task is not None and not entry.run_task.done():
-            entry.run_task.cancel()
+        """Our own task was cancelled (shutdown): stop the engine, queue the job again.
+
+        The run is awaited (up to ``SHUTDOWN_WAIT_S``) so it stops its work before
+        ``stop`` closes the engines; whatever it ends with is retrieved, never left to
+        be reported as an unretrieved task exception.
+        """
+        run = entry.run_task
+        if run is not None and not run.done():
+            run.cancel()
             if entry.engine is not None:
                 await _quietly(entry.engine.cancel(job_id))
+            run.add_done_callback(_retrieve)
+            await asyncio.wait({run}, timeout=SHUTDOWN_WAIT_S)
         job = await asyncio.to_thread(self._store.get, job_id)
         if job is not None and job.state is JobState.RUNNING:
             await asyncio.to_thread(
@@ -438,6 +456,12 @@ class Dispatcher:
         )
         for job in jobs:
             self._push(job)
+
+
+def _retrieve(task: asyncio.Task[EngineResult]) -> None:
+    """Take a given-up run's outcome: the job is queued again, its error is moot."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("job run ended with %r while shutting down", task.exception())
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:

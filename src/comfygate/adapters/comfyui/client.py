@@ -58,6 +58,13 @@ class ComfyUIClient:
             raise WorkerUnavailableError(
                 f"{self.base_url} unreachable: {type(exc).__name__}: {exc}", instance=self.base_url
             ) from exc
+        except RuntimeError as exc:
+            if not self._http.is_closed:
+                raise
+            # httpx says so with a RuntimeError: shutdown closed us under a running job.
+            raise WorkerUnavailableError(
+                f"{self.base_url}: the client is closed (shutting down)", instance=self.base_url
+            ) from exc
         if response.status_code in (401, 403, 502, 503, 504):
             raise WorkerUnavailableError(
                 f"{self.base_url} answered HTTP {response.status_code} to {method} {path}",
