@@ -67,6 +67,12 @@ def test_workflow_failures_are_final(
             await engine.close()
         assert _prompts(a) + _prompts(b) == before + 1  # not retried elsewhere
         assert all(s["up"] for s in engine.status())  # the instances are fine
+        # A prompt the server refused is not cancelled: on a server whose /interrupt
+        # ignores the prompt id, that stopped whatever else ran. A queued one is.
+        calls = [path for f in fakes for method, path in f.calls if method == "POST"]
+        cancels = [p for p in calls if p in ("/interrupt", "/queue") or p.endswith("/cancel")]
+        queued = fault == "node_errors_200"  # (a failed execution has ended already)
+        assert bool(cancels) is queued, (fault, cancels)
         return info.value
 
     error = asyncio.run(scenario())

@@ -173,7 +173,10 @@ def submit_failure(status: int, body_text: str) -> WorkerError:
     if status in (401, 403, 404, 502, 503, 504):  # a proxy or the instance, not the workflow
         return WorkerUnavailableError(f"ComfyUI answered HTTP {status}: {body_text[:200]}")
     if not isinstance(body, Mapping):
-        return WorkflowError(f"ComfyUI rejected the prompt (HTTP {status}): {body_text[:300]}")
+        return WorkflowError(
+            f"ComfyUI rejected the prompt (HTTP {status}): {body_text[:300]}",
+            queued=status == 200,
+        )
     error = body.get("error")
     node_lines = describe_node_errors(body.get("node_errors"))
     if isinstance(error, Mapping):
@@ -186,5 +189,8 @@ def submit_failure(status: int, body_text: str) -> WorkerError:
         message = str(error) if error else "some outputs failed validation"
     text = "; ".join([message, *node_lines])
     return WorkflowError(
-        f"ComfyUI rejected the prompt ({kind}): {text}", error_type=kind, errors=node_lines
+        f"ComfyUI rejected the prompt ({kind}): {text}",
+        error_type=kind,
+        errors=node_lines,
+        queued=status == 200,  # a 200 with node_errors queued it all the same
     )

@@ -189,8 +189,11 @@ class PromptRunner:
         self.submitted, self.stopped = True, False
         try:
             await self.client.submit(prompt, prompt_id=self.prompt_id, client_id=self.client_id)
-        except WorkflowError:
-            self.stopped = await self._stop()
+        except WorkflowError as rejected:
+            # Only a prompt the server queued is taken off: on a server whose /interrupt
+            # ignores the prompt id, cancelling a refused one stopped someone else's.
+            queued = rejected.details.get("queued", True)
+            self.stopped = await self._stop() if queued else True
             raise
         await tracker.report(0.1, "queued")
         if ws is not None:
