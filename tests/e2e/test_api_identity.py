@@ -165,11 +165,14 @@ def test_health_readiness_and_metrics(gw: Gateway) -> None:
 
     acme = gw.tenant("acme")
     gw.client.get(f"/v1/admin/accounts/{acme.account_id}/users", headers=acme.admin)
+    for method in ("ZZ0", "ZZ1"):  # any token is a method to the server: one label
+        gw.client.request(method, "/healthz")
     metrics = gw.client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'route="/v1/admin/accounts/{account_id}/users",status="200"' in text
     assert acme.account_id not in text  # labelled by template, never by raw path
+    assert "ZZ0" not in text and 'method="OTHER",route="/healthz",status="405"' in text
     assert "comfygate_http_request_duration_seconds_bucket" in text
     for family in ("comfygate_jobs_total", "comfygate_queue_depth", "comfygate_tokens_held_total",
                    "comfygate_inference_seconds", "comfygate_cold_starts_total"):  # fmt: skip

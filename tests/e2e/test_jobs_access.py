@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 
 from comfygate import bootstrap
 from comfygate.services.identity_types import Role
@@ -201,16 +202,25 @@ def test_share_links_expire_and_cannot_be_forged(
             fetched = await client.get(link["url"])  # no API key needed
             job_part, expiry, mac = link["token"].split(".")
             forged = await client.get(f"/v1/shared/{job_part}.{int(expiry) + 3600}.{mac}")
-            garbage = await client.get("/v1/shared/not-a-token")
+            garbage = [
+                await client.get(f"/v1/shared/{token}")
+                for token in (
+                    "not-a-token",
+                    f"{job_part}.{expiry}.{mac[:-1]}é",  # compare_digest: a 500
+                    f"{job_part}.{'9' * 5000}.{mac}",  # int(): a 500
+                )
+            ]
             clock.advance(seconds=61)
             expired = await client.get(link["url"])
             return [fetched, too_long, forged, garbage, expired]
 
     fetched, too_long, forged, garbage, expired = run(scenario)
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+    assert fetched.headers["cache-control"] == "private, no-store"  # no cache outlives it
     assert too_long.status_code == 422
     assert forged.status_code == 404 and forged.json()["code"] == "invalid_share_link"
-    assert garbage.status_code == 404 and garbage.json()["code"] == "invalid_share_link"
+    for refused in garbage:
+        assert refused.status_code == 404 and refused.json()["code"] == "invalid_share_link"
     assert expired.status_code == 410 and expired.json()["code"] == "share_link_expired"
 
 
@@ -225,6 +235,12 @@ def test_results_are_deleted_after_retention(
             done = await finished(client, customer, job["id"])
             before = await client.get(f"/v1/jobs/{job['id']}/result", headers=customer.headers)
             clock.advance(seconds=3601)
+            # Past its retention, before the purge has come round: gone all the same.
+            unpurged = [
+                await client.get(f"/v1/jobs/{job['id']}/result", headers=customer.headers),
+                await client.post(f"/v1/jobs/{job['id']}/share", headers=customer.headers),
+            ]
+            assert [r.status_code for r in unpurged] == [410, 410]
             purged = ResultRetention(
                 store=container.jobs.store, storage=container.jobs.storage, clock=clock
             ).purge()
@@ -345,3 +361,26 @@ def test_a_cancel_says_who_canceled_and_is_audited_under_their_name(
         done[2]["id"]: f"operator:{operator.user_id}",
     }
     assert container.accounts.balance(account_id=admin.account_id).available == 100
+
+
+def test_a_share_link_is_not_written_to_the_access_log(container: bootstrap.Container) -> None:
+    """The path of /v1/shared/{token} is the credential: anyone reading the logs could
+    fetch the result while the link lasts."""
+    customer = new_customer(container, tokens=100)
+
+    async def scenario() -> tuple[str, list[dict[str, Any]]]:
+        async with running_app(container) as client:
+            job = (await submit(client, customer, png_bytes())).json()
+            await finished(client, customer, job["id"])
+            url = f"/v1/jobs/{job['id']}/share"
+            link = (await client.post(url, headers=customer.headers)).json()
+            with structlog.testing.capture_logs() as logs:
+                assert (await client.get(link["url"])).status_code == 200
+                await client.get(f"/v1/jobs/{job['id']}", headers=customer.headers)
+            return link["token"], logs
+
+    token, logs = run(scenario)
+    access = [entry for entry in logs if entry.get("event") == "request"]
+    assert access[0]["path"] == "/v1/shared/{token}"
+    assert access[1]["path"].startswith("/v1/jobs/job_")  # other paths as sent
+    assert token not in repr(logs)

@@ -239,6 +239,12 @@ def test_a_success_whose_hold_expired_before_its_capture_is_charged_once(
             first, again = pool.map(settle, range(2))
         assert first.tokens_charged == again.tokens_charged == PRICE
         _assert_money(c, account, succeeded=1)
+        # The metrics balance: the first hold (submit) and the late one held, the first
+        # released by its expiry, the late one captured (it was captured, never held).
+        tokens = {what: c.metrics.registry.get_sample_value(
+            f"comfygate_tokens_{what}_total", {"capability": CAPABILITY}) or 0
+            for what in ("held", "captured", "released")}  # fmt: skip
+        assert tokens == {"held": 2 * PRICE, "captured": PRICE, "released": PRICE}
         entry = _capture_entry(c, account, job)
         assert entry.details["tokens_charged"] == PRICE
         assert entry.details["late_hold_id"] != job.hold_id

@@ -48,12 +48,6 @@ class GatewayMetrics:
             ["capability", "state"],
             registry=r,
         )
-        self.jobs_in_state = Gauge(
-            "comfygate_jobs_in_state",
-            "Jobs currently in each state, as last observed by this process.",
-            ["state"],
-            registry=r,
-        )
         self.queue_depth = Gauge(
             "comfygate_queue_depth",
             "Jobs waiting to run, per capability.",
@@ -61,7 +55,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.tokens_held = Counter(
-            "comfygate_tokens_held", "Tokens placed on hold for jobs.", ["capability"], registry=r
+            "comfygate_tokens_held",
+            "Tokens placed on hold for jobs (a late charge's own hold included).",
+            ["capability"],
+            registry=r,
         )
         self.tokens_captured = Counter(
             "comfygate_tokens_captured",
@@ -71,7 +68,7 @@ class GatewayMetrics:
         )
         self.tokens_released = Counter(
             "comfygate_tokens_released",
-            "Tokens released back by failed or canceled jobs.",
+            "Tokens released back: by failed or canceled jobs, and by holds that ran out.",
             ["capability"],
             registry=r,
         )

@@ -124,7 +124,9 @@ class JobQueries:
                 state=job.state.value,
             )
         path = None
-        if job.result_name is not None and job.result_deleted_at is None:
+        expired = job.result_expires_at is not None and job.result_expires_at <= self._clock.now()
+        if job.result_name is not None and job.result_deleted_at is None and not expired:
+            # (past its retention it is gone, whether or not the purge has run yet)
             path = self._storage.result_path(job.id, job.result_name)
         if path is None:
             raise ResultExpiredError(

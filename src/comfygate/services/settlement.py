@@ -159,6 +159,8 @@ class JobLifecycle:
             self._storage.delete_input(job.id, job.input_name)
         else:
             self._storage.delete_job(job.id)  # nothing of a failed job is worth keeping
+        if settled_hold.late_hold_id is not None:  # held afresh: held = captured + released
+            self._metrics.tokens(job.capability, "held", charged)
         self._metrics.tokens(job.capability, "captured", charged)
         self._metrics.tokens(job.capability, "released", released)
         return settled

@@ -128,7 +128,11 @@ class HmacShareLinks:
 
     def verify(self, token: str, *, now: datetime) -> str:
         parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        # ASCII only: compare_digest refuses other text (a 500), and int() more than
+        # 4,300 digits; an expiry is 10 or 11 of them.
+        if not token.isascii() or len(parts) != 3 or not parts[1].isdigit():
+            raise ShareLinkInvalidError("this share link is not valid")
+        if len(parts[1]) > 12:
             raise ShareLinkInvalidError("this share link is not valid")
         job_id, expiry, mac = parts
         if not hmac.compare_digest(mac, self._mac(f"{job_id}.{expiry}")):

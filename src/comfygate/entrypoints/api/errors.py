@@ -30,6 +30,7 @@ from comfygate.domain.errors import (
     RateLimitedError,
 )
 from comfygate.entrypoints.api import messages
+from comfygate.entrypoints.api.logs import loggable_path
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://comfygate.dev/problems/"
@@ -193,13 +194,15 @@ async def handle_data_error(request: Request, exc: Exception) -> JSONResponse:
     back. Any other value the database refuses is a server bug: 500, logged."""
     if "NUL" not in str(exc):
         return await handle_unexpected(request, exc)
-    structlog.get_logger("comfygate.api").info("nul_in_text", path=request.url.path)
+    structlog.get_logger("comfygate.api").info("nul_in_text", path=loggable_path(request.scope))
     message = "a value has a NUL character, which the database does not take"
     return problem(request, status=422, code="invalid_input", message=message)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    structlog.get_logger("comfygate.api").exception("unhandled_error", path=request.url.path)
+    structlog.get_logger("comfygate.api").exception(
+        "unhandled_error", path=loggable_path(request.scope)
+    )
     return problem(request, status=500, code="internal_error", message="internal server error")
 
 

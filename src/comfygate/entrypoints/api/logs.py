@@ -13,6 +13,7 @@ import logging
 import sys
 
 import structlog
+from starlette.types import Scope
 from structlog.typing import Processor
 
 
@@ -47,3 +48,23 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/jobs/{job_id}``), or ``unmatched``."""
+    path: object = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+_SECRET_PARAMS = ("{token}",)
+"""Path parameters that are credentials (a share link): logged as the template."""
+
+
+def loggable_path(scope: Scope) -> str:
+    """The request's path for a log line: the route's template where the path carries
+    a credential (anyone reading the logs could fetch a shared result), else as sent."""
+    route = route_template(scope)
+    if any(secret in route for secret in _SECRET_PARAMS):
+        return route
+    path: str = scope["path"]
+    return path

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.domain.errors import RequestTooLargeError
 from comfygate.entrypoints.api.errors import problem
+from comfygate.entrypoints.api.logs import loggable_path, route_template
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -40,9 +41,9 @@ def _incoming_request_id(scope: Scope) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _route_template(scope: Scope) -> str:
-    path: object = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) else "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods a metric's label names; any other is ``OTHER``: the server takes any
+token as a method, and each new one would be a new series, unauthenticated."""
 
 
 class RequestContextMiddleware:
@@ -77,8 +78,8 @@ class RequestContextMiddleware:
             self._observe(scope, request_id, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, request_id: str, status: int, elapsed_s: float) -> None:
-        method = scope["method"]
-        route = _route_template(scope)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        route = route_template(scope)
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.request_seconds.labels(method, route).observe(elapsed_s)
         principal: Any = scope.get("state", {}).get("principal")
@@ -86,7 +87,7 @@ class RequestContextMiddleware:
             "request",
             request_id=request_id,
             method=method,
-            path=scope["path"],
+            path=loggable_path(scope),
             route=route,
             status=status,
             duration_ms=round(elapsed_s * 1000, 3),

@@ -223,7 +223,12 @@ def _file(result: ResultFile) -> FileResponse:
         result.path,
         media_type=_MEDIA_TYPES.get(suffix, "application/octet-stream"),
         filename=f"{result.job.id}{suffix}",
-        headers={"X-Comfygate-Engine": result.job.engine or "unknown"},
+        # A shared link carries no credentials a cache could key on: no cache keeps a
+        # copy past the link's expiry or the result's retention.
+        headers={
+            "X-Comfygate-Engine": result.job.engine or "unknown",
+            "Cache-Control": "private, no-store",
+        },
     )
 
 
