@@ -3,6 +3,7 @@ idempotency keys, locked quotes, and a corrupt file failing at the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,45 @@ def test_a_last_event_id_that_is_not_a_number_replays_every_event(
     superscript, long, after_two = run(scenario)
     assert superscript == long and superscript[:2] == ["queued", "started"]
     assert after_two == superscript[2:]
+
+
+def test_a_last_event_id_past_a_running_jobs_events_replays_them_to_the_end(
+    tmp_path: Path,
+) -> None:
+    """A ``Last-Event-ID`` above every number of a running job (counted in a life of
+    the job lost in a crash) once skipped every later event, the end included: the
+    stream sent keep-alives forever. It replays from the start and ends with the job."""
+    engine = FakeEngine()
+    engine.default = "hang"
+    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", engines=[engine])
+    customer = new_customer(container, tokens=100)
+
+    async def scenario() -> list[httpx.Response]:
+        async with running_app(container) as client:
+            job_id = (await submit(client, customer, png_bytes(seed=3))).json()["id"]
+            while job_id not in engine.started:
+                await asyncio.sleep(0.01)
+            streams = [
+                asyncio.create_task(
+                    client.get(
+                        f"/v1/jobs/{job_id}/events",
+                        headers={**customer.headers, "Last-Event-ID": last},
+                    )
+                )
+                for last in ("100", "2")
+            ]
+            await asyncio.sleep(0.1)
+            engine.release(job_id)
+            return list(await asyncio.wait_for(asyncio.gather(*streams), timeout=30))
+
+    try:
+        ahead, behind = run(scenario)
+        assert ahead.status_code == 200 and behind.status_code == 200
+        kinds = [kind for kind, _ in sse_events(ahead.text)]
+        assert kinds == ["queued", "started", "progress", "succeeded"]
+        assert [kind for kind, _ in sse_events(behind.text)] == kinds[2:]
+    finally:
+        container.close()
 
 
 def test_a_file_corrupt_inside_fails_at_the_worker_and_is_released(

@@ -121,7 +121,8 @@ def test_a_stream_follows_a_job_that_another_process_runs_to_its_end() -> None:
 
 def test_a_client_back_after_the_end_gets_an_ended_stream_not_one_left_open() -> None:
     """A browser's EventSource reconnects when the stream closes, with the terminal
-    event's number as Last-Event-ID: that stream once stayed open (and polled) forever."""
+    event's number as Last-Event-ID: that stream once stayed open (and polled) forever.
+    A number past the end was counted in another life of the job: everything again."""
     events, _ = _events()
     for kind in ("queued", "started", "succeeded"):
         events.record("job_y", kind, {})
@@ -132,7 +133,51 @@ def test_a_client_back_after_the_end_gets_an_ended_stream_not_one_left_open() ->
             for seq in (3, 7)
         ]
 
-    assert asyncio.run(scenario()) == [[], []]
+    assert asyncio.run(scenario()) == [[], [(1, "queued"), (2, "started"), (3, "succeeded")]]
+
+
+def test_a_client_that_counted_in_a_lost_life_of_the_job_replays_it_to_the_end() -> None:
+    """After a crash the job's unstored progress is gone and its retry numbers on from
+    the last stored event: a browser that saw #5 comes back to a job whose retry ends
+    at #5. That stream once skipped every event as seen, the end included, and stayed
+    open forever."""
+    lost, store = _events()
+    lost.record("job_r", "queued", {})
+    lost.record("job_r", "started", {})
+    for fraction in (0.25, 0.5, 0.75):  # 3-5, announced and never stored
+        lost.progress("job_r", {"fraction": fraction})
+    retry = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    retry.record("job_r", "started", {"attempt": 2})
+
+    async def scenario() -> list[tuple[int, str]]:
+        reader = asyncio.create_task(_collect(retry, "job_r", after_seq=5, poll_s=0.01))
+        await asyncio.sleep(0.05)
+        retry.progress("job_r", {"fraction": 0.5})
+        retry.record("job_r", "succeeded", {})
+        return await asyncio.wait_for(reader, timeout=10)
+
+    assert asyncio.run(scenario()) == [
+        (1, "queued"),
+        (2, "started"),
+        (3, "started"),
+        (4, "progress"),
+        (5, "succeeded"),
+    ]
+
+
+def test_a_stored_event_wins_over_an_unstored_one_of_the_same_number() -> None:
+    """A process taken for lost still holds the job's progress #3, never stored; the
+    retry elsewhere stored #3, the end. That process's streams once passed on the
+    progress as #3, skipped the end as seen, and stayed open."""
+    lost, store = _events()
+    lost.record("job_l", "queued", {})
+    lost.record("job_l", "started", {})
+    lost.progress("job_l", {"fraction": 0.5})
+    retry = JobEvents(store=store, clock=FakeClock())  # type: ignore[arg-type]
+    retry.record("job_l", "failed", {"reason": "worker_lost"})
+
+    streamed = asyncio.run(asyncio.wait_for(_collect(lost, "job_l", poll_s=0.01), timeout=10))
+    assert streamed == [(1, "queued"), (2, "started"), (3, "failed")]
 
 
 def test_all_of_a_jobs_streams_hear_what_one_of_them_reads_and_a_failed_read_is_no_news() -> None:

@@ -9,7 +9,10 @@ so it costs no database write of its own.
 A subscriber that arrives late (or reconnects with ``Last-Event-ID``) replays the
 history (stored events plus progress not yet stored) and then follows live events,
 with no gap and no repeat: it subscribes first, replays, then skips live events it
-has already seen.
+has already seen. A client's ``Last-Event-ID`` may come from an earlier life of the
+job: its unstored progress dies with its process and the retry numbers on from the
+last stored event, so a number above any the job has replays from the start, and a
+terminal event ends a stream whatever its number.
 
 Everything here may be called from any thread (the submit path runs in a thread
 pool); subscribers live on the event loop and are woken with ``call_soon_threadsafe``.
@@ -106,11 +109,15 @@ class JobEvents:
         return events[-1]
 
     def history(self, job_id: str, *, after_seq: int = 0) -> list[JobEvent]:
-        """Events of ``job_id`` after ``after_seq``, in order."""
+        """Events of ``job_id`` after ``after_seq``, in order. A stored event wins
+        over an unstored one of the same number (progress this process announced for
+        a life of the job that another process has since numbered over)."""
         with self._lock:  # read before the store: a batch stored meanwhile is in both
             unstored = list(self._unstored.get(job_id, ()))
         events = {e.seq: e for e in self._store.events(job_id, after_seq=after_seq)}
-        events.update((e.seq, e) for e in unstored if e.seq > after_seq)
+        for event in unstored:
+            if event.seq > after_seq:
+                events.setdefault(event.seq, event)
         return [events[seq] for seq in sorted(events)]
 
     async def stream(
@@ -123,22 +130,26 @@ class JobEvents:
     ) -> AsyncIterator[JobEvent | None]:
         """The job's events after ``after_seq``: history, then live (announced in this
         process, or stored by another and read every ``poll_s`` of quiet), until a
-        terminal event. Yields ``None`` after ``keepalive_s`` of silence. A stream
-        asked for what follows the terminal event (a client reconnecting after the
-        end) ends at once."""
+        terminal event, whatever its number. Yields ``None`` after ``keepalive_s`` of
+        silence. An ``after_seq`` above every number the job has replays from the
+        start; a stream asked for what follows the terminal event (a client
+        reconnecting after the end) ends at once."""
         loop = asyncio.get_running_loop()
         sub = _Subscriber(loop, after_seq)
         with self._lock:
             self._subscribers.setdefault(job_id, set()).add(sub)
         try:
-            news = await asyncio.to_thread(self.history, job_id, after_seq=after_seq)
-            if not news and after_seq and await asyncio.to_thread(self._ended, job_id, after_seq):
+            start = await asyncio.to_thread(self._start, job_id, after_seq)
+            if start is None:
                 return
+            sub.last, news = start
             ping_at = loop.time() + keepalive_s
             while True:
                 for event in news:
-                    if event.seq <= sub.last:  # replayed already, or heard twice
-                        continue
+                    # The end whatever its number: a process taken for lost may
+                    # have numbered past the life of the job that ended.
+                    if event.seq <= sub.last and not event.is_terminal:
+                        continue  # replayed already, or heard twice
                     sub.last, ping_at = event.seq, loop.time() + keepalive_s
                     yield event
                     if event.is_terminal:
@@ -181,10 +192,26 @@ class JobEvents:
                 sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
         return events
 
+    def _start(self, job_id: str, after_seq: int) -> tuple[int, list[JobEvent]] | None:
+        """Where a stream after ``after_seq`` starts and the history it replays first:
+        ``(0, everything)`` when ``after_seq`` is above every number the job has (the
+        client counted in an earlier life of the job), None when the client has had
+        the terminal event."""
+        news = self.history(job_id, after_seq=after_seq)
+        if news or not after_seq:
+            return after_seq, news
+        with self._lock:
+            numbered = self._next_seq.get(job_id, 1) - 1
+        if after_seq > max(numbered, self._store.last_event_seq(job_id)):
+            return 0, self.history(job_id)
+        if self._ended(job_id, after_seq):
+            return None
+        return after_seq, []
+
     def _ended(self, job_id: str, seq: int) -> bool:
-        """Whether the job's last stored event is terminal and numbered ``seq`` or less."""
+        """Whether the job's last stored event is terminal and numbered ``seq``."""
         last = self._store.last_event_seq(job_id)
-        if not 0 < last <= seq:
+        if last != seq or last == 0:
             return False
         final = self._store.events(job_id, after_seq=last - 1)
         return bool(final) and final[-1].is_terminal
