@@ -152,6 +152,38 @@ def test_a_last_event_id_past_a_running_jobs_events_replays_them_to_the_end(
         container.close()
 
 
+def test_a_stream_asked_for_what_follows_the_end_answers_204_and_one_before_it_the_rest(
+    container: bootstrap.Container,
+) -> None:
+    """An EventSource reconnects after the stream ends, with the terminal event's
+    number: that once answered 200 with an empty body, and the browser reconnected
+    every few seconds for ever. A 204 stops it; a number before the end still gets
+    the rest, the end included."""
+    customer = new_customer(container, tokens=50)
+
+    async def scenario() -> list[httpx.Response]:
+        async with running_app(container) as client:
+            accepted = (await submit(client, customer, png_bytes((800, 600)))).json()
+            await finished(client, customer, accepted["id"])
+            url = f"/v1/jobs/{accepted['id']}/events"
+            everything = await client.get(url, headers=customer.headers)
+            last = _sse_ids(everything.text)[-1]
+            return [everything] + [
+                await client.get(url, headers={**customer.headers, "Last-Event-ID": str(seq)})
+                for seq in (last, last - 1)
+            ]
+
+    everything, at_the_end, before_the_end = run(scenario)
+    assert at_the_end.status_code == 204 and at_the_end.content == b""
+    assert before_the_end.status_code == 200
+    assert sse_events(before_the_end.text) == sse_events(everything.text)[-1:]
+    assert sse_events(before_the_end.text)[0][0] == "succeeded"
+
+
+def _sse_ids(text: str) -> list[int]:
+    return [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+
+
 def test_a_file_corrupt_inside_fails_at_the_worker_and_is_released(
     container: bootstrap.Container,
 ) -> None:

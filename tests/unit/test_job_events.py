@@ -136,6 +136,20 @@ def test_a_client_back_after_the_end_gets_an_ended_stream_not_one_left_open() ->
     assert asyncio.run(scenario()) == [[], [(1, "queued"), (2, "started"), (3, "succeeded")]]
 
 
+def test_a_job_has_ended_for_a_client_that_had_its_terminal_event_only() -> None:
+    events, _ = _events()
+    events.record("job_w", "queued", {})
+    events.record("job_w", "started", {})
+    assert not events.ended("job_w", after_seq=2)  # running
+    events.record("job_w", "canceled", {})
+    assert [events.ended("job_w", after_seq=seq) for seq in (0, 2, 3, 4)] == [
+        False,
+        False,
+        True,
+        False,  # counted in another life of the job: it replays everything
+    ]
+
+
 def test_a_client_that_counted_in_a_lost_life_of_the_job_replays_it_to_the_end() -> None:
     """After a crash the job's unstored progress is gone and its retry numbers on from
     the last stored event: a browser that saw #5 comes back to a job whose retry ends

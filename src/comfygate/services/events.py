@@ -204,14 +204,16 @@ class JobEvents:
             numbered = self._next_seq.get(job_id, 1) - 1
         if after_seq > max(numbered, self._store.last_event_seq(job_id)):
             return 0, self.history(job_id)
-        if self._ended(job_id, after_seq):
-            return None
+        if self.ended(job_id, after_seq=after_seq):
+            return None  # the stream's caller checked first: it ended meanwhile
         return after_seq, []
 
-    def _ended(self, job_id: str, seq: int) -> bool:
-        """Whether the job's last stored event is terminal and numbered ``seq``."""
+    def ended(self, job_id: str, *, after_seq: int) -> bool:
+        """Whether a client that has had event ``after_seq`` has had the job's end:
+        the job's last stored event is terminal and numbered ``after_seq``. Its stream
+        would be empty; a transport can say so before opening one. Blocking."""
         last = self._store.last_event_seq(job_id)
-        if last != seq or last == 0:
+        if last != after_seq or last == 0:
             return False
         final = self._store.events(job_id, after_seq=last - 1)
         return bool(final) and final[-1].is_terminal

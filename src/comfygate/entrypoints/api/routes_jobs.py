@@ -167,20 +167,27 @@ def _sse(event: JobEvent | None) -> bytes:
     "/jobs/{job_id}/events",
     summary="Progress as Server-Sent Events (history first, then live, until the end)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        204: {"description": "The stream is over: Last-Event-ID is the job's last event"},
+    },
 )
 async def job_events(
     job_id: str,
     container: ContainerDep,
     principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> Response:
     jobs = container.jobs
     await anyio.to_thread.run_sync(
         functools.partial(jobs.queries.get, principal=principal, job_id=job_id)
     )
     # A number this stream sent; anything else replays the job's events from the start.
     after = whole_number(last_event_id or "", digits=18) or 0
+    ended = functools.partial(jobs.events.ended, job_id, after_seq=after)
+    if after and await anyio.to_thread.run_sync(ended):
+        # An EventSource reconnects after a 200 that ends, and stops at a 204.
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in jobs.events.stream(job_id, after_seq=after):
