@@ -3,6 +3,7 @@ limits, health and metrics."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,4 +222,9 @@ def test_openapi_and_docs_are_served(gw: Gateway) -> None:
     schema = gw.client.get("/openapi.json").json()
     assert {"/v1/quotes", "/v1/balance", "/v1/admin/accounts"} <= set(schema["paths"])
     assert "ApiKey" in schema["components"]["securitySchemes"]
-    assert gw.client.get("/docs").status_code == 200
+    # Working offline: the pages' scripts and styles come from the gateway, not a CDN.
+    for page in ("/docs", "/redoc"):
+        html = gw.client.get(page)
+        assert html.status_code == 200 and "cdn." not in html.text and "://" not in html.text
+        assets = re.findall(r'(?:src|href)="(/docs-static/[^"]+)"', html.text)
+        assert assets and all(gw.client.get(a).status_code == 200 for a in assets), assets

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 import comfygate
 from comfygate.bootstrap import Container
@@ -55,13 +56,17 @@ def create_app(container: Container) -> FastAPI:
             for hook in reversed(container.on_shutdown):
                 await hook()
 
-    app = FastAPI(
+    # The docs pages' scripts and styles are served from the package, not a CDN: the
+    # gateway works offline (SPEC §6).
+    app = FastAPIOffline(
         title="comfygate",
         version=comfygate.__version__,
         description="Colorize old photos by the token: quotes, jobs, balances, plans.",
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url="/redoc",
         openapi_url="/openapi.json",
+        static_url="/docs-static",
     )
     app.state.container = container
     install_error_handlers(app)
