@@ -112,28 +112,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_api_keys_user_id"))
-        batch_op.drop_index(batch_op.f("ix_api_keys_account_id"))
-
+    # Tables only, children first: dropping a table drops its indexes, and MariaDB
+    # refuses to drop an index that serves a foreign key while the key is there.
     op.drop_table("api_keys")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_users_role"))
-        batch_op.drop_index(batch_op.f("ix_users_account_id"))
-
     op.drop_table("users")
-    with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_orders_state"))
-        batch_op.drop_index(batch_op.f("ix_orders_account_id"))
-
     op.drop_table("orders")
-    with op.batch_alter_table("payment_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_payment_events_order_id"))
-
     op.drop_table("payment_events")
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_log_action"))
-        batch_op.drop_index(batch_op.f("ix_audit_log_account_id"))
-
     op.drop_table("audit_log")

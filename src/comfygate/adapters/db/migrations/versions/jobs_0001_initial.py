@@ -132,14 +132,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("usage_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_usage_events_created_at")
-        batch_op.drop_index("ix_usage_events_account_created")
+    # Tables only, children first: dropping a table drops its indexes, and MariaDB
+    # refuses to drop an index that serves a foreign key while the key is there.
     op.drop_table("usage_events")
     op.drop_table("job_events")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_result_expires_at")
-        batch_op.drop_index("ix_jobs_state")
-        batch_op.drop_index("ix_jobs_account_state")
-        batch_op.drop_index("ix_jobs_dedup")
     op.drop_table("jobs")
