@@ -60,6 +60,13 @@ def make_image(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
     return path
 
 
+async def started_engine(urls: list[str], **kwargs: Any) -> ComfyUIEngine:
+    """``make_engine``'s engine, started (probed, packs checked, warmed up)."""
+    engine = make_engine(urls, **kwargs)
+    await engine.start()
+    return engine
+
+
 def make_engine(urls: Sequence[str] | Mapping[str, Sequence[str]], **kwargs: Any) -> ComfyUIEngine:
     packs = kwargs.pop("packs", None) or load_packs()
     if isinstance(urls, Mapping):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from comfygate import bootstrap
 from comfygate.config import Settings
+from tests.comfyui_fake import FakeComfyUI
 from tests.fakes import FakeClock
 
 
@@ -23,3 +25,12 @@ def container(database_url: str, clock: FakeClock) -> Iterator[bootstrap.Contain
     built.upgrade_database()
     yield built
     built.close()
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[tuple[FakeComfyUI, FakeComfyUI]]:
+    """Two fake ComfyUI servers, stopped after the test."""
+    a, b = FakeComfyUI(tmp_path / "a").start(), FakeComfyUI(tmp_path / "b").start()
+    yield a, b
+    a.stop()
+    b.stop()

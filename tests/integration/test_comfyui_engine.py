@@ -9,7 +9,6 @@ is retried on another instance by the engine itself; ``WorkflowError``,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,17 @@ from comfygate.adapters.comfyui import ComfyUIEngine, InstanceConfig
 from comfygate.adapters.comfyui.packs import load_packs
 from comfygate.domain.errors import JobTimeoutError, WorkerUnavailableError, WorkflowError
 from tests.comfyui_fake import FakeComfyUI
-from tests.comfyui_fake.helpers import ProgressLog, job, make_engine, make_image
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[tuple[FakeComfyUI, FakeComfyUI]]:
-    a, b = FakeComfyUI(tmp_path / "a").start(), FakeComfyUI(tmp_path / "b").start()
-    yield a, b
-    a.stop()
-    b.stop()
+from tests.comfyui_fake.helpers import (
+    ProgressLog,
+    job,
+    make_engine,
+    make_image,
+    started_engine,
+)
 
 
 def _prompts(fake: FakeComfyUI) -> int:
     return sum(1 for call in fake.calls if call == ("POST", "/prompt"))
-
-
-async def _started(urls: list[str], **kwargs: object) -> ComfyUIEngine:
-    engine = make_engine(urls, **kwargs)
-    await engine.start()
-    return engine
 
 
 @pytest.mark.parametrize(
@@ -49,7 +40,7 @@ def test_workflow_failures_are_final(
     source = make_image(tmp_path / "in.png")
 
     async def scenario() -> WorkflowError:
-        engine = await _started([a.url, b.url])
+        engine = await started_engine([a.url, b.url])
         before = _prompts(a) + _prompts(b)
         for fake in fakes:
             if fault == "fail_class":
@@ -95,7 +86,7 @@ def test_dropped_websocket_falls_back_to_history(
     log = ProgressLog()
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.drop_ws_after_progress = 1
         a.behaviour.job_s = 0.4
         result = await engine.run(job(tmp_path, make_image(tmp_path / "in.png")), progress=log)
@@ -116,7 +107,7 @@ def test_server_down_at_start_and_gone_mid_job_retry_elsewhere(
     log = ProgressLog()
 
     async def scenario() -> None:
-        engine = await _started([dead.url, a.url, b.url])
+        engine = await started_engine([dead.url, a.url, b.url])
         down = {s["url"]: s for s in engine.status()}[dead.url]
         assert not down["up"] and "unreachable" in down["last_error"]
         a.behaviour.die_after_progress = 1  # a was chosen first (fewest jobs, queue 0)
@@ -136,7 +127,7 @@ def test_no_instance_up_is_unavailable(tmp_path: Path) -> None:
     dead.stop()
 
     async def scenario() -> None:
-        engine = await _started([dead.url])
+        engine = await started_engine([dead.url])
         assert engine.capabilities() == frozenset()
         with pytest.raises(WorkerUnavailableError, match="no ComfyUI instance is up"):
             await engine.run(job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog())
@@ -152,7 +143,7 @@ def test_failed_instance_is_probed_back_in_with_a_new_warm_up(
     cold: list[tuple[str, str, float]] = []
 
     async def scenario() -> None:
-        engine = await _started([a.url, b.url], on_cold_start=lambda *args: cold.append(args))
+        engine = await started_engine([a.url, b.url], on_cold_start=lambda *args: cold.append(args))
         assert sorted(c[0] for c in cold) == sorted([a.url, a.url, b.url, b.url])
         a.stop()
         result = await engine.run(
@@ -178,7 +169,7 @@ def test_slow_server_past_timeout_is_cancelled_first(
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.job_s, a.behaviour.progress_steps = 30.0, 300
         a.behaviour.jobs_cancel_api = cancel_api
         with pytest.raises(JobTimeoutError) as info:
@@ -201,7 +192,7 @@ def test_a_prompt_that_will_not_stop_takes_the_instance_out(
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url], stop_grace_s=0.3)
+        engine = await started_engine([a.url], stop_grace_s=0.3)
         a.behaviour.job_s, a.behaviour.ignore_interrupt = 30.0, True
         with pytest.raises(JobTimeoutError) as info:
             await engine.run(
@@ -220,7 +211,7 @@ def test_renamed_upload_is_used(fakes: tuple[FakeComfyUI, FakeComfyUI], tmp_path
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.rename_uploads = True
         result = await engine.run(
             job(tmp_path, make_image(tmp_path / "in.png")), progress=ProgressLog()
@@ -240,7 +231,7 @@ def test_cached_replay_is_a_result_without_progress(
     log = ProgressLog()
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.cached = True
         result = await engine.run(job(tmp_path, make_image(tmp_path / "in.png")), progress=log)
         await engine.close()
@@ -258,7 +249,7 @@ def test_one_running_prompt_per_instance_and_least_busy_routing(
     source = make_image(tmp_path / "in.png")
 
     async def scenario() -> None:
-        engine = await _started([a.url, b.url])
+        engine = await started_engine([a.url, b.url])
         for fake in fakes:
             fake.behaviour.job_s = 0.1
         jobs = [

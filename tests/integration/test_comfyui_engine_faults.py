@@ -9,12 +9,10 @@ prompt running.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from comfygate.adapters.comfyui import ComfyUIEngine
 from comfygate.adapters.comfyui.runner import STOP_GRACE_S
 from comfygate.adapters.storage.local import LocalResultStorage
 from comfygate.domain.errors import JobTimeoutError, UploadRefusedError, WorkerUnavailableError
@@ -22,26 +20,18 @@ from comfygate.domain.jobs import TIMEOUT_GRACE_S
 from comfygate.services import engine_run
 from comfygate.services.events import JobEvents
 from tests.comfyui_fake import FakeComfyUI
-from tests.comfyui_fake.helpers import ProgressLog, dispatcher_job, job, make_engine, make_image
+from tests.comfyui_fake.helpers import (
+    ProgressLog,
+    dispatcher_job,
+    job,
+    make_image,
+    started_engine,
+)
 from tests.fakes import FakeClock
 from tests.unit.test_job_events import FakeEventStore
 
 SCALE = 0.1
 """Production's seconds times this: the guard's grace (10 s) becomes 1 s."""
-
-
-@pytest.fixture
-def fakes(tmp_path: Path) -> Iterator[tuple[FakeComfyUI, FakeComfyUI]]:
-    a, b = FakeComfyUI(tmp_path / "a").start(), FakeComfyUI(tmp_path / "b").start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-async def _started(urls: list[str], **kwargs: object) -> ComfyUIEngine:
-    engine = make_engine(urls, **kwargs)
-    await engine.start()
-    return engine
 
 
 def _will_not_stop(fake: FakeComfyUI) -> None:
@@ -71,7 +61,7 @@ def test_a_prompt_that_will_not_stop_past_the_timeout_takes_its_instance_out(
     events = JobEvents(store=FakeEventStore(), clock=FakeClock())  # type: ignore[arg-type]
 
     async def scenario() -> None:
-        engine = await _started([a.url], stop_grace_s=stop_grace_s)
+        engine = await started_engine([a.url], stop_grace_s=stop_grace_s)
         _will_not_stop(a)
         try:
             with pytest.raises(JobTimeoutError):  # the runner's, or the guard's
@@ -99,7 +89,7 @@ def test_a_customer_cancel_of_a_prompt_that_will_not_stop_takes_its_instance_out
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url], stop_grace_s=STOP_GRACE_S * SCALE)
+        engine = await started_engine([a.url], stop_grace_s=STOP_GRACE_S * SCALE)
         _will_not_stop(a)
         work = job(tmp_path, make_image(tmp_path / "in.png"))
         task = asyncio.ensure_future(engine.run(work, progress=ProgressLog()))
@@ -124,7 +114,7 @@ def test_a_few_failed_history_reads_do_not_move_the_job(
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.history_errors = 3  # a proxy in front hiccups three times in a row
         try:
             result = await engine.run(
@@ -144,7 +134,7 @@ def test_an_instance_given_up_after_submit_is_left_without_our_prompt(
     a, b = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url, b.url])
+        engine = await started_engine([a.url, b.url])
         a.behaviour.job_s, a.behaviour.progress_steps = 30.0, 300
         a.behaviour.drop_ws_after_progress = 1  # from then on the runner polls the history
         a.behaviour.history_errors = 10_000  # ... which a no longer answers
@@ -171,7 +161,7 @@ def test_a_failed_upload_leaves_no_websocket_open(
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         a.behaviour.upload_delay_s = 0.3 if failure == "refused" else 5.0  # the socket opens
         a.behaviour.upload_status = 503 if failure == "refused" else None
         expected = WorkerUnavailableError if failure == "refused" else JobTimeoutError
@@ -197,7 +187,7 @@ def test_an_upload_refused_for_the_file_fails_the_job_and_keeps_the_instances(
     a, b = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url, b.url])
+        engine = await started_engine([a.url, b.url])
         for fake in fakes:  # --max-upload-size, or a proxy's body limit, on every instance
             fake.behaviour.upload_status = status
         before = _uploads(a) + _uploads(b)
@@ -222,7 +212,7 @@ def test_a_prompt_lost_by_the_server_moves_the_job_before_the_timeout(
     a, b = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url, b.url])
+        engine = await started_engine([a.url, b.url])
         a.behaviour.lose_prompts = True  # accepted, then gone: "Clear queue", a restart
         try:
             async with asyncio.timeout(8):  # the job's timeout is 60 s
@@ -244,7 +234,7 @@ def test_a_prompt_that_succeeded_when_the_timeout_stopped_it_delivers_its_result
     a, _ = fakes
 
     async def scenario() -> None:
-        engine = await _started([a.url])
+        engine = await started_engine([a.url])
         # The prompt ends at once; fetching its output takes longer than the whole
         # timeout, so the timeout lands after the success, while the output downloads.
         a.behaviour.view_delay_s = 1.5

@@ -8,6 +8,7 @@ reconciles.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from comfygate import bootstrap
 from comfygate.adapters.images import receive_upload_sync
 from comfygate.domain.errors import ConcurrencyLimitError, InsufficientBalanceError
 from comfygate.services.identity_types import Principal, Role
@@ -27,6 +29,16 @@ SUBMISSIONS = 12
 E = TypeVar("E", bound=Exception)
 PRICE = 10  # 64x48 person photo: the minimum
 BALANCE = 4 * PRICE + 5  # affords exactly four
+
+
+def _submit_the_photo(container: bootstrap.Container, principal: Principal) -> SubmitOutcome:
+    """``principal`` submits the same photo as every other call."""
+    upload = receive_upload_sync(
+        io.BytesIO(png_bytes(seed=7)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
+    )
+    return container.jobs.submission.submit(
+        principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+    )
 
 
 def _submit_at_once(
@@ -168,13 +180,7 @@ def test_a_user_key_is_never_handed_another_users_job_as_a_duplicate(
     bob = Principal(account_id, "user_bob", Role.USER, "key_bob")
     admin = Principal(account_id, "user_admin", Role.ADMIN, "key_admin")
 
-    def submit(principal: Principal) -> SubmitOutcome:
-        upload = receive_upload_sync(
-            io.BytesIO(png_bytes(seed=7)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
-        )
-        return container.jobs.submission.submit(
-            principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
-        )
+    submit = functools.partial(_submit_the_photo, container)
 
     try:
         first = submit(alice)
@@ -198,13 +204,7 @@ def test_a_repeat_is_a_duplicate_behind_any_number_of_colleagues_jobs(
     container.ledger.grant(account_id=account_id, amount=1000, source="promotion",
                            idempotency_key="g")  # fmt: skip
 
-    def submit(principal: Principal) -> SubmitOutcome:
-        upload = receive_upload_sync(
-            io.BytesIO(png_bytes(seed=7)), dest_dir=container.jobs.upload_dir, max_bytes=10**6
-        )
-        return container.jobs.submission.submit(
-            principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
-        )
+    submit = functools.partial(_submit_the_photo, container)
 
     try:
         alice = Principal(account_id, "user_alice", Role.USER, "key_alice")
