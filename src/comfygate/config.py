@@ -7,20 +7,22 @@ Nothing here is read at import time; call ``load_settings()``.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from comfygate.domain.errors import ValidationFailedError
 
 ENV_PREFIX = "COMFYGATE_"
+CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
 
 
 class ComfyUIInstanceSettings(BaseModel):
@@ -139,10 +141,42 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("COMFYGATE_CONFIG_FILE")
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            data = read_config_file(Path(config_file), known=set(settings_cls.model_fields))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
+
+
+def read_config_file(path: Path, *, known: set[str]) -> dict[str, Any]:
+    """The settings in the TOML file at ``path``.
+
+    Raises ``ValidationFailedError`` (one line, naming the file) when it is missing or
+    unreadable, or holds keys that are no setting: a misspelt setting silently left at
+    its default would be worse than not starting.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _config_error(f"{path} ({CONFIG_FILE_VARIABLE}) does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise _config_error(f"{path} ({CONFIG_FILE_VARIABLE}) cannot be read: {reason}") from None
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        named = ", ".join(_unknown_key(key, known) for key in unknown)
+        raise _config_error(f"{path} has unknown settings: {named}")
+    return data
+
+
+def _unknown_key(key: str, known: set[str]) -> str:
+    """``key``, with the file's spelling when it is a variable's (``COMFYGATE_PORT``)."""
+    plain = key.lower().removeprefix(ENV_PREFIX.lower())
+    return f"{key} (did you mean {plain}?)" if plain in known else key
+
+
+def _config_error(message: str) -> ValidationFailedError:
+    return ValidationFailedError(f"the config file {message}", errors=[])
 
 
 def load_settings(**overrides: Any) -> Settings:

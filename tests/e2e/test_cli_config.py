@@ -1,0 +1,49 @@
+"""Bad configuration met by the command line: one line on stderr, exit 1, nothing
+created (no database, no operator key) and never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COMFYGATE_")}
+    return {**clean, "COMFYGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'never.db'}"}
+
+
+def refused(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "comfygate", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "operator" not in done.stdout
+    return done.stderr
+
+
+def test_init_refuses_a_missing_config_file(env: dict[str, str], tmp_path: Path) -> None:
+    env["COMFYGATE_CONFIG_FILE"] = str(tmp_path / "nope.toml")
+    stderr = refused(env, "init")
+    assert stderr == (
+        f"error [validation_failed]: the config file {tmp_path / 'nope.toml'}"
+        " (COMFYGATE_CONFIG_FILE) does not exist\n"
+    )
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_init_refuses_a_config_file_with_a_variable_s_name_in_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "comfygate.toml"
+    config.write_text('COMFYGATE_DATABASE_URL = "sqlite:///elsewhere.db"\n', encoding="utf-8")
+    env["COMFYGATE_CONFIG_FILE"] = str(config)
+    stderr = refused(env, "init")
+    assert "COMFYGATE_DATABASE_URL (did you mean database_url?)" in stderr
+    assert str(config) in stderr and len(stderr.splitlines()) == 1
+    assert not (tmp_path / "never.db").exists()

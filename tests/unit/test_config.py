@@ -1,0 +1,59 @@
+"""Settings as ``load_settings`` reads them: a config file that is missing, or holds
+a key that is no setting, stops the process with one line naming the file and key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from comfygate.config import load_settings
+from comfygate.domain.errors import ValidationFailedError
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("COMFYGATE_"):
+            monkeypatch.delenv(name)
+
+
+def _with_file(monkeypatch: pytest.MonkeyPatch, path: Path, text: str | None) -> None:
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("COMFYGATE_CONFIG_FILE", str(path))
+
+
+def _refusal(**overrides: object) -> ValidationFailedError:
+    with pytest.raises(ValidationFailedError) as caught:
+        load_settings(**overrides)
+    return caught.value
+
+
+def test_the_config_file_s_settings_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _with_file(monkeypatch, tmp_path / "c.toml", 'port = 9001\ncomfyui_urls = "http://gpu:8188"\n')
+    monkeypatch.setenv("COMFYGATE_PORT", "9002")  # the environment wins over the file
+    settings = load_settings()
+    assert (settings.port, settings.comfyui_urls) == (9002, "http://gpu:8188")
+
+
+def test_a_missing_config_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    _with_file(monkeypatch, missing, None)
+    refused = _refusal()
+    assert refused.message == (f"the config file {missing} (COMFYGATE_CONFIG_FILE) does not exist")
+
+
+def test_unknown_keys_in_the_config_file_are_named_with_the_right_spelling(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    _with_file(monkeypatch, path, 'COMFYGATE_DATABASE_URL = "sqlite://"\nprot = 1\nport = 2\n')
+    refused = _refusal()
+    assert refused.message == (
+        f"the config file {path} has unknown settings:"
+        " COMFYGATE_DATABASE_URL (did you mean database_url?), prot"
+    )
