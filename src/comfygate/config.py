@@ -6,23 +6,27 @@ Nothing here is read at import time; call ``load_settings()``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from comfygate.domain.errors import ValidationFailedError
 
 ENV_PREFIX = "COMFYGATE_"
 CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class ComfyUIInstanceSettings(BaseModel):
@@ -127,6 +131,18 @@ class Settings(BaseSettings):
         default=None, description="DDColor ONNX export; enables the ddcolor-onnx engine"
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            # The value is not echoed: a Redis URL may carry a password.
+            raise ValueError("not a Redis URL: it starts redis://, rediss:// or unix://")
+        parts.port  # noqa: B018 - raises ValueError for a port that is no port
+        return value
+
     def comfyui_url_list(self) -> list[str]:
         """``comfyui_urls`` as a list."""
         return [u.strip() for u in self.comfyui_urls.split(",") if u.strip()]
@@ -162,6 +178,8 @@ def read_config_file(path: Path, *, known: set[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise _config_error(f"{path} ({CONFIG_FILE_VARIABLE}) cannot be read: {reason}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise _config_error(f"{path} is not valid TOML: {error}") from None
     unknown = [key for key in data if key not in known]
     if unknown:
         named = ", ".join(_unknown_key(key, known) for key in unknown)
@@ -184,11 +202,39 @@ def load_settings(**overrides: Any) -> Settings:
 
     Raises ``ValidationFailedError`` naming every bad setting by its variable.
     """
+    problems = _environment_json_problems()
+    if problems:
+        raise ValidationFailedError("the configuration is invalid", errors=problems)
     try:
         return Settings(**overrides)
     except ValidationError as error:
         problems = [
-            f"{ENV_PREFIX}{'.'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            f"{ENV_PREFIX}{'.'.join(str(part) for part in e['loc']).upper()}: "
+            + e["msg"].removeprefix("Value error, ")
             for e in error.errors()
         ]
         raise ValidationFailedError("the configuration is invalid", errors=problems) from None
+    except SettingsError as error:  # one the check above did not foresee
+        problem = f"{error} ({error.__cause__})" if error.__cause__ else str(error)
+        raise ValidationFailedError("the configuration is invalid", errors=[problem]) from None
+
+
+def _environment_json_problems() -> list[str]:
+    """Each dict-valued setting whose variable is not JSON (pydantic-settings stops at
+    the first, with a ``SettingsError`` that names the field, not the variable)."""
+    structured = {
+        f"{ENV_PREFIX}{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if get_origin(field.annotation) in (dict, list)
+    }
+    problems = []
+    for variable, value in sorted(os.environ.items()):
+        if variable.upper() in structured:
+            try:
+                json.loads(value)
+            except ValueError as error:
+                problems.append(
+                    f"{variable}: not valid JSON ({error}); in the environment this setting"
+                    " is a JSON object"
+                )
+    return problems

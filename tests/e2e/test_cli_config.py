@@ -47,3 +47,29 @@ def test_init_refuses_a_config_file_with_a_variable_s_name_in_it(
     assert "COMFYGATE_DATABASE_URL (did you mean database_url?)" in stderr
     assert str(config) in stderr and len(stderr.splitlines()) == 1
     assert not (tmp_path / "never.db").exists()
+
+
+def test_init_names_a_config_file_that_is_not_toml(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("x = = 1\n", encoding="utf-8")
+    env["COMFYGATE_CONFIG_FILE"] = str(config)
+    assert refused(env, "init") == (
+        f"error [validation_failed]: the config file {config} is not valid TOML:"
+        " Invalid value (at line 1, column 5)\n"
+    )
+
+
+def test_init_names_a_dict_setting_that_is_not_json(env: dict[str, str]) -> None:
+    env["COMFYGATE_PAYMENT_WEBHOOK_SECRETS"] = "notjson"
+    stderr = refused(env, "init")
+    assert stderr.startswith("error [validation_failed]: the configuration is invalid\n")
+    assert "  - COMFYGATE_PAYMENT_WEBHOOK_SECRETS: not valid JSON (" in stderr
+
+
+def test_serve_refuses_a_redis_url_that_is_not_one(env: dict[str, str], tmp_path: Path) -> None:
+    env["COMFYGATE_REDIS_URL"] = "nonsense"
+    assert refused(env, "serve", "--port", "0") == (
+        "error [validation_failed]: the configuration is invalid\n"
+        "  - COMFYGATE_REDIS_URL: not a Redis URL: it starts redis://, rediss:// or unix://\n"
+    )
+    assert not (tmp_path / "never.db").exists()

@@ -57,3 +57,51 @@ def test_unknown_keys_in_the_config_file_are_named_with_the_right_spelling(
         f"the config file {path} has unknown settings:"
         " COMFYGATE_DATABASE_URL (did you mean database_url?), prot"
     )
+
+
+def test_a_config_file_that_is_not_toml_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    _with_file(monkeypatch, path, "port = = 1\n")
+    assert _refusal().message == (
+        f"the config file {path} is not valid TOML: Invalid value (at line 1, column 8)"
+    )
+
+
+def test_every_dict_setting_that_is_not_json_in_the_environment_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COMFYGATE_PAYMENT_WEBHOOK_SECRETS", "notjson")
+    monkeypatch.setenv("COMFYGATE_JOB_CONCURRENCY_PER_CAPABILITY", "colorize.person=1")
+    refused = _refusal()
+    assert refused.message == "the configuration is invalid"
+    assert [problem.split(":")[0] for problem in refused.errors] == [
+        "COMFYGATE_JOB_CONCURRENCY_PER_CAPABILITY",
+        "COMFYGATE_PAYMENT_WEBHOOK_SECRETS",
+    ]
+    assert "not valid JSON" in refused.errors[0]
+    assert "notjson" not in str(refused.errors)  # values may be secrets
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://cache:6379/0", "rediss://:pw@cache", "unix:///run/redis.sock"]
+)
+def test_redis_urls_are_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("COMFYGATE_REDIS_URL", url)
+    assert load_settings().redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("nonsense", "not a Redis URL: it starts redis://, rediss:// or unix://"),
+        ("http://:secret@cache", "not a Redis URL: it starts redis://, rediss:// or unix://"),
+        ("redis://cache:port", "Port could not be cast to integer value as 'port'"),
+    ],
+)
+def test_a_redis_url_that_is_not_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("COMFYGATE_REDIS_URL", url)
+    assert _refusal().errors == [f"COMFYGATE_REDIS_URL: {problem}"]
