@@ -37,6 +37,26 @@ class ComfyUIInstanceSettings(BaseModel):
     url: str
     auth_header: str | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        check_http_url(value)
+        return value
+
+
+def check_http_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is an http(s) URL with a host (a ComfyUI
+    server): anything else would only show as a pool that never comes up."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{url.strip()!r} is not an http(s) URL with a host, e.g. http://gpu1:8188"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is no port
+    except ValueError as error:
+        raise ValueError(f"{url.strip()!r}: {error}") from None
+
 
 class Settings(BaseSettings):
     """Everything an operator can configure. Environment variables win over the file."""
@@ -141,6 +161,14 @@ class Settings(BaseSettings):
             # The value is not echoed: a Redis URL may carry a password.
             raise ValueError("not a Redis URL: it starts redis://, rediss:// or unix://")
         parts.port  # noqa: B018 - raises ValueError for a port that is no port
+        return value
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _comfyui_urls(cls, value: str) -> str:
+        for url in value.split(","):
+            if url.strip():
+                check_http_url(url)
         return value
 
     def comfyui_url_list(self) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from comfygate.adapters.comfyui.client import ComfyUIClient
 from comfygate.adapters.comfyui.pool import Instance, InstanceConfig, WorkerPool
@@ -86,6 +87,41 @@ def test_a_health_check_failing_under_a_running_job_keeps_the_job_s_slot(
             await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_an_instance_going_down_is_logged_once_with_its_url_and_reason(
+    fake: FakeComfyUI,
+) -> None:
+    """Never up, then up, then down again: one warning per fall, none per failed probe."""
+
+    async def scenario() -> list[dict[str, object]]:
+        pool, inst = _pool(fake.url)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                fake.behaviour.stats_status = 503
+                assert not await pool.probe(inst)  # the first probe at start
+                for _ in range(3):
+                    await pool.tick()
+                assert _stats_calls(fake) == 4 and not inst.up
+                fake.behaviour.stats_status = None
+                await pool.tick()
+                assert inst.up
+                fake.behaviour.stats_status = 503
+                for _ in range(3):  # a health check takes it out, probes fail after
+                    await pool.tick()
+                assert not inst.up
+            return logs
+        finally:
+            await pool.close()
+
+    logs = asyncio.run(scenario())
+    events = [(e["event"], e["log_level"], e["url"]) for e in logs]
+    assert events == [
+        ("comfyui_instance_down", "warning", fake.url),
+        ("comfyui_instance_up", "info", fake.url),
+        ("comfyui_instance_down", "warning", fake.url),
+    ]
+    assert "503" in str(logs[0]["reason"])
 
 
 def test_a_job_waiting_for_the_instance_gets_its_whole_timeout_once_it_has_it(

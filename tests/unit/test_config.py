@@ -105,3 +105,39 @@ def test_a_redis_url_that_is_not_one_is_refused(
 ) -> None:
     monkeypatch.setenv("COMFYGATE_REDIS_URL", url)
     assert _refusal().errors == [f"COMFYGATE_REDIS_URL: {problem}"]
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        ("notaurl", "'notaurl' is not an http(s) URL with a host, e.g. http://gpu1:8188"),
+        ("http://gpu1:8188, gpu2:8188", "'gpu2:8188' is not an http(s) URL with a host"),
+        ("http://", "'http://' is not an http(s) URL with a host"),
+        ("http://gpu1:port", "'http://gpu1:port': Port could not be cast to integer"),
+    ],
+)
+def test_comfyui_urls_that_are_not_http_urls_are_refused(
+    monkeypatch: pytest.MonkeyPatch, urls: str, problem: str
+) -> None:
+    monkeypatch.setenv("COMFYGATE_COMFYUI_URLS", urls)
+    [error] = _refusal().errors
+    assert error.startswith(f"COMFYGATE_COMFYUI_URLS: {problem}")
+
+
+def test_comfyui_urls_and_pools_with_http_urls_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pools = '[[comfyui_pools."colorize.person"]]\nurl = "https://gpu3.example/comfy/"\n'
+    _with_file(monkeypatch, tmp_path / "c.toml", pools)
+    monkeypatch.setenv("COMFYGATE_COMFYUI_URLS", "http://gpu1:8188, http://10.0.0.2:8188/,")
+    settings = load_settings()
+    assert settings.comfyui_url_list() == ["http://gpu1:8188", "http://10.0.0.2:8188/"]
+    assert settings.comfyui_pools["colorize.person"][0].url == "https://gpu3.example/comfy/"
+
+
+def test_a_pool_instance_that_is_not_an_http_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _with_file(monkeypatch, tmp_path / "c.toml", '[[comfyui_pools."c"]]\nurl = "gpu1:8188"\n')
+    [error] = _refusal().errors
+    assert "'gpu1:8188' is not an http(s) URL with a host" in error

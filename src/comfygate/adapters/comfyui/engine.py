@@ -123,12 +123,15 @@ class ComfyUIEngine:
             self._pool.start_probing()
 
     async def check(self) -> None:
-        """Probe and check every instance once, without warm-up jobs (for status)."""
+        """Probe and check every instance once, without warm-up jobs or logs (for status,
+        which shows each instance's state and last error itself)."""
         warm, self._warm_up = self._warm_up, False
+        self._pool.log_changes = False
         try:
             await asyncio.gather(*(self._pool.probe(i) for i in self._pool.instances.values()))
         finally:
             self._warm_up = warm
+            self._pool.log_changes = True
 
     async def probe_down(self) -> None:
         """Probe every down instance now, whatever its backoff says."""

@@ -127,6 +127,9 @@ class WorkerPool:
         self._max_backoff_s = max_backoff_s
         self._health_interval_s = health_interval_s
         self._changed = asyncio.Condition()
+        self.log_changes = True
+        """Log instances going down and coming back (off for ``workers status``, which
+        shows them itself and whose stdout is JSON)."""
         self._prober: asyncio.Task[None] | None = None
 
     def serving(self, capability: str) -> list[Instance]:
@@ -185,11 +188,15 @@ class WorkerPool:
         """Take ``instance`` out until a probe brings it back.
 
         Frees the instance only for its holder's ``lease``: a health check or probe
-        failing while a job runs there leaves the job's slot taken.
+        failing while a job runs there leaves the job's slot taken. Logs a warning when
+        the instance goes down (it was up, or had not failed yet), not for each failed
+        probe after that.
         """
         async with self._changed:
             if lease is not None and instance.lease is lease:
                 instance.lease = None
+            if instance.failures == 0 and self.log_changes:  # 0 again once a probe passes
+                log.warning("comfyui_instance_down", url=instance.url, reason=error)
             instance.up = False
             instance.last_error = error
             instance.failures += 1
@@ -211,6 +218,8 @@ class WorkerPool:
             await self.mark_down(instance, _describe(exc))
             return False
         async with self._changed:
+            if instance.failures and self.log_changes:
+                log.info("comfyui_instance_up", url=instance.url, after_failures=instance.failures)
             instance.up, instance.failures, instance.checked_at = True, 0, time.monotonic()
             self._changed.notify_all()
         return True
