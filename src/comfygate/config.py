@@ -27,6 +27,7 @@ from comfygate.domain.errors import ValidationFailedError
 ENV_PREFIX = "COMFYGATE_"
 CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ComfyUIInstanceSettings(BaseModel):
@@ -150,6 +151,14 @@ class Settings(BaseSettings):
     onnx_model_path: Path | None = Field(
         default=None, description="DDColor ONNX export; enables the ddcolor-onnx engine"
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level: debug, info, warning or error")
+        return level
 
     @field_validator("redis_url")
     @classmethod
