@@ -27,6 +27,7 @@ from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.payments import HmacWebhookProvider
 from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
 from comfygate.adapters.serial import SerialWorker
+from comfygate.adapters.storage.local import prepare_data_dir
 from comfygate.bootstrap_jobs import JobServices, build_job_services
 from comfygate.config import Settings
 from comfygate.domain.plans import PlanCatalog, parse_catalog
@@ -87,6 +88,10 @@ class Container:
         book (refusing one whose prices changed under an old version)."""
         migrate.upgrade(self.engine)
         self.pricing.price_books.check_builtin()
+
+    def prepare_data_dir(self) -> None:
+        """Create the data dir and its folders; refuse one that cannot be written."""
+        prepare_data_dir(self.settings.data_dir)
 
     def close(self) -> None:
         self.serial.close()
@@ -182,6 +187,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     container.on_startup.append(jobs.dispatcher.start)
     container.on_shutdown.append(jobs.dispatcher.stop)
     container.readiness_checks["engines"] = jobs.dispatcher.is_ready
+
+    async def data_dir_writable() -> bool:  # raises, naming the folder, when it is not
+        await asyncio.to_thread(prepare_data_dir, settings.data_dir)
+        return True
+
+    container.readiness_checks["data_dir"] = data_dir_writable
     return container
 
 

@@ -147,6 +147,22 @@ def test_rate_limit_per_key_with_retry_after(tmp_path: Path) -> None:
         assert "comfygate_rate_limited_requests_total 1.0" in metrics
 
 
+def test_readiness_checks_the_data_dir_takes_files(tmp_path: Path) -> None:
+    """Uploads land in data_dir/tmp: when it cannot take a file, /readyz says so (and
+    why) rather than answering ready while every submission fails."""
+    with running_gateway(tmp_path, data_dir=tmp_path / "data") as gw:
+        ready = gw.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["data_dir"] is True
+        (tmp_path / "data" / "tmp").rmdir()
+        (tmp_path / "data" / "tmp").write_text("not a folder")
+        not_ready = gw.client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["data_dir"] == (
+        f"error: ValidationFailedError: the data dir {tmp_path / 'data'} (COMFYGATE_DATA_DIR)"
+        " is not writable (its tmp/ folder): File exists"
+    )
+
+
 def test_health_readiness_and_metrics(gw: Gateway) -> None:
     assert gw.client.get("/healthz").json() == {"status": "ok"}
     ready = gw.client.get("/readyz")

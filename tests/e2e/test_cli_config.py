@@ -73,3 +73,25 @@ def test_serve_refuses_a_redis_url_that_is_not_one(env: dict[str, str], tmp_path
         "  - COMFYGATE_REDIS_URL: not a Redis URL: it starts redis://, rediss:// or unix://\n"
     )
     assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("command", ["init", "serve"])
+def test_a_data_dir_that_cannot_be_written_stops_init_and_serve(
+    env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    env["COMFYGATE_DATA_DIR"] = str(tmp_path / "a-file" / "data")
+    assert refused(env, command, *(["--port", "0"] if command == "serve" else [])) == (
+        f"error [validation_failed]: the data dir {tmp_path / 'a-file' / 'data'}"
+        " (COMFYGATE_DATA_DIR) is not writable: Not a directory\n"
+    )
+
+
+def test_init_makes_the_data_dir_and_its_folders(env: dict[str, str], tmp_path: Path) -> None:
+    env["COMFYGATE_DATA_DIR"] = str(tmp_path / "state" / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "comfygate", "init"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "state" / "data").iterdir()) == ["jobs", "tmp"]

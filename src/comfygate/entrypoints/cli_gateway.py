@@ -27,6 +27,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     from comfygate.entrypoints.api.logs import configure_logging
 
     container = app(ctx)  # upgrades the schema
+    container.prepare_data_dir()
     settings = container.settings
     configure_logging(settings.log_level)
     issued = container.identity.bootstrap_operator()

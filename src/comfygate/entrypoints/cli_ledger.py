@@ -20,12 +20,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @json_option
 @click.pass_context
 def init_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Create or upgrade the database (idempotent).
+    """Create or upgrade the database (idempotent) and the data dir.
 
     The first time, also creates the operator account, user and API key and prints
     the key (``operator_key``); it is never shown again (null on later runs).
     """
     container = app(ctx)  # building the context upgrades the schema
+    container.prepare_data_dir()
     issued = container.identity.bootstrap_operator()
     emit(
         {

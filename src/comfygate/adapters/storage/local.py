@@ -18,14 +18,42 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from comfygate.domain.errors import ShareLinkExpiredError, ShareLinkInvalidError
+from comfygate.domain.errors import (
+    ShareLinkExpiredError,
+    ShareLinkInvalidError,
+    ValidationFailedError,
+)
 
 _JOB_ID = re.compile(r"^[a-z]+_[0-9a-z]{26}$")
 _SECRET_FILE = "share-secret"
+DATA_DIR_FOLDERS = ("tmp", "jobs")
+"""``<data_dir>/tmp`` receives uploads, ``<data_dir>/jobs`` holds ``LocalResultStorage``."""
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` and its folders and check that each takes a new file.
+
+    Raises ``ValidationFailedError`` (one line naming the folder and the reason)
+    otherwise: run at start and by ``/readyz``, so an unwritable data dir stops the
+    server or shows as not ready instead of failing every submission.
+    """
+    for folder in (data_dir, *(data_dir / name for name in DATA_DIR_FOLDERS)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as error:
+            where = "" if folder == data_dir else f" (its {folder.name}/ folder)"
+            raise ValidationFailedError(
+                f"the data dir {data_dir} (COMFYGATE_DATA_DIR) is not writable{where}:"
+                f" {error.strerror or error}",
+                errors=[],
+            ) from None
 
 
 class LocalResultStorage:
