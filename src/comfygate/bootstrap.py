@@ -27,7 +27,7 @@ from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.payments import HmacWebhookProvider
 from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
 from comfygate.adapters.serial import SerialWorker
-from comfygate.adapters.storage.local import prepare_data_dir
+from comfygate.adapters.storage.local import check_data_dir, prepare_data_dir
 from comfygate.bootstrap_jobs import JobServices, build_job_services
 from comfygate.config import Settings
 from comfygate.domain.plans import PlanCatalog, parse_catalog
@@ -189,8 +189,13 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     container.readiness_checks["engines"] = jobs.dispatcher.is_ready
 
     async def data_dir_writable() -> bool:  # raises, naming the folder, when it is not
-        await asyncio.to_thread(prepare_data_dir, settings.data_dir)
+        await asyncio.to_thread(check_data_dir, settings.data_dir)
         return True
+
+    async def make_data_dir() -> None:  # (serve and init have, before; an embedding app not)
+        await asyncio.to_thread(prepare_data_dir, settings.data_dir)
+
+    container.on_startup.insert(0, make_data_dir)
 
     container.readiness_checks["data_dir"] = data_dir_writable
     return container

@@ -27,7 +27,9 @@ from comfygate.domain.errors import ValidationFailedError
 ENV_PREFIX = "COMFYGATE_"
 CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_LEVEL_ALIASES = {"warn": "warning", "": "info"}
+"""What the standard library also takes (``WARN``), and unset."""
 
 
 class ComfyUIInstanceSettings(BaseModel):
@@ -156,8 +158,11 @@ class Settings(BaseSettings):
     @classmethod
     def _log_level(cls, value: str) -> str:
         level = value.strip().lower()
+        level = _LOG_LEVEL_ALIASES.get(level, level)
         if level not in LOG_LEVELS:
-            raise ValueError(f"{value!r} is not a log level: debug, info, warning or error")
+            raise ValueError(
+                f"{value!r} is not a log level: debug, info, warning, error or critical"
+            )
         return level
 
     @field_validator("redis_url")

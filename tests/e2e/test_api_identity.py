@@ -149,18 +149,24 @@ def test_rate_limit_per_key_with_retry_after(tmp_path: Path) -> None:
 
 def test_readiness_checks_the_data_dir_takes_files(tmp_path: Path) -> None:
     """Uploads land in data_dir/tmp: when it cannot take a file, /readyz says so (and
-    why) rather than answering ready while every submission fails."""
-    with running_gateway(tmp_path, data_dir=tmp_path / "data") as gw:
+    why) rather than answering ready while every submission fails. It makes nothing:
+    a data dir whose volume went away is not made again, empty, on another disk."""
+    data = tmp_path / "data"
+    with running_gateway(tmp_path, data_dir=data) as gw:
         ready = gw.client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"]["data_dir"] is True
-        (tmp_path / "data" / "tmp").rmdir()
-        (tmp_path / "data" / "tmp").write_text("not a folder")
+        (data / "tmp").rmdir()
+        (data / "tmp").write_text("not a folder")
         not_ready = gw.client.get("/readyz")
-    assert not_ready.status_code == 503
-    assert not_ready.json()["checks"]["data_dir"] == (
-        f"error: ValidationFailedError: the data dir {tmp_path / 'data'} (COMFYGATE_DATA_DIR)"
-        " is not writable (its tmp/ folder): File exists"
-    )
+        (data / "tmp").unlink()
+        gone = gw.client.get("/readyz")
+        assert not (data / "tmp").exists()
+    for answer in (not_ready, gone):
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["data_dir"] == (
+            f"error: ValidationFailedError: the data dir {data} (COMFYGATE_DATA_DIR) is"
+            " missing or not writable (its tmp/ folder)"
+        )
 
 
 def test_health_readiness_and_metrics(gw: Gateway) -> None:

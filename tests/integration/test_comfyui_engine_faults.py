@@ -246,6 +246,10 @@ def test_a_prompt_that_succeeded_when_the_timeout_stopped_it_delivers_its_result
             assert result.output_path.is_file() and result.instance == a.url
             assert result.metadata["attempts"] == 1
             assert engine.status()[0]["up"]  # nothing of ours runs there
+            # and nothing was stopped: on a server whose /interrupt ignores the prompt
+            # id, stopping a prompt that had ended stopped whatever else ran
+            posts = [path for method, path in a.calls if method == "POST"]
+            assert not [p for p in posts if p in ("/interrupt", "/queue") or "cancel" in p]
         finally:
             await engine.close()
 

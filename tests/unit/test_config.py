@@ -143,7 +143,11 @@ def test_a_pool_instance_that_is_not_an_http_url_is_refused(
     assert "'gpu1:8188' is not an http(s) URL with a host" in error
 
 
-@pytest.mark.parametrize(("given", "level"), [("DEBUG", "debug"), ("Warning", "warning")])
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [("DEBUG", "debug"), ("Warning", "warning"), ("WARN", "warning"), ("critical", "critical"),
+     ("", "info")],
+)  # fmt: skip
 def test_the_log_level_is_read_whatever_its_case(
     monkeypatch: pytest.MonkeyPatch, given: str, level: str
 ) -> None:
@@ -151,11 +155,12 @@ def test_the_log_level_is_read_whatever_its_case(
     assert load_settings().log_level == level
 
 
-@pytest.mark.parametrize("given", ["chatty", "critical", "notset", ""])
+@pytest.mark.parametrize("given", ["chatty", "notset", "fatal"])
 def test_a_log_level_that_is_not_one_is_refused(
     monkeypatch: pytest.MonkeyPatch, given: str
 ) -> None:
     monkeypatch.setenv("COMFYGATE_LOG_LEVEL", given)
     assert _refusal().errors == [
-        f"COMFYGATE_LOG_LEVEL: {given!r} is not a log level: debug, info, warning or error"
+        f"COMFYGATE_LOG_LEVEL: {given!r} is not a log level: debug, info, warning, error or"
+        " critical"
     ]

@@ -99,7 +99,8 @@ class PromptRunner:
                 raise
             self._cancel_reason = self._cancel_reason or "timed out"
             grace_ends = time.monotonic() + self._stop_grace_s
-            self.stopped = await self._stop()
+            if not self.stopped:  # (one that ended, its output in transit, needs none)
+                self.stopped = await self._stop()
             if self.stopped:
                 late = await self._late_result(grace_ends - time.monotonic())
                 if late is not None:
@@ -113,7 +114,8 @@ class PromptRunner:
                 stopped=self.stopped,
             ) from None
         except asyncio.CancelledError:
-            self.stopped = await self._stop()
+            if not self.stopped:
+                self.stopped = await self._stop()
             raise
         except WorkerUnavailableError:
             # The job moves to another instance: our prompt must not run on here as well.

@@ -35,12 +35,25 @@ DATA_DIR_FOLDERS = ("tmp", "jobs")
 """``<data_dir>/tmp`` receives uploads, ``<data_dir>/jobs`` holds ``LocalResultStorage``."""
 
 
+def check_data_dir(data_dir: Path) -> None:
+    """``prepare_data_dir``'s check, creating nothing (for ``/readyz``, several times a
+    minute): a data dir whose volume went away must show as not ready, not be made
+    again, empty, on another disk."""
+    for folder in (data_dir, *(data_dir / name for name in DATA_DIR_FOLDERS)):
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            where = "" if folder == data_dir else f" (its {folder.name}/ folder)"
+            raise ValidationFailedError(
+                f"the data dir {data_dir} (COMFYGATE_DATA_DIR) is missing or not writable{where}",
+                errors=[],
+            )
+
+
 def prepare_data_dir(data_dir: Path) -> None:
     """Create ``data_dir`` and its folders and check that each takes a new file.
 
     Raises ``ValidationFailedError`` (one line naming the folder and the reason)
-    otherwise: run at start and by ``/readyz``, so an unwritable data dir stops the
-    server or shows as not ready instead of failing every submission.
+    otherwise: run at start, so an unwritable data dir stops the server instead of
+    failing every submission (``/readyz`` then runs ``check_data_dir``).
     """
     for folder in (data_dir, *(data_dir / name for name in DATA_DIR_FOLDERS)):
         try:
