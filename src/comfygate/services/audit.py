@@ -91,6 +91,9 @@ class AuditLog:
         if once_for is None:
             self._store.append(entry)
             return entry
+        # The id's time-ordered part, so the entry sorts where its action happened. Ids
+        # share it only when one is made from another: a paid order's period
+        # (``sub_X`` of ``ord_X``), whose entry is the order's, written once too.
         entry = replace(entry, id=f"aud_{once_for.partition('_')[2]}")
         self._store.append_once(entry)
         return entry
