@@ -30,6 +30,7 @@ from comfygate.adapters.serial import SerialWorker
 from comfygate.adapters.storage.local import check_data_dir, prepare_data_dir
 from comfygate.bootstrap_jobs import JobServices, build_job_services
 from comfygate.config import Settings
+from comfygate.domain.errors import ValidationFailedError
 from comfygate.domain.plans import PlanCatalog, parse_catalog
 from comfygate.services.accounts import AccountQueries
 from comfygate.services.audit import AuditLog
@@ -45,9 +46,13 @@ HOT_PATH_LANES = 8
 
 
 def _read_toml(path: Path | None, shipped: str) -> dict[str, Any]:
-    if path is not None:
+    if path is None:
+        text = resources.files("comfygate.data").joinpath(shipped).read_text("utf-8")
+        return tomllib.loads(text)
+    try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    return tomllib.loads(resources.files("comfygate.data").joinpath(shipped).read_text("utf-8"))
+    except tomllib.TOMLDecodeError as error:  # the operator's file: say which, in a line
+        raise ValidationFailedError(f"{path} is not valid TOML: {error}", errors=[]) from None
 
 
 def load_plan_catalog(settings: Settings) -> PlanCatalog:

@@ -95,3 +95,12 @@ def test_init_makes_the_data_dir_and_its_folders(env: dict[str, str], tmp_path: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "state" / "data").iterdir()) == ["jobs", "tmp"]
+
+
+def test_init_names_a_plans_file_that_is_not_toml(env: dict[str, str], tmp_path: Path) -> None:
+    plans = tmp_path / "plans.toml"
+    plans.write_text("[plans\n", encoding="utf-8")
+    env["COMFYGATE_PLANS_FILE"] = str(plans)
+    stderr = refused(env, "init")
+    assert stderr.startswith(f"error [validation_failed]: {plans} is not valid TOML:")
+    assert len(stderr.splitlines()) == 1
