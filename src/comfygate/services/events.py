@@ -155,8 +155,9 @@ class JobEvents:
                     if event.is_terminal:
                         return
                 wait = max(0.0, min(poll_s, ping_at - loop.time()))
-                try:
-                    news = [await asyncio.wait_for(sub.queue.get(), timeout=wait)]
+                try:  # (asyncio.timeout: 3.11's wait_for can swallow a cancel)
+                    async with asyncio.timeout(wait):
+                        news = [await sub.queue.get()]
                 except TimeoutError:
                     news = await self._poll(job_id, poll_s)
                     if not news and loop.time() >= ping_at:

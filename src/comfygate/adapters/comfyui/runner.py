@@ -209,7 +209,10 @@ class PromptRunner:
         while True:
             await self._check_cancelled()
             try:
-                frame = await asyncio.wait_for(ws.recv(), self._idle_check_s)
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that
+                # lands as the frame arrives, and a customer's cancel was lost.
+                async with asyncio.timeout(self._idle_check_s):
+                    frame = await ws.recv()
             except TimeoutError:
                 # Quiet socket: a lost end message must not hang us.
                 history = await self._read_history()
