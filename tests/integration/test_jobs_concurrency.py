@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from comfygate import bootstrap
 from comfygate.adapters.images import receive_upload_sync
@@ -219,6 +222,77 @@ def test_a_repeat_is_a_duplicate_behind_any_number_of_colleagues_jobs(
         assert again.duplicate_of == first.job.id
         assert container.accounts.balance(account_id=account_id).held == 22 * PRICE
         assert job_rows(container) == 22
+        assert container.accounts.reconcile().ok
+    finally:
+        container.close()
+
+
+_WHO = {
+    "alice": Role.USER,
+    "bob": Role.USER,
+    "admin": Role.ADMIN,
+}
+
+
+@pytest.mark.timeout(600)
+def test_a_submission_is_held_exactly_when_nothing_it_may_see_blocks_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The duplicate rule, as a model over random submissions and cancels: a key is
+    answered with an earlier job exactly when a queued or running one of the same
+    photo is its own (a user's) or its account's (an admin's); every other submission
+    is a new job, held in full, and a cancel gives its hold back."""
+    container = build(database_url, tmp_path / "data", engines=[FakeEngine()])
+    accounts = itertools.count()
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        steps=st.lists(
+            st.one_of(
+                st.tuples(st.just("submit"), st.sampled_from(sorted(_WHO)), st.integers(0, 1)),
+                st.tuples(st.just("cancel"), st.integers(0, 7), st.just(0)),
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    def check(steps: list[tuple[str, Any, int]]) -> None:
+        account_id = container.ledger.open_account(name=f"dedup{next(accounts)}")
+        container.ledger.grant(account_id=account_id, amount=1000, source="promotion",
+                               idempotency_key="g")  # fmt: skip
+        made: list[tuple[str, int, Any]] = []  # (user, photo, job) of every new job
+        active: set[str] = set()
+        for step, who, photo in steps:
+            if step == "cancel":
+                if made:
+                    _, _, job = made[who % len(made)]
+                    if job.id in active and container.jobs.lifecycle.cancel(job):
+                        active.discard(job.id)
+                continue
+            principal = Principal(account_id, f"user_{who}", _WHO[who], f"key_{who}")
+            upload = receive_upload_sync(
+                io.BytesIO(png_bytes(seed=photo)), dest_dir=container.jobs.upload_dir,
+                max_bytes=10**6,
+            )  # fmt: skip
+            outcome = container.jobs.submission.submit(
+                principal=principal, upload=upload, request=SubmitRequest(CAPABILITY)
+            )
+            blocking = {
+                job.id for user, seen, job in made
+                if job.id in active and seen == photo and who in ("admin", user)
+            }  # fmt: skip
+            if blocking:
+                assert outcome.duplicate_of in blocking, (steps, outcome)
+            else:
+                assert outcome.duplicate_of is None, (steps, outcome)
+                made.append((who, photo, outcome.job))
+                active.add(outcome.job.id)
+        balance = container.accounts.balance(account_id=account_id)
+        assert balance.held == PRICE * len(active)
+        assert balance.available == 1000 - balance.held
+
+    try:
+        check()
         assert container.accounts.reconcile().ok
     finally:
         container.close()
