@@ -23,6 +23,7 @@ from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.adapters.db.sql_payments import SqlOrderStore
 from comfygate.adapters.db.sql_plans import SqlSubscriptionStore
 from comfygate.adapters.db.sql_pricing import build_pricing_services
+from comfygate.adapters.db.sql_reports import SqlUsageCounts
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.payments import HmacWebhookProvider
 from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
@@ -40,6 +41,7 @@ from comfygate.services.ledger import LedgerService
 from comfygate.services.payments import PaymentService
 from comfygate.services.plans import PlanService
 from comfygate.services.quoting import PricingServices
+from comfygate.services.reports import UsageReports
 
 HOT_PATH_LANES = 8
 """Threads of ``Container.serial`` on PostgreSQL or MariaDB (see ``adapters.serial``)."""
@@ -80,6 +82,7 @@ class Container:
     pricing: PricingServices
     # jobs: submit, dispatch, settle, results, usage (bootstrap_jobs)
     jobs: JobServices
+    reports: UsageReports
     serial: SerialWorker
     """Runs the hot path's blocking calls: quotes, submissions, job starts, settlements."""
     # Fields with defaults stay last (dataclass rule): lifecycle hooks the API's
@@ -181,6 +184,11 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         rate_limiter=rate_limiter,
         pricing=pricing,
         jobs=jobs,
+        reports=UsageReports(
+            SqlUsageCounts(engine),
+            clock,
+            default_timezone=lambda: pricing.price_books.show().book.timezone,
+        ),
         serial=serial,
     )
 

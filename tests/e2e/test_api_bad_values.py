@@ -28,6 +28,9 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("POST", "/v1/admin/accounts/{a}/users", "admin", {"name": f"a{NUL}"}),
     ("POST", "/v1/admin/accounts", "op", {"name": f"acme{NUL}"}),
     ("POST", "/v1/admin/accounts/{a}/grants", "op", {"tokens": 5, "idempotency_key": f"k{NUL}"}),
+    ("GET", "/v1/reports/usage?since=0001-01-01T00:00:00%2B05:00", "admin", None),
+    ("GET", "/v1/reports/usage?tz=Asia/Shanghai%00", "admin", None),
+    ("GET", "/v1/reports/usage?account_id=acct_%00", "op", None),
 ]
 
 
@@ -91,7 +94,9 @@ def test_an_account_filter_names_an_account_the_caller_sees_or_is_not_found(
             ("/v1/admin/audit", acme.admin, globex.account_id),
             ("/v1/usage", acme.admin, globex.account_id),
             ("/v1/jobs", acme.admin, globex.account_id),
+            ("/v1/reports/usage", acme.admin, globex.account_id),
             ("/v1/admin/audit", gw.operator, "acct_nope"),
+            ("/v1/reports/usage", gw.operator, "acct_nope"),
             ("/v1/usage", gw.operator, "acct_nope"),
             ("/v1/jobs", gw.operator, "acct_nope"),
         ]

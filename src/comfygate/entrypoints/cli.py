@@ -135,12 +135,19 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 
 def _register_all() -> None:
-    from comfygate.entrypoints import cli_gateway, cli_ledger, cli_pricing, cli_workers
+    from comfygate.entrypoints import (
+        cli_gateway,
+        cli_ledger,
+        cli_pricing,
+        cli_reports,
+        cli_workers,
+    )
 
     cli_ledger.register(main)
     cli_pricing.register(main, lambda ctx: app(ctx).pricing, lambda ctx: app(ctx).audit)
     cli_gateway.register(main)
     cli_workers.register(main)
+    cli_reports.register(main)
 
 
 _register_all()

@@ -1,7 +1,9 @@
 """``GET /v1/usage``: one line per settled job, with totals; ``?format=csv`` exports.
+``GET /v1/reports/usage``: the same jobs counted per capability, hour or day, weekday
+and hour, failure and account: the operator dashboard's data.
 
 A user sees its own jobs, an admin its account's, an operator any account
-(``?account_id=``) or all of them.
+(``?account_id=``) or all of them. Reports are for admins and operators.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from comfygate.domain.analytics import Granularity
 from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.instants import in_range
 from comfygate.entrypoints.api.deps import (
+    AdminDep,
     ContainerDep,
     CursorQuery,
     PrincipalDep,
@@ -30,6 +34,7 @@ from comfygate.entrypoints.api.schemas_jobs import (
     UsageReportOut,
     UsageTotalsOut,
 )
+from comfygate.entrypoints.api.schemas_reports import UsageAnalyticsOut
 from comfygate.services.job_queries import UsageReport
 
 router = APIRouter(prefix="/v1", tags=["usage"])
@@ -103,3 +108,44 @@ def _json_response(report: UsageReport) -> Response:
         next_cursor=report.next_cursor,
     )
     return JSONResponse(body.model_dump(mode="json"))
+
+
+@router.get(
+    "/reports/usage",
+    response_model=UsageAnalyticsOut,
+    summary="Usage counted per capability, hour or day, weekday and hour (admins, operators)",
+)
+async def usage_report(
+    container: ContainerDep,
+    principal: AdminDep,
+    since: Annotated[
+        datetime | None, Query(description="inclusive, ISO-8601 with zone; default: 7 days ago")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="exclusive, ISO-8601 with zone; default: now")
+    ] = None,
+    bucket: Annotated[
+        Granularity | None, Query(description="default: hour for two days or less, else day")
+    ] = None,
+    tz: Annotated[
+        str | None,
+        Query(max_length=64, description="IANA zone; default: the default price book's"),
+    ] = None,
+    account_id: Annotated[
+        str | None, Query(max_length=40, description="operators: one account (default: all)")
+    ] = None,
+) -> UsageAnalyticsOut:
+    scope = account_id if principal.is_operator else principal.account_id
+
+    def answer() -> UsageAnalyticsOut:  # off the event loop: the database counts
+        check_account_filter(container, principal, account_id)
+        report = container.reports.usage(
+            account_id=scope,
+            since=_aware(since, "since"),
+            until=_aware(until, "until"),
+            granularity=bucket,
+            timezone=tz,
+        )
+        return UsageAnalyticsOut.of(report, scope)
+
+    return await anyio.to_thread.run_sync(answer)

@@ -1,0 +1,160 @@
+"""``UsageCounts`` on SQL: settled jobs counted by the database, per UTC hour.
+
+Every query is a ``GROUP BY`` over one range of ``usage_events.created_at`` (or of
+``account_id, created_at`` for one account), so a month of a busy service comes back
+as a few thousand counts. The hour is cut from the stored UTC instant as text,
+``YYYY-MM-DD HH``, the one expression that differs per backend (``_utc_hour``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FunctionElement
+
+from comfygate.adapters.db.engine import read_only
+from comfygate.adapters.db.tables_jobs import usage_events
+from comfygate.adapters.db.tables_ledger import accounts
+from comfygate.domain import analytics as da
+
+_u = usage_events.c
+_SUCCEEDED = _u.outcome == da.SUCCEEDED
+_TIMED = _u.inference_s.is_not(None)
+
+
+class _utc_hour(FunctionElement[str]):
+    """The hour of a stored UTC instant as ``YYYY-MM-DD HH``."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(_utc_hour, "sqlite")
+def _utc_hour_sqlite(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps instants as text, "YYYY-MM-DD HH:MM:SS.ffffff" (base.UtcDateTime).
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13)"
+
+
+@compiles(_utc_hour, "postgresql")
+def _utc_hour_postgresql(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)}, 'YYYY-MM-DD HH24')"
+
+
+@compiles(_utc_hour, "mysql")
+def _utc_hour_mysql(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date_format({compiler.process(element.clauses, **kw)}, '%%Y-%%m-%%d %%H')"
+
+
+def _bin() -> sa.ColumnElement[int]:
+    """The bin of ``inference_s`` (``domain.analytics.bin_of`` in SQL)."""
+    bounds = da.INFERENCE_BOUNDS_S
+    whens = [(_u.inference_s <= bound, i) for i, bound in enumerate(bounds)]
+    return sa.case(*whens, else_=len(bounds))
+
+
+def _sum(value: Any) -> sa.ColumnElement[Any]:
+    return sa.func.coalesce(sa.func.sum(value), 0)
+
+
+class SqlUsageCounts:
+    """``services.reports.UsageCounts`` on ``usage_events``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def cells(
+        self, *, account_id: str | None, since: datetime, until: datetime
+    ) -> list[da.UsageCell]:
+        hour = _utc_hour(_u.created_at).label("hour")
+        query = sa.select(
+            hour,
+            _u.capability,
+            _u.outcome,
+            sa.func.count(),
+            _sum(_u.tokens_charged),
+            _sum(_u.list_tokens),
+            _sum(_u.inference_s),
+            _sum(sa.case((_TIMED, _u.list_tokens), else_=0)),
+        ).group_by(hour, _u.capability, _u.outcome)
+        return [
+            da.UsageCell(
+                datetime.strptime(row[0], "%Y-%m-%d %H").replace(tzinfo=UTC),
+                row[1],
+                row[2],
+                int(row[3]),
+                int(row[4]),
+                int(row[5]),
+                float(row[6]),
+                int(row[7]),
+            )
+            for row in self._read(query.where(*_window(account_id, since, until)))
+        ]
+
+    def inference_bins(
+        self, *, account_id: str | None, since: datetime, until: datetime
+    ) -> list[da.InferenceBins]:
+        which = _bin().label("bin")
+        query = (
+            sa.select(_u.capability, which, sa.func.count())
+            .where(_SUCCEEDED, _TIMED)
+            .group_by(_u.capability, which)
+        )
+        counts: dict[str, list[int]] = defaultdict(lambda: [0] * (len(da.INFERENCE_BOUNDS_S) + 1))
+        for capability, i, count in self._read(query.where(*_window(account_id, since, until))):
+            counts[capability][int(i)] += int(count)
+        return [da.InferenceBins(name, tuple(bins)) for name, bins in sorted(counts.items())]
+
+    def failures(
+        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
+    ) -> list[da.FailureCount]:
+        code = sa.func.coalesce(_u.failure_code, "unknown").label("code")
+        count = sa.func.count().label("n")
+        query = (
+            sa.select(code, count)
+            .where(_u.outcome == da.FAILED)
+            .group_by(code)
+            .order_by(count.desc(), code)
+            .limit(limit)
+        )
+        rows = self._read(query.where(*_window(account_id, since, until)))
+        return [da.FailureCount(row[0], int(row[1])) for row in rows]
+
+    def top_accounts(
+        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
+    ) -> list[da.AccountUsage]:
+        tokens = _sum(_u.tokens_charged).label("tokens")
+        calls = sa.func.count().label("calls")
+        by_account = (
+            sa.select(_u.account_id, calls, tokens)
+            .where(*_window(account_id, since, until))
+            .group_by(_u.account_id)
+            .subquery()
+        )
+        row = by_account.c
+        query = (
+            sa.select(row.account_id, accounts.c.name, row.calls, row.tokens)
+            .join(accounts, accounts.c.id == row.account_id)
+            .order_by(row.tokens.desc(), row.calls.desc(), row.account_id)
+            .limit(limit)
+        )
+        return [
+            da.AccountUsage(row[0], row[1], int(row[2]), int(row[3])) for row in self._read(query)
+        ]
+
+    def _read(self, query: sa.Executable) -> list[Any]:
+        with read_only(self.engine.connect()) as conn:
+            return list(conn.execute(query))
+
+
+def _window(
+    account_id: str | None, since: datetime, until: datetime
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of the jobs settled in ``[since, until)`` (in one account)."""
+    window = [_u.created_at >= since, _u.created_at < until]
+    return window if account_id is None else [*window, _u.account_id == account_id]

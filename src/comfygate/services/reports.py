@@ -1,0 +1,110 @@
+"""Usage reports for operators and account admins: the dashboard's figures.
+
+``UsageReports.usage`` checks the window and the timezone, has the store count the
+window's settled jobs (``UsageCounts``, an adapter's port), and leaves the arithmetic
+to ``domain.analytics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from comfygate.domain import analytics as da
+from comfygate.domain.errors import InvalidInputError
+from comfygate.services.clock import Clock
+
+DEFAULT_WINDOW = timedelta(days=7)
+HOURLY_UP_TO = timedelta(days=2)
+"""A window this long or shorter is counted per hour unless asked otherwise."""
+TOP = 10
+
+
+class UsageCounts(Protocol):
+    """Settled jobs of ``[since, until)`` counted where they are stored; an
+    ``account_id`` of None counts every account."""
+
+    def cells(
+        self, *, account_id: str | None, since: datetime, until: datetime
+    ) -> list[da.UsageCell]: ...
+
+    def inference_bins(
+        self, *, account_id: str | None, since: datetime, until: datetime
+    ) -> list[da.InferenceBins]: ...
+
+    def failures(
+        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
+    ) -> list[da.FailureCount]: ...
+
+    def top_accounts(
+        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
+    ) -> list[da.AccountUsage]: ...
+
+
+class UsageReports:
+    """Reports over settled jobs (``usage_events``): one account's or everyone's."""
+
+    def __init__(
+        self, counts: UsageCounts, clock: Clock, default_timezone: Callable[[], str]
+    ) -> None:
+        self._counts = counts
+        self._clock = clock
+        self._default_timezone = default_timezone
+
+    def usage(
+        self,
+        *,
+        account_id: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        granularity: da.Granularity | None = None,
+        timezone: str | None = None,
+    ) -> da.UsageAnalytics:
+        """The report of ``[since, until)`` (default: the last seven days), per hour or
+        day (default: per hour up to two days) in ``timezone`` (default: the default
+        price book's, whose time-of-day windows the operator prices by)."""
+        until = until or self._clock.now()
+        since = since or until - DEFAULT_WINDOW
+        _check_window(since, until, granularity)
+        if granularity is None:
+            hourly = until - since <= HOURLY_UP_TO
+            granularity = da.Granularity.HOUR if hourly else da.Granularity.DAY
+        zone_name = timezone or self._default_timezone()
+        zone = _zone(zone_name)
+        counts, scope = self._counts, account_id
+        return da.analyse(
+            cells=counts.cells(account_id=scope, since=since, until=until),
+            bins=counts.inference_bins(account_id=scope, since=since, until=until),
+            failures=counts.failures(account_id=scope, since=since, until=until, limit=TOP),
+            top_accounts=counts.top_accounts(account_id=scope, since=since, until=until, limit=TOP),
+            since=since,
+            until=until,
+            zone=zone,
+            zone_name=zone_name,
+            granularity=granularity,
+        )
+
+
+def _check_window(since: datetime, until: datetime, granularity: da.Granularity | None) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value.tzinfo is None:
+            raise InvalidInputError(f"{name} needs a time zone (e.g. 2024-05-01T00:00:00Z)")
+    if since >= until:
+        raise InvalidInputError("since must be before until")
+    longest = da.MAX_HOURLY_WINDOW if granularity is da.Granularity.HOUR else da.MAX_DAILY_WINDOW
+    if until - since > longest:
+        unit = "hour" if granularity is da.Granularity.HOUR else "day"
+        raise InvalidInputError(
+            f"a report per {unit} covers at most {longest.days} days; narrow the window"
+        )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise InvalidInputError(
+            f"unknown timezone {name!r} (an IANA name such as Asia/Shanghai)"
+        ) from error
