@@ -3,7 +3,8 @@
 ``create_app(container)`` builds one app around one container: routers, problem+json
 error handlers, the request-context middleware, and a lifespan that runs
 ``container.on_startup`` (in order) and ``container.on_shutdown`` (in reverse) — the
-jobs side starts and stops its dispatcher there.
+jobs side starts and stops its dispatcher there. The web pages (``entrypoints/web``)
+are served by the same app, outside the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from comfygate.entrypoints.api import (
 )
 from comfygate.entrypoints.api.errors import install_error_handlers
 from comfygate.entrypoints.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from comfygate.entrypoints.web import routes as web_routes
 
 
 def _routers() -> list[APIRouter]:
@@ -74,4 +76,5 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics)
     for router in _routers():
         app.include_router(router)
+    app.include_router(web_routes.router, include_in_schema=False)  # pages, not API
     return app
