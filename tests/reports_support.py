@@ -1,4 +1,5 @@
-"""Settled jobs written straight to the database, for the report tests."""
+"""Settled jobs (and their usage) written straight to the database, for the report
+tests."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def store_usage(engine: sa.Engine, uses: list[Use]) -> None:
             "tokens": use.list_tokens, "list_tokens": use.list_tokens,
             "hold_id": new_id("hold"), "hold_expires_at": use.at, "price_book_version": "v",
             "breakdown": "[]", "input_name": "in.png", "attempts": 1, "created_at": use.at,
-            "result_metadata": "{}",
+            "settled_at": use.at, "tokens_charged": use.tokens_charged, "result_metadata": "{}",
         })  # fmt: skip
         usage_rows.append({
             "id": new_id("use"), "job_id": job_id, "account_id": use.account_id,
