@@ -54,18 +54,36 @@ def recover_job(job: Job, lifecycle: JobLifecycle, *, lost_twice: str = LOST_TWI
     return None
 
 
+GIVE_UP_AFTER = 3
+"""Failed settlements in a row after which ``settle_unsettled`` stops and raises."""
+
+
 def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
-    """Settle every terminal job that is not settled yet; how many. Blocking.
+    """Settle every terminal job that is not settled yet; how many were. Blocking.
 
     At a start this finishes what a crash interrupted; as a housekeeping chore it
     retries a settlement that failed in this process (a database error mid-capture),
     which would otherwise wait for the next restart. Settling is idempotent, so a job
     that another thread is settling at the same moment is charged once.
+
+    A job whose settlement fails is logged and left for the next run, and the jobs
+    after it go ahead: one that cannot be settled (its hold gone, say) stopped every
+    settlement behind it, and the gateway's start. When ``GIVE_UP_AFTER`` fail in a
+    row, the cause is not theirs (the database is down): the last failure is raised.
     """
-    pending = store.unsettled()
-    for job in pending:
-        lifecycle.settle(job)
-    return len(pending)
+    settled = in_a_row = 0
+    for job in store.unsettled():
+        try:
+            lifecycle.settle(job)
+        except Exception:
+            in_a_row += 1
+            if in_a_row >= GIVE_UP_AFTER:
+                raise
+            log.exception("settlement of job %s failed; housekeeping tries again", job.id)
+            continue
+        in_a_row = 0
+        settled += 1
+    return settled
 
 
 async def housekeep(chores: Sequence[Callable[[], object]], *, interval_s: float) -> None:
