@@ -35,14 +35,14 @@ def test_page_is_html_without_a_key_and_links_its_assets(gw: Gateway) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-cache"
     assert 'src="/web/dashboard.js"' in page.text
-    assert 'href="/web/dashboard.css"' in page.text
+    assert 'href="/web/base.css"' in page.text and 'href="/web/dashboard.css"' in page.text
     policy = page.headers["content-security-policy"]
     assert "connect-src 'self'" in policy and "script-src 'self'" in policy
 
 
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")],
+    [("dashboard.js", "text/javascript"), ("dashboard.css", "text/css"), ("base.css", "text/css")],
 )
 def test_assets_are_served_with_their_types(gw: Gateway, name: str, content_type: str) -> None:
     served = gw.client.get(f"/web/{name}")
@@ -78,7 +78,7 @@ def test_pages_are_not_in_the_api_schema(gw: Gateway) -> None:
     assert not [p for p in paths if p == "/dashboard" or p.startswith("/web")]
 
 
-@pytest.mark.parametrize("name", ["dashboard.html", "dashboard.js", "dashboard.css"])
+@pytest.mark.parametrize("name", ["dashboard.html", "dashboard.js", "dashboard.css", "base.css"])
 def test_page_and_assets_name_no_outside_url(name: str) -> None:
     text = WEB.joinpath(name).read_text("utf-8")
     assert "http://" not in text and "https://" not in text

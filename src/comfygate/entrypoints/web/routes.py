@@ -21,6 +21,7 @@ from comfygate.domain.errors import NotFoundError
 router = APIRouter()
 
 ASSETS: dict[str, str] = {
+    "base.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
