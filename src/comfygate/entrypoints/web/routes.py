@@ -1,11 +1,13 @@
-"""The operator dashboard (SPEC §6): ``GET /dashboard`` and its script and style.
+"""The web pages of SPEC §6: the operator dashboard (``GET /dashboard``) and the end
+user's page (``GET /app``), with their scripts and styles.
 
-The page is static and needs no key; its script asks ``/v1/reports/usage`` with the key
-the operator types in, and draws everything itself. The files ship in this package and
-are read on first use (never at import). ``/web/{name}`` serves only the files named in
-``ASSETS``: any other name is a 404, so nothing else in the package can be read.
-Everything is same-origin (the gateway works offline), and the page's
-Content-Security-Policy says so to the browser.
+The pages are static and need no key; their scripts call ``/v1`` with the key the
+person types in (the dashboard reads ``/v1/reports/usage``; the user page quotes,
+submits, follows and buys). The files ship in this package and are read on first use
+(never at import). ``/web/{name}`` serves only the files named in ``ASSETS``: any
+other name is a 404, so nothing else in the package can be read. Everything is
+same-origin (the gateway works offline), and each page's Content-Security-Policy says
+so to the browser.
 """
 
 from __future__ import annotations
@@ -24,14 +26,25 @@ ASSETS: dict[str, str] = {
     "base.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
 }
 """The files ``/web/{name}`` serves, with their content types."""
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-_PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+
+
+def _page_policy(img_src: str) -> str:
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src {img_src}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+_DASHBOARD_POLICY = _page_policy("'self'")
+_APP_POLICY = _page_policy("'self' blob:")
+"""The user page shows the photo picked and the result fetched with the key as ``blob:``
+URLs made by its own script (an ``<img>`` cannot send the key itself)."""
 
 
 @functools.cache
@@ -41,8 +54,14 @@ def _read(name: str) -> bytes:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard() -> HTMLResponse:
-    headers = {**_HEADERS, "Content-Security-Policy": _PAGE_POLICY}
+    headers = {**_HEADERS, "Content-Security-Policy": _DASHBOARD_POLICY}
     return HTMLResponse(_read("dashboard.html"), headers=headers)
+
+
+@router.get("/app", response_class=HTMLResponse)
+async def user_page() -> HTMLResponse:
+    headers = {**_HEADERS, "Content-Security-Policy": _APP_POLICY}
+    return HTMLResponse(_read("app.html"), headers=headers)
 
 
 @router.get("/web/{name}")
