@@ -1,0 +1,262 @@
+"""The end user's page over HTTP: served without a key with its policy, its assets under
+``/web``, no URL that leaves the gateway, every ``/v1`` path its script calls in the
+API's schema, the way it pays (quote by upload, quote again by size, submit with the
+quote and one Idempotency-Key) accepted by the API, and a script that node parses and
+whose pure helpers (the SSE parser, idempotency keys, formatting) behave."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.gateway_app import Gateway, running_gateway
+from tests.jobs_support import png_bytes
+
+WEB = resources.files("comfygate.entrypoints.web")
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("user_page")) as g:
+        yield g
+
+
+def test_page_is_html_without_a_key_and_links_its_assets(gw: Gateway) -> None:
+    page = gw.client.get("/app")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-cache"
+    for link in ('src="/web/app.js"', 'href="/web/app.css"', 'href="/web/base.css"'):
+        assert link in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "connect-src 'self'" in policy
+    # The photo picked and the result fetched with the key are shown as blob: URLs;
+    # the dashboard has no need of them.
+    assert "img-src 'self' blob:" in policy
+    dashboard_policy = gw.client.get("/dashboard").headers["content-security-policy"]
+    assert "img-src 'self';" in dashboard_policy
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("app.js", "text/javascript"), ("app.css", "text/css")],
+)
+def test_assets_are_served_with_their_types(gw: Gateway, name: str, content_type: str) -> None:
+    served = gw.client.get(f"/web/{name}")
+    assert served.status_code == 200
+    assert served.headers["content-type"].split(";")[0] == content_type
+    assert served.headers["cache-control"] == "no-cache"
+    assert served.content == WEB.joinpath(name).read_bytes()
+
+
+def test_the_page_itself_is_not_an_asset_nor_in_the_api_schema(gw: Gateway) -> None:
+    assert gw.client.get("/web/app.html").status_code == 404
+    assert "/app" not in gw.client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("name", ["app.html", "app.js", "app.css"])
+def test_page_and_assets_name_no_outside_url(name: str) -> None:
+    text = WEB.joinpath(name).read_text("utf-8")
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"[\"'(=] ?//", text)  # nor one relative to the scheme
+    assert "@import" not in text and "url(" not in text
+
+
+def test_script_writes_no_markup_and_sends_what_the_api_needs() -> None:
+    script = WEB.joinpath("app.js").read_text("utf-8")
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", script)
+    assert "new EventSource" not in script  # it cannot send the key
+    for needed in (
+        "Authorization: `Bearer ${state.key}`",
+        '"Accept-Language": navigator.language',
+        '"Idempotency-Key": quote.idempotencyKey',
+        '"Last-Event-ID": lastEventId',
+        "sessionStorage.setItem(KEY_STORAGE",
+    ):
+        assert needed in script
+
+
+def _called_paths(script: str) -> set[str]:
+    """The ``/v1`` paths in the script's string and template literals, each
+    ``${...}`` made ``{}``, and cut at the query."""
+    found = re.findall(r"[`\"'](/v1/[^`\"'?]*)", script)
+    return {re.sub(r"\$\{[^}]*\}", "{}", path) for path in found}
+
+
+def test_every_path_the_script_calls_is_in_the_api_schema(gw: Gateway) -> None:
+    called = _called_paths(WEB.joinpath("app.js").read_text("utf-8"))
+    assert {"/v1/quotes", "/v1/jobs", "/v1/jobs/{}/events", "/v1/jobs/{}/result"} <= called
+    assert {"/v1/balance", "/v1/plans", "/v1/orders", "/v1/orders/{}"} <= called
+    schema_paths = gw.client.get("/openapi.json").json()["paths"]
+    patterns = [re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(p)) for p in schema_paths]
+    for path in called:
+        concrete = path.replace("{}", "x_1")
+        assert any(re.fullmatch(p, concrete) for p in patterns), f"{path} is not in the API"
+
+
+def test_the_pages_way_to_pay_is_one_charge_at_the_quoted_price(gw: Gateway) -> None:
+    """What the script does: the first quote uploads the photo, a change of option
+    prices the size that quote read (JSON), and the submit names that quote, with one
+    Idempotency-Key for every attempt."""
+    tenant = gw.tenant("page-payer", tokens=50)
+    image = png_bytes((800, 600), seed=7)
+    upload = {"image": ("photo.png", image, "image/png")}
+    first = gw.client.post(
+        "/v1/quotes",
+        files=upload,
+        data={"capability": "colorize.person", "upscale": "1"},
+        headers=tenant.user,
+    )
+    assert first.status_code == 201, first.text
+    size = {"width": first.json()["width"], "height": first.json()["height"]}
+    assert size == {"width": 800, "height": 600}
+    again = gw.client.post(
+        "/v1/quotes",
+        json={"capability": "colorize.person", **size, "options": {"upscale": 2}},
+        headers=tenant.user,
+    )
+    assert again.status_code == 201, again.text
+    quote = again.json()
+    assert quote["tokens"] == 16  # 10 + 0.48 MP x 2 + 5 for the upscale, rounded
+    form = {"capability": "colorize.person", "upscale": "2", "quote_id": quote["quote_id"]}
+    headers = {**tenant.user, "Idempotency-Key": "app-00ff"}
+    answers = [
+        gw.client.post("/v1/jobs", files=upload, data=form, headers=headers) for _ in range(2)
+    ]
+    assert [a.status_code for a in answers] == [202, 202], answers[0].text
+    jobs = [a.json() for a in answers]
+    assert jobs[0]["id"] == jobs[1]["id"]
+    assert jobs[0]["quote_id"] == quote["quote_id"] and jobs[0]["tokens"] == 16
+    balance = gw.client.get("/v1/balance", headers=tenant.user).json()
+    assert balance["available"] == 50 - 16  # held or charged, once
+
+
+def node(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(str(WEB.joinpath("app.js")))
+    env = {**os.environ, "TZ": "Asia/Shanghai"}  # formatTime shows the browser's zone
+    return subprocess.run(
+        [NODE or "node", *args, str(script)], check=False, capture_output=True, text=True, env=env
+    )
+
+
+@needs_node
+def test_script_parses_in_node() -> None:
+    checked = node("--check")
+    assert checked.returncode == 0, checked.stderr
+
+
+SSE_CALLS = r"""
+const d = require(process.argv[1]);
+const parser = d.sseParser();
+const chunks = [
+  "id: 1\nevent: queued\nda", "ta: {\"a\":1}\n", "\n: keep-alive\n\n",
+  "id: 2\r", "\nevent: progress\r\ndata: line one\r\ndata:  line two\r\n\r\n",
+  "data: no id or event of its own\n\n",
+  "event: empty\n\n",
+  "retry: 5\nid: 7\nevent: succeeded\ndata:{\"b\":2}\n\nid: 8\nevent: cut sh",
+];
+const out = chunks.map((chunk) => parser.push(chunk));
+const resumed = d.sseParser(parser.lastEventId);
+console.log(JSON.stringify({
+  out, last: parser.lastEventId, resumed: [resumed.lastEventId, resumed.push("data: x\n\n")],
+  cleared: d.sseParser("3").push("id\ndata: y\n\n"),
+}));
+"""
+
+
+@needs_node
+def test_sse_parser_in_node() -> None:
+    ran = node("-e", SSE_CALLS)
+    assert ran.returncode == 0, ran.stderr
+    result: dict[str, Any] = json.loads(ran.stdout)
+    out = result["out"]
+    assert out[0] == [] and out[1] == []  # a frame is whole at its blank line only
+    assert out[2] == [{"id": "1", "event": "queued", "data": '{"a":1}'}]  # comment: nothing
+    assert out[3] == []  # a "\r" at the end may be half of "\r\n"
+    assert out[4] == [{"id": "2", "event": "progress", "data": "line one\n line two"}]
+    assert out[5] == [{"id": "2", "event": "message", "data": "no id or event of its own"}]
+    assert out[6] == []  # no data: no event
+    assert out[7] == [{"id": "7", "event": "succeeded", "data": '{"b":2}'}]
+    # Event 8 was cut short: a reconnection asks for what follows 7, not 8.
+    assert result["last"] == "7"
+    assert result["resumed"] == ["7", [{"id": "7", "event": "message", "data": "x"}]]
+    assert result["cleared"] == [{"id": "", "event": "message", "data": "y"}]
+
+
+HELPER_CALLS = r"""
+const d = require(process.argv[1]);
+const now = Date.UTC(2026, 10, 28, 18, 2, 30);
+const job = (fields) => ({state: "succeeded", tokens: 11, tokens_charged: null, failure: null,
+                          result: {url: "/v1/jobs/j/result"}, ...fields});
+console.log(JSON.stringify({
+  keys: [d.idempotencyKey(Uint8Array.from([0, 1, 171, 255])),
+         d.idempotencyKey(crypto.getRandomValues(new Uint8Array(16))),
+         d.idempotencyKey(crypto.getRandomValues(new Uint8Array(16)))],
+  tokens: [d.formatTokens(1), d.formatTokens(11), d.formatTokens(1210)],
+  time: d.formatTime("2026-11-28T18:12:30.5+00:00"),
+  locks: [d.formatLock("2026-11-28T18:12:00Z", now), d.formatLock("2026-11-28T18:02:00Z", now)],
+  events: [d.describeEvent("queued", {tokens: 11}),
+           d.describeEvent("queued", {retry: true, reason: "worker_lost"}),
+           d.describeEvent("started", {attempt: 1}),
+           d.describeEvent("progress", {fraction: 0.4, message: "colorizing"}),
+           d.describeEvent("progress", {fraction: 1})],
+  outcomes: [d.jobOutcome(job({tokens_charged: 11})),
+             d.jobOutcome(job({tokens_charged: 11, result: null})),
+             d.jobOutcome(job({state: "running"})),
+             d.jobOutcome(job({state: "failed", tokens_charged: 0,
+                               failure: {code: "worker_error", reason: "ComfyUI is down"}})),
+             d.jobOutcome(job({state: "canceled", failure: {code: "canceled", reason: null}}))],
+  paths: [d.historyPath(null), d.historyPath("job_01ab")],
+  problems: [d.problemMessage(401, {detail: "invalid API key", code: "unauthenticated"}),
+             d.problemMessage(403, null),
+             d.problemMessage(402, {detail: "11 tokens needed, 3 available",
+                                    code: "insufficient_balance"}),
+             d.problemMessage(0, {detail: "Could not reach the gateway (Failed to fetch)."})],
+}));
+"""
+
+
+@needs_node
+def test_pure_helpers_in_node() -> None:
+    ran = node("-e", HELPER_CALLS)
+    assert ran.returncode == 0, ran.stderr
+    out: dict[str, Any] = json.loads(ran.stdout)
+    fixed, one, other = out["keys"]
+    assert fixed == "app-0001abff"
+    assert re.fullmatch(r"app-[0-9a-f]{32}", one) and one != other
+    assert out["tokens"] == ["1 token", "11 tokens", "1,210 tokens"]
+    assert out["time"] == "2026-11-29 02:12"  # in the zone node runs in (Asia/Shanghai)
+    assert out["locks"] == ["02:12 (10 min)", "02:02 (expired)"]
+    assert out["events"] == [
+        {"fraction": 0, "text": "Queued for a worker"},
+        {"fraction": 0, "text": "Queued again (worker_lost)"},
+        {"fraction": None, "text": "Running"},
+        {"fraction": 0.4, "text": "colorizing, 40%"},
+        {"fraction": 1, "text": "100%"},
+    ]
+    assert out["outcomes"] == [
+        "Succeeded: 11 tokens charged",
+        "Succeeded: 11 tokens charged (the result is no longer kept)",
+        "Running: 11 tokens on hold",
+        "Failed: ComfyUI is down (nothing charged)",
+        "Canceled: canceled (nothing charged)",
+    ]
+    assert out["paths"] == ["/v1/jobs?limit=10", "/v1/jobs?limit=10&cursor=job_01ab"]
+    unauthenticated, forbidden, broke, unreachable = out["problems"]
+    assert "API key" in unauthenticated
+    assert unauthenticated.endswith("invalid API key (unauthenticated)")
+    assert "user key" in forbidden and forbidden.endswith("HTTP 403")
+    assert broke == "11 tokens needed, 3 available (insufficient_balance)"
+    assert unreachable == "Could not reach the gateway (Failed to fetch)."
