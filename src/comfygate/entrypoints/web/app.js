@@ -269,10 +269,6 @@ function showQuote(quote) {
 async function pay() {
   const quote = state.quote;
   if (!quote) return;
-  if (Date.parse(quote.expires_at) <= Date.now()) {
-    await requote();
-    return say("The price lock ran out: this is a new quote. Press Pay again to accept it.");
-  }
   const { capability, upscale, quote_id } = quote;
   const body = formData({ image: state.file, capability, upscale, quote_id });
   $("pay").disabled = true;
@@ -283,7 +279,10 @@ async function pay() {
     job = await getJson("/v1/jobs", { method: "POST", body, headers });
   } catch (error) {
     if (error.status === 402) await showPlans();
-    throw error;
+    if (error.status !== 410) throw error;
+    // The price lock ran out (the gateway's clock says so, not the browser's).
+    await requote();
+    return say("The price lock ran out: this is a new quote. Press Pay again to accept it.");
   } finally {
     $("pay").disabled = false;
   }
