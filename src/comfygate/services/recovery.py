@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
 
+from comfygate.domain.errors import ComfygateError
 from comfygate.domain.jobs import MAX_ATTEMPTS, JobState
 from comfygate.services.job_ports import Job, JobStore
 from comfygate.services.settlement import JobLifecycle
@@ -54,10 +55,6 @@ def recover_job(job: Job, lifecycle: JobLifecycle, *, lost_twice: str = LOST_TWI
     return None
 
 
-GIVE_UP_AFTER = 3
-"""Failed settlements in a row after which ``settle_unsettled`` stops and raises."""
-
-
 def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
     """Settle every terminal job that is not settled yet; how many were. Blocking.
 
@@ -66,22 +63,18 @@ def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
     which would otherwise wait for the next restart. Settling is idempotent, so a job
     that another thread is settling at the same moment is charged once.
 
-    A job whose settlement fails is logged and left for the next run, and the jobs
-    after it go ahead: one that cannot be settled (its hold gone, say) stopped every
-    settlement behind it, and the gateway's start. When ``GIVE_UP_AFTER`` fail in a
-    row, the cause is not theirs (the database is down): the last failure is raised.
+    A job the ledger refuses to settle (its hold gone, say: a domain error) is logged
+    and left for the next run, and the jobs after it go ahead. Such a job stays the
+    oldest unsettled one, so counting failures in a row would soon stop every sweep,
+    and the gateway's start, for good. Any other error (the database gone) is raised.
     """
-    settled = in_a_row = 0
+    settled = 0
     for job in store.unsettled():
         try:
             lifecycle.settle(job)
-        except Exception:
-            in_a_row += 1
-            if in_a_row >= GIVE_UP_AFTER:
-                raise
-            log.exception("settlement of job %s failed; housekeeping tries again", job.id)
+        except ComfygateError:
+            log.exception("settlement of job %s refused; housekeeping tries again", job.id)
             continue
-        in_a_row = 0
         settled += 1
     return settled
 
