@@ -110,6 +110,17 @@ def test_operator_and_admin_reports_count_the_settled_jobs(
         ({"since": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, 422),
         ({"since": "2026-01-01T00:00:00Z", "until": "2026-03-01T00:00:00Z", "bucket": "hour"}, 422),
         ({"tz": "x" * 65}, 422),
+        ({"tz": "America"}, 422),  # a folder of the zone database: was a 500
+        ({"until": "0001-01-03T00:00:00Z"}, 422),  # seven days before it: was a 500
+        (
+            {
+                "since": "9999-12-29T00:00:00Z",
+                "until": "9999-12-30T23:00:00Z",
+                "bucket": "day",
+                "tz": "Pacific/Kiritimati",
+            },
+            422,
+        ),
     ],
 )
 def test_bad_report_windows_are_invalid_input(

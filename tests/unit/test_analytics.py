@@ -256,10 +256,18 @@ class TestUsageReports:
             (T0, T0, None, "since must be before until"),
             (T0, T0 + timedelta(days=32), da.Granularity.HOUR, "per hour covers at most 31 days"),
             (T0, T0 + timedelta(days=401), None, "per day covers at most 400 days"),
+            (None, datetime(1, 1, 3, tzinfo=UTC), None, "until is out of range"),
+            (
+                datetime(9999, 12, 29, tzinfo=UTC),
+                datetime(9999, 12, 30, 23, tzinfo=UTC),
+                None,
+                "until is out of range",
+            ),
+            (datetime(1, 1, 2, tzinfo=UTC), T0, None, "since is out of range"),
         ],
     )
     def test_bad_windows(
-        self, since: datetime, until: datetime | None, granularity: da.Granularity | None,
+        self, since: datetime | None, until: datetime | None, granularity: da.Granularity | None,
         message: str,
     ) -> None:  # fmt: skip
         reports, counts, _ = self.reports()
@@ -268,7 +276,9 @@ class TestUsageReports:
                           granularity=granularity)  # fmt: skip
         assert counts.windows == []
 
-    @pytest.mark.parametrize("name", ["Mars/Olympus", "../etc/passwd", "", "Asia/Shanghai\x00"])
+    @pytest.mark.parametrize(
+        "name", ["Mars/Olympus", "../etc/passwd", "", "Asia/Shanghai\x00", "America", "Etc"]
+    )
     def test_unknown_timezones(self, name: str) -> None:
         reports, counts, _ = self.reports()
         with pytest.raises(InvalidInputError, match="unknown timezone"):

@@ -61,7 +61,7 @@ class Reader:
             return None
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
             self.fail(path, f"unknown timezone {name!r} (use an IANA name, e.g. Asia/Shanghai)")
             return None
         return name

@@ -14,9 +14,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from comfygate.domain import analytics as da
 from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.instants import EARLIEST, LATEST
 from comfygate.services.clock import Clock
 
 DEFAULT_WINDOW = timedelta(days=7)
+ZERO = timedelta(0)
+MARGIN = timedelta(days=2)
+"""How far inside the instants a datetime holds a window must be (its buckets reach
+a day past its ends in a far time zone)."""
 HOURLY_UP_TO = timedelta(days=2)
 """A window this long or shorter is counted per hour unless asked otherwise."""
 TOP = 10
@@ -66,7 +71,9 @@ class UsageReports:
         day (default: per hour up to two days) in ``timezone`` (default: the default
         price book's, whose time-of-day windows the operator prices by)."""
         until = until or self._clock.now()
+        _check_instant("until", until, margin=MARGIN + (DEFAULT_WINDOW if since is None else ZERO))
         since = since or until - DEFAULT_WINDOW
+        _check_instant("since", since, margin=MARGIN)
         _check_window(since, until, granularity)
         if granularity is None:
             hourly = until - since <= HOURLY_UP_TO
@@ -87,10 +94,16 @@ class UsageReports:
         )
 
 
+def _check_instant(name: str, value: datetime, *, margin: timedelta) -> None:
+    """Aware, and far enough inside what a datetime holds that the window's buckets,
+    a day wider in any zone, can be counted."""
+    if value.tzinfo is None:
+        raise InvalidInputError(f"{name} needs a time zone (e.g. 2024-05-01T00:00:00Z)")
+    if not (EARLIEST + margin <= value <= LATEST - MARGIN):
+        raise InvalidInputError(f"{name} is out of range: {value.isoformat()}")
+
+
 def _check_window(since: datetime, until: datetime, granularity: da.Granularity | None) -> None:
-    for name, value in (("since", since), ("until", until)):
-        if value.tzinfo is None:
-            raise InvalidInputError(f"{name} needs a time zone (e.g. 2024-05-01T00:00:00Z)")
     if since >= until:
         raise InvalidInputError("since must be before until")
     longest = da.MAX_HOURLY_WINDOW if granularity is da.Granularity.HOUR else da.MAX_DAILY_WINDOW
@@ -104,7 +117,7 @@ def _check_window(since: datetime, until: datetime, granularity: da.Granularity 
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as error:  # "America": a folder
         raise InvalidInputError(
             f"unknown timezone {name!r} (an IANA name such as Asia/Shanghai)"
         ) from error
