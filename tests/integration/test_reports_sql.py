@@ -69,15 +69,17 @@ def test_counts_match_the_jobs_counted_in_python(engine: sa.Engine) -> None:
         ]  # fmt: skip
         window = {"account_id": account_id, "since": since, "until": until}
 
-        cells = counts.cells(**window)
-        expected: Counter[tuple[datetime, str, str]] = Counter()
-        tokens: Counter[tuple[datetime, str, str]] = Counter()
-        for u in inside:
-            key = (u.at.replace(minute=0, second=0), u.capability, u.outcome)
-            expected[key] += 1
-            tokens[key] += u.tokens_charged
-        assert {(c.hour, c.capability, c.outcome): c.calls for c in cells} == expected
-        assert {(c.hour, c.capability, c.outcome): c.tokens_charged for c in cells} == tokens
+        for minutes in (60, 15):
+            expected: Counter[tuple[datetime, str, str]] = Counter()
+            tokens: Counter[tuple[datetime, str, str]] = Counter()
+            for u in inside:
+                start = u.at.replace(minute=u.at.minute - u.at.minute % minutes, second=0)
+                expected[start, u.capability, u.outcome] += 1
+                tokens[start, u.capability, u.outcome] += u.tokens_charged
+            cells = counts.cells(**window, minutes=minutes)
+            assert {(c.start, c.capability, c.outcome): c.calls for c in cells} == expected
+            got = {(c.start, c.capability, c.outcome): c.tokens_charged for c in cells}
+            assert got == tokens
         timed = [u for u in inside if u.inference_s is not None]
         assert sum(c.inference_s for c in cells) == pytest.approx(
             sum(u.inference_s or 0 for u in timed)

@@ -26,7 +26,7 @@ def cell(hour: datetime, outcome: str = da.SUCCEEDED, calls: int = 1, **kw: obje
         "inference_s": 2.0 * calls, "timed_list_tokens": 11 * calls,
     }  # fmt: skip
     values.update(kw)
-    return da.UsageCell(hour=hour, outcome=outcome, calls=calls, **values)  # type: ignore[arg-type]
+    return da.UsageCell(start=hour, outcome=outcome, calls=calls, **values)  # type: ignore[arg-type]
 
 
 def analyse(cells: list[da.UsageCell], **kw: object) -> da.UsageAnalytics:
@@ -168,47 +168,104 @@ class TestAnalyse:
         assert report.series[0].calls[0] == 2
 
 
-outcomes = st.sampled_from([da.SUCCEEDED, da.FAILED, da.CANCELED])
-cells_strategy = st.lists(
-    st.builds(
+# Days around clock changes: New York's spring and autumn, Lord Howe's half-hour
+# change (back to +10:30), Chatham's +12:45 to +13:45; and a plain week.
+BASES = [datetime(2026, 3, 7, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC),
+         datetime(2026, 4, 4, tzinfo=UTC), datetime(2026, 9, 26, tzinfo=UTC), T0]  # fmt: skip
+ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
+         "Australia/Lord_Howe", "Pacific/Chatham"]  # fmt: skip
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> tuple[list[da.UsageCell], datetime, datetime, str, da.Granularity]:
+    """A window of about three days at a clock change, and cells inside it as fine as
+    the database would count them for the zone (``cell_minutes``)."""
+    base, zone_name = draw(st.sampled_from(BASES)), draw(st.sampled_from(ZONES))
+    since = base + timedelta(minutes=draw(st.integers(0, 59)))
+    until = base + timedelta(hours=72)
+    minutes = da.cell_minutes(ZoneInfo(zone_name), since, until)
+    first = since.replace(minute=since.minute - since.minute % minutes)
+    steps = int((until - first) / timedelta(minutes=minutes))
+    cells = draw(st.lists(st.builds(
         cell,
-        hour=st.integers(0, 71).map(lambda h: T0 + timedelta(hours=h)),
-        outcome=outcomes,
+        hour=st.integers(0, steps - 1).map(lambda k: first + k * timedelta(minutes=minutes)),
+        outcome=st.sampled_from([da.SUCCEEDED, da.FAILED, da.CANCELED]),
         calls=st.integers(1, 50),
         capability=st.sampled_from(["colorize.person", "colorize.building", "denoise"]),
-    ),
-    max_size=40,
-)
-zones = st.sampled_from(
-    ["UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
-)
+    ), max_size=40))  # fmt: skip
+    return cells, since, until, zone_name, draw(st.sampled_from(list(da.Granularity)))
 
 
-@settings(max_examples=150, deadline=None)
-@given(cells_strategy, zones, st.sampled_from(list(da.Granularity)), st.integers(0, 59))
-def test_every_call_is_counted_once_everywhere(
-    cells: list[da.UsageCell], zone_name: str, granularity: da.Granularity, minute: int
+@settings(max_examples=300, deadline=None)
+@given(windows())
+def test_every_call_is_counted_once_in_the_bucket_and_hour_it_happened(
+    window: tuple[list[da.UsageCell], datetime, datetime, str, da.Granularity],
 ) -> None:
-    """Whatever the zone and buckets: the series, the heatmap and the capabilities each
-    count every call of the window once, and the series has one value per bucket."""
-    since = T0 + timedelta(minutes=minute)
-    report = analyse(
-        cells, since=since, until=T0 + timedelta(hours=72), zone=ZoneInfo(zone_name),
-        zone_name=zone_name, granularity=granularity,
-    )  # fmt: skip
+    """Whatever the zone, clock changes included: each cell's calls land in the bucket
+    whose span holds the cell (or the first, for one begun before the window), and in
+    the heatmap at its local weekday and hour; totals count every call once."""
+    cells, since, until, zone_name, granularity = window
+    zone = ZoneInfo(zone_name)
+    report = analyse(cells, since=since, until=until, zone=zone, zone_name=zone_name,
+                     granularity=granularity)  # fmt: skip
+    spans = [b.astimezone(UTC) for b in report.buckets] + [datetime.max.replace(tzinfo=UTC)]
+    expected: dict[str, list[int]] = {}
+    heat = [[0] * 24 for _ in range(7)]
+    for c in cells:
+        i = next(i for i in range(len(spans) - 1) if c.start < spans[i + 1])
+        assert i == 0 or spans[i] <= c.start  # (a cell never straddles two buckets)
+        expected.setdefault(c.capability, [0] * len(report.buckets))[i] += c.calls
+        local = c.start.astimezone(zone)
+        end = (c.start + timedelta(minutes=14)).astimezone(zone)
+        assert (end.weekday(), end.hour) == (local.weekday(), local.hour) or (
+            da.cell_minutes(zone, since, until) == 60
+        )
+        heat[local.weekday()][local.hour] += c.calls
+    assert {s.capability: list(s.calls) for s in report.series} == expected
+    assert [list(row) for row in report.heatmap] == heat
     calls = sum(c.calls for c in cells)
-    assert report.totals.calls == calls
-    assert sum(sum(s.calls) for s in report.series) == calls
-    assert sum(map(sum, report.heatmap)) == calls
-    assert sum(c.stats.calls for c in report.capabilities) == calls
-    assert sum(sum(s.tokens_charged) for s in report.series) == report.totals.tokens_charged
+    assert report.totals.calls == sum(c.stats.calls for c in report.capabilities) == calls
     for s in report.series:
-        assert len(s.calls) == len(report.buckets)
-        assert [
-            a + b + c for a, b, c in zip(s.succeeded, s.failed, s.canceled, strict=True)
-        ] == list(s.calls)
-    assert list(report.buckets) == sorted(report.buckets)
+        sums = [a + b + c for a, b, c in zip(s.succeeded, s.failed, s.canceled, strict=True)]
+        assert sums == list(s.calls)
     assert len({b.astimezone(UTC) for b in report.buckets}) == len(report.buckets)
+
+
+class TestQuarterHourZones:
+    def test_which_zones_need_quarter_hours(self) -> None:
+        week = (T0, T0 + timedelta(days=7))
+        assert da.cell_minutes(SHANGHAI, *week) == 60
+        assert da.cell_minutes(NEW_YORK, *week) == 60
+        assert da.cell_minutes(ZoneInfo("Asia/Kolkata"), *week) == 15
+        assert da.cell_minutes(ZoneInfo("Asia/Kathmandu"), *week) == 15
+        lord_howe = ZoneInfo("Australia/Lord_Howe")  # +11 in its summer, +10:30 after
+        january = datetime(2026, 1, 10, tzinfo=UTC)
+        assert da.cell_minutes(lord_howe, january, january + timedelta(days=7)) == 60
+        april = datetime(2026, 4, 1, tzinfo=UTC)
+        assert da.cell_minutes(lord_howe, april, april + timedelta(days=7)) == 15
+
+    def test_india_counts_its_own_days_and_hours(self) -> None:
+        """One job every ten minutes for three days of Kolkata time: 144 a day, and 6 an
+        hour, whatever the window (per UTC hour, each day gained or lost half an hour)."""
+        kolkata = ZoneInfo("Asia/Kolkata")
+        start = datetime(2026, 5, 1, tzinfo=kolkata)
+        jobs = [start + timedelta(minutes=10 * k) for k in range(3 * 144)]
+        quarters: dict[datetime, int] = {}
+        for at in jobs:
+            utc = at.astimezone(UTC)
+            key = utc.replace(minute=utc.minute - utc.minute % 15)
+            quarters[key] = quarters.get(key, 0) + 1
+        cells = [cell(key, calls=n) for key, n in quarters.items()]
+        until = start + timedelta(days=3)
+        assert da.cell_minutes(kolkata, start, until) == 15
+        days = analyse(cells, since=start, until=until, zone=kolkata, zone_name="Asia/Kolkata")
+        assert days.series[0].calls == (144, 144, 144)
+        noon = datetime(2026, 5, 2, 15, tzinfo=kolkata)
+        inside = [c for c in cells if noon <= c.start < noon + timedelta(hours=3)]
+        hours = analyse(inside, since=noon, until=noon + timedelta(hours=3), zone=kolkata,
+                        zone_name="Asia/Kolkata", granularity=da.Granularity.HOUR)  # fmt: skip
+        assert hours.series[0].calls == (6, 6, 6)
+        assert hours.heatmap[noon.weekday()][15:18] == (6, 6, 6)
 
 
 class FakeCounts:
@@ -216,11 +273,13 @@ class FakeCounts:
 
     def __init__(self) -> None:
         self.windows: list[tuple[str | None, datetime, datetime]] = []
+        self.minutes: list[int] = []
 
     def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
     ) -> list[da.UsageCell]:
         self.windows.append((account_id, since, until))
+        self.minutes.append(minutes)
         return []
 
     def inference_bins(self, **_: object) -> list[da.InferenceBins]:
@@ -243,6 +302,12 @@ class TestUsageReports:
         report = reports.usage(account_id="acct_1")
         assert counts.windows == [("acct_1", clock.now() - timedelta(days=7), clock.now())]
         assert (report.granularity, report.timezone) == (da.Granularity.DAY, "Asia/Shanghai")
+
+    def test_the_database_counts_quarter_hours_for_a_half_hour_zone(self) -> None:
+        reports, counts, _ = self.reports()
+        reports.usage(account_id=None)
+        reports.usage(account_id=None, timezone="Asia/Kolkata")
+        assert counts.minutes == [60, 15]
 
     def test_two_days_or_less_are_per_hour(self) -> None:
         reports, _, clock = self.reports()

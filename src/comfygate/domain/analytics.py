@@ -1,14 +1,15 @@
 """Usage analytics: what the operator's dashboard shows, from usage counted per hour.
 
-The database counts settled jobs per UTC hour, capability and outcome (``UsageCell``)
+The database counts settled jobs per UTC hour (per quarter hour for a zone offset by a
+fraction of an hour: ``cell_minutes``), capability and outcome (``UsageCell``)
 and their inference times per capability in fixed bins (``InferenceBins``); this module
 turns those counts into a report in the operator's timezone: totals and figures per
 capability, a dense series of hourly or daily buckets, and a heatmap of calls by local
 weekday and hour. Counting happens where the rows are, so a report over a month of a
 busy service reads a few thousand counts, not every job.
 
-In a zone offset by a fraction of an hour (India's, say), a job counts in the local
-hour its UTC hour starts in, for the hourly buckets and the heatmap alike.
+Every offset in use is a whole number of quarter hours, so a cell always lies in one
+local hour, and one bucket.
 
 Percentiles come from the bins as Prometheus's ``histogram_quantile`` estimates them:
 by interpolation inside the bin the rank falls in, so within that bin's width.
@@ -42,10 +43,10 @@ class Granularity(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UsageCell:
-    """Settled jobs of one capability and outcome in one UTC hour."""
+    """Settled jobs of one capability and outcome in one UTC hour (or quarter hour)."""
 
-    hour: datetime
-    """The hour's start, UTC."""
+    start: datetime
+    """The hour's (or quarter hour's) start, UTC."""
     capability: str
     outcome: str
     calls: int
@@ -168,6 +169,18 @@ def bucket_start(instant: datetime, zone: tzinfo, granularity: Granularity) -> d
     return _day_start(local.date(), zone)
 
 
+def cell_minutes(zone: tzinfo, since: datetime, until: datetime) -> int:
+    """How finely the database must count for ``zone`` over ``[since, until)``: per
+    hour (60) if the zone's offset is whole hours throughout, else per quarter hour."""
+    at = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while at < until:
+        offset = at.astimezone(zone).utcoffset()
+        if offset is not None and offset % timedelta(hours=1):
+            return 15
+        at += timedelta(hours=1)
+    return 60
+
+
 def buckets(
     since: datetime, until: datetime, zone: tzinfo, granularity: Granularity
 ) -> list[datetime]:
@@ -246,7 +259,7 @@ def analyse(
 ) -> UsageAnalytics:
     """The report of the cells of ``[since, until)`` in ``zone``."""
     starts = buckets(since, until, zone, granularity)
-    slot = {start.astimezone(UTC): i for i, start in enumerate(starts)}
+    starts_utc = [start.astimezone(UTC) for start in starts]
     totals = _Tally()
     per_capability: dict[str, _Tally] = {}
     series: dict[str, dict[str, list[int]]] = {}
@@ -254,12 +267,11 @@ def analyse(
     for cell in cells:
         totals.add(cell)
         per_capability.setdefault(cell.capability, _Tally()).add(cell)
-        # A cell's hour can start before the first bucket (a zone offset by half an
-        # hour, or a window starting mid-hour): its jobs, all from ``since`` on, are
-        # the first bucket's.
-        i = slot.get(bucket_start(cell.hour, zone, granularity).astimezone(UTC), 0)
+        # The bucket the cell starts in (a cell starting before the window, as one cut
+        # mid-hour, holds jobs from ``since`` on: the first bucket's).
+        i = max(bisect.bisect_right(starts_utc, cell.start) - 1, 0)
         _add_to_series(series, cell, i, len(starts))
-        local = cell.hour.astimezone(zone)
+        local = cell.start.astimezone(zone)
         heatmap[local.weekday()][local.hour] += cell.calls
     bins_of = {b.capability: b.counts for b in bins}
     all_bins = [sum(column) for column in _columns(bins_of.values())]

@@ -32,8 +32,10 @@ class UsageCounts(Protocol):
     ``account_id`` of None counts every account."""
 
     def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime
-    ) -> list[da.UsageCell]: ...
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
+    ) -> list[da.UsageCell]:
+        """Counts per UTC hour (``minutes`` 60) or quarter hour (15)."""
+        ...
 
     def inference_bins(
         self, *, account_id: str | None, since: datetime, until: datetime
@@ -82,7 +84,12 @@ class UsageReports:
         zone = _zone(zone_name)
         counts, scope = self._counts, account_id
         return da.analyse(
-            cells=counts.cells(account_id=scope, since=since, until=until),
+            cells=counts.cells(
+                account_id=scope,
+                since=since,
+                until=until,
+                minutes=da.cell_minutes(zone, since, until),
+            ),
             bins=counts.inference_bins(account_id=scope, since=since, until=until),
             failures=counts.failures(account_id=scope, since=since, until=until, limit=TOP),
             top_accounts=counts.top_accounts(account_id=scope, since=since, until=until, limit=TOP),

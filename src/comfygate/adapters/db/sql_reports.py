@@ -1,15 +1,17 @@
-"""``UsageCounts`` on SQL: settled jobs counted by the database, per UTC hour.
+"""``UsageCounts`` on SQL: settled jobs counted by the database, per UTC hour (or
+quarter hour).
 
 Every query is a ``GROUP BY`` over one range of ``usage_events.created_at`` (or of
 ``account_id, created_at`` for one account), so a month of a busy service comes back
 as a few thousand counts. The hour is cut from the stored UTC instant as text,
-``YYYY-MM-DD HH``, the one expression that differs per backend (``_utc_hour``).
+``YYYY-MM-DD HH`` (and the quarter, ``:0`` to ``:3``), the one expression that
+differs per backend (``_utc_hour``, ``_utc_quarter``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,6 +53,40 @@ def _utc_hour_mysql(element: _utc_hour, compiler: SQLCompiler, **kw: Any) -> str
     return f"date_format({compiler.process(element.clauses, **kw)}, '%%Y-%%m-%%d %%H')"
 
 
+class _utc_quarter(FunctionElement[str]):
+    """The quarter hour of a stored UTC instant as ``YYYY-MM-DD HH:Q``, Q from 0 to 3."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(_utc_quarter, "sqlite")
+def _utc_quarter_sqlite(element: _utc_quarter, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"substr({column}, 1, 13) || ':' || (CAST(substr({column}, 15, 2) AS INTEGER) / 15)"
+
+
+@compiles(_utc_quarter, "postgresql")
+def _utc_quarter_postgresql(element: _utc_quarter, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return (
+        f"to_char({column}, 'YYYY-MM-DD HH24') || ':' "
+        f"|| (CAST(extract(minute FROM {column}) AS INTEGER) / 15)"
+    )
+
+
+@compiles(_utc_quarter, "mysql")
+def _utc_quarter_mysql(element: _utc_quarter, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"concat(date_format({column}, '%%Y-%%m-%%d %%H'), ':', minute({column}) DIV 15)"
+
+
+def _cell_start(text: str) -> datetime:
+    hour, _, quarter = text.partition(":")
+    start = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return start + timedelta(minutes=15 * int(quarter)) if quarter else start
+
+
 def _bin() -> sa.ColumnElement[int]:
     """The bin of ``inference_s`` (``domain.analytics.bin_of`` in SQL)."""
     bounds = da.INFERENCE_BOUNDS_S
@@ -69,9 +105,10 @@ class SqlUsageCounts:
         self.engine = engine
 
     def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
     ) -> list[da.UsageCell]:
-        hour = _utc_hour(_u.created_at).label("hour")
+        cut = _utc_hour if minutes == 60 else _utc_quarter
+        hour = cut(_u.created_at).label("hour")
         query = sa.select(
             hour,
             _u.capability,
@@ -84,7 +121,7 @@ class SqlUsageCounts:
         ).group_by(hour, _u.capability, _u.outcome)
         return [
             da.UsageCell(
-                datetime.strptime(row[0], "%Y-%m-%d %H").replace(tzinfo=UTC),
+                _cell_start(row[0]),
                 row[1],
                 row[2],
                 int(row[3]),
