@@ -119,7 +119,7 @@ console.log(JSON.stringify({
   nulls: [d.formatField("inference_p95_s", null), d.formatField("calls", null),
           d.formatField("name", null)],
   text: d.formatField("name", "<b>Acme</b>"),
-  day: d.reportQuery("30d", now, "acct_1"),
+  day: d.reportQuery("28d", now, "acct_1"),
   hour: d.reportQuery("24h", now, ""),
   labels: [d.bucketLabel("2026-11-21T00:00:00+08:00", "day"),
            d.bucketLabel("2026-11-21T00:00:00+08:00", "day", true),
@@ -147,7 +147,7 @@ def test_pure_helpers_in_node() -> None:
     assert out["nulls"] == ["—", "—", "—"]
     assert out["text"] == "<b>Acme</b>"  # shown as text by the page, never parsed
     assert dict(parse_qsl(out["day"])) == {
-        "since": "2026-10-29T09:00:00Z",
+        "since": "2026-10-31T09:00:00Z",
         "until": "2026-11-28T09:00:00Z",
         "bucket": "day",
         "account_id": "acct_1",

@@ -7,7 +7,7 @@ const KEY_STORAGE = "comfygate.dashboard.key";
 const WINDOWS = {
   "24h": { hours: 24, bucket: "hour" },
   "7d": { hours: 24 * 7, bucket: "day" },
-  "30d": { hours: 24 * 30, bucket: "day" },
+  "28d": { hours: 24 * 28, bucket: "day" }, // four whole weeks: an even heatmap
 };
 const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const PALETTE = ["#3b6fb6", "#e07b39", "#4c9f70", "#c44e52", "#8172b3", "#b8860b", "#2a9d8f"];
