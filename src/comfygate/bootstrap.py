@@ -187,7 +187,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         reports=UsageReports(
             SqlUsageCounts(engine),
             clock,
-            default_timezone=lambda: pricing.price_books.show().book.timezone,
+            default_timezone=lambda account: (
+                pricing.price_books.show(account_id=account).book.timezone
+            ),
         ),
         serial=serial,
     )

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from comfygate.adapters.db import migrate
+from comfygate.adapters.db import migrate, sql_reports
 from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.sql_reports import SqlUsageCounts
 from comfygate.domain import analytics as da
@@ -76,7 +76,8 @@ def test_counts_match_the_jobs_counted_in_python(engine: sa.Engine) -> None:
                 start = u.at.replace(minute=u.at.minute - u.at.minute % minutes, second=0)
                 expected[start, u.capability, u.outcome] += 1
                 tokens[start, u.capability, u.outcome] += u.tokens_charged
-            cells = counts.cells(**window, minutes=minutes)
+            counted = counts.count(**window, minutes=minutes, top=10)
+            cells = counted.cells
             assert {(c.start, c.capability, c.outcome): c.calls for c in cells} == expected
             got = {(c.start, c.capability, c.outcome): c.tokens_charged for c in cells}
             assert got == tokens
@@ -86,7 +87,7 @@ def test_counts_match_the_jobs_counted_in_python(engine: sa.Engine) -> None:
         )
         assert sum(c.timed_list_tokens for c in cells) == sum(u.list_tokens for u in timed)
 
-        bins = {b.capability: b.counts for b in counts.inference_bins(**window)}
+        bins = {b.capability: b.counts for b in counted.bins}
         for capability in ("colorize.person", "colorize.building"):
             seconds = [
                 u.inference_s for u in timed
@@ -97,11 +98,11 @@ def test_counts_match_the_jobs_counted_in_python(engine: sa.Engine) -> None:
             assert {i: n for i, n in enumerate(got) if n} == dict(expected_bins)
 
         failures = Counter(u.failure_code or "unknown" for u in inside if u.outcome == da.FAILED)
-        assert [(f.code, f.count) for f in counts.failures(**window, limit=10)] == sorted(
+        assert [(f.code, f.count) for f in counted.failures] == sorted(
             failures.items(), key=lambda item: (-item[1], item[0])
         )
 
-        top = counts.top_accounts(**window, limit=2)
+        top = counts.count(**window, minutes=60, top=2).top_accounts
         per_account: Counter[str] = Counter()
         for u in inside:
             per_account[u.account_id] += u.tokens_charged
@@ -117,8 +118,10 @@ def test_a_bin_bound_counts_in_its_own_bin(engine: sa.Engine) -> None:
     store_usage(engine, [
         Use(account_id, "colorize.person", da.SUCCEEDED, 10, 10, s, None, T0) for s in times
     ])  # fmt: skip
-    bins = SqlUsageCounts(engine).inference_bins(
-        account_id=account_id, since=T0, until=T0 + timedelta(hours=1)
+    bins = (
+        SqlUsageCounts(engine)
+        .count(account_id=account_id, since=T0, until=T0 + HOUR, minutes=60, top=10)
+        .bins
     )
     expected = Counter(da.bin_of(s) for s in times)
     assert {i: n for i, n in enumerate(bins[0].counts) if n} == dict(expected)
@@ -135,7 +138,7 @@ def test_the_report_in_shanghai_time(engine: sa.Engine) -> None:
         Use(account_id, "colorize.person", da.SUCCEEDED, 11, 11, 2.0, None, late),
         Use(account_id, "colorize.person", da.FAILED, 0, 11, None, "timeout", T0 + HOUR),
     ])  # fmt: skip
-    reports = UsageReports(SqlUsageCounts(engine), FakeClock(), lambda: "Asia/Shanghai")
+    reports = UsageReports(SqlUsageCounts(engine), FakeClock(), lambda _: "Asia/Shanghai")
     report = reports.usage(
         account_id=account_id, since=T0, until=T0 + timedelta(days=2),
         granularity=da.Granularity.DAY,
@@ -148,3 +151,26 @@ def test_the_report_in_shanghai_time(engine: sa.Engine) -> None:
     assert report.top_accounts == (da.AccountUsage(account_id, "acme", 2, 11),)
     assert report.failures == (da.FailureCount("timeout", 1),)
     assert report.totals.gpu_seconds_per_token == round(2.0 / 11, 4)
+
+
+def test_the_counts_are_of_one_state_of_the_database(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job settled while the counts are read is in none of them: the hourly counts
+    said 1 and the failures 2, for one report, when each query read afresh."""
+    account_id = new_account(engine, "acme")
+    failed = Use(account_id, "colorize.person", da.FAILED, 0, 11, None, "timeout", T0)
+    store_usage(engine, [failed])
+    counting_failures = sql_reports._failures
+
+    def failures_after_another_settles(*args: object) -> list[da.FailureCount]:
+        store_usage(engine, [failed])  # committed on another connection, meanwhile
+        return counting_failures(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql_reports, "_failures", failures_after_another_settles)
+    counted = SqlUsageCounts(engine).count(
+        account_id=account_id, since=T0, until=T0 + HOUR, minutes=60, top=10
+    )
+    assert sum(c.calls for c in counted.cells) == 1
+    assert counted.failures == [da.FailureCount("timeout", 1)]
+    assert [a.calls for a in counted.top_accounts] == [1]

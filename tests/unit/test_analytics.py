@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from comfygate.domain import analytics as da
 from comfygate.domain.errors import InvalidInputError
-from comfygate.services.reports import UsageReports
+from comfygate.services.reports import UsageReports, WindowCounts
 from tests.fakes import FakeClock
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -269,39 +269,37 @@ class TestQuarterHourZones:
 
 
 class FakeCounts:
-    """Counts nothing, and remembers the windows it was asked for."""
+    """Counts nothing, and remembers what it was asked for."""
 
     def __init__(self) -> None:
         self.windows: list[tuple[str | None, datetime, datetime]] = []
         self.minutes: list[int] = []
 
-    def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
-    ) -> list[da.UsageCell]:
+    def count(
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int, top: int
+    ) -> WindowCounts:
         self.windows.append((account_id, since, until))
         self.minutes.append(minutes)
-        return []
-
-    def inference_bins(self, **_: object) -> list[da.InferenceBins]:
-        return []
-
-    def failures(self, **_: object) -> list[da.FailureCount]:
-        return []
-
-    def top_accounts(self, **_: object) -> list[da.AccountUsage]:
-        return []
+        return WindowCounts([], [], [], [])
 
 
 class TestUsageReports:
     def reports(self) -> tuple[UsageReports, FakeCounts, FakeClock]:
         counts, clock = FakeCounts(), FakeClock()
-        return UsageReports(counts, clock, lambda: "Asia/Shanghai"), counts, clock
+        zones = {"acct_ny": "America/New_York"}
+        books = lambda account: zones.get(account or "", "Asia/Shanghai")  # noqa: E731
+        return UsageReports(counts, clock, books), counts, clock
 
     def test_defaults_last_week_per_day_in_the_price_books_zone(self) -> None:
         reports, counts, clock = self.reports()
         report = reports.usage(account_id="acct_1")
         assert counts.windows == [("acct_1", clock.now() - timedelta(days=7), clock.now())]
         assert (report.granularity, report.timezone) == (da.Granularity.DAY, "Asia/Shanghai")
+
+    def test_an_accounts_report_is_in_its_own_price_books_zone(self) -> None:
+        reports, _, _ = self.reports()
+        assert reports.usage(account_id="acct_ny").timezone == "America/New_York"
+        assert reports.usage(account_id=None).timezone == "Asia/Shanghai"
 
     def test_the_database_counts_quarter_hours_for_a_half_hour_zone(self) -> None:
         reports, counts, _ = self.reports()

@@ -8,6 +8,7 @@ to ``domain.analytics``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,34 +28,34 @@ HOURLY_UP_TO = timedelta(days=2)
 TOP = 10
 
 
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What the store counted of one window, all from one state of the database."""
+
+    cells: list[da.UsageCell]
+    """Per UTC hour, or quarter hour, as asked."""
+    bins: list[da.InferenceBins]
+    failures: list[da.FailureCount]
+    """The most frequent codes, at most ``top``."""
+    top_accounts: list[da.AccountUsage]
+    """By tokens charged, at most ``top``."""
+
+
 class UsageCounts(Protocol):
-    """Settled jobs of ``[since, until)`` counted where they are stored; an
-    ``account_id`` of None counts every account."""
-
-    def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
-    ) -> list[da.UsageCell]:
-        """Counts per UTC hour (``minutes`` 60) or quarter hour (15)."""
+    def count(
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int, top: int
+    ) -> WindowCounts:
+        """Settled jobs of ``[since, until)`` (of one account, or of every account for
+        None), counted where they are stored, per UTC hour (``minutes`` 60) or quarter
+        hour (15), in one snapshot: a job settled meanwhile is in every count or none."""
         ...
-
-    def inference_bins(
-        self, *, account_id: str | None, since: datetime, until: datetime
-    ) -> list[da.InferenceBins]: ...
-
-    def failures(
-        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
-    ) -> list[da.FailureCount]: ...
-
-    def top_accounts(
-        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
-    ) -> list[da.AccountUsage]: ...
 
 
 class UsageReports:
     """Reports over settled jobs (``usage_events``): one account's or everyone's."""
 
     def __init__(
-        self, counts: UsageCounts, clock: Clock, default_timezone: Callable[[], str]
+        self, counts: UsageCounts, clock: Clock, default_timezone: Callable[[str | None], str]
     ) -> None:
         self._counts = counts
         self._clock = clock
@@ -70,8 +71,9 @@ class UsageReports:
         timezone: str | None = None,
     ) -> da.UsageAnalytics:
         """The report of ``[since, until)`` (default: the last seven days), per hour or
-        day (default: per hour up to two days) in ``timezone`` (default: the default
-        price book's, whose time-of-day windows the operator prices by)."""
+        day (default: per hour up to two days) in ``timezone`` (default: the timezone
+        of the price book pricing the account, or of the default book for every account:
+        the one its time-of-day windows are in)."""
         until = until or self._clock.now()
         _check_instant("until", until, margin=MARGIN + (DEFAULT_WINDOW if since is None else ZERO))
         since = since or until - DEFAULT_WINDOW
@@ -80,19 +82,17 @@ class UsageReports:
         if granularity is None:
             hourly = until - since <= HOURLY_UP_TO
             granularity = da.Granularity.HOUR if hourly else da.Granularity.DAY
-        zone_name = timezone or self._default_timezone()
+        zone_name = timezone or self._default_timezone(account_id)
         zone = _zone(zone_name)
-        counts, scope = self._counts, account_id
+        counted = self._counts.count(
+            account_id=account_id, since=since, until=until,
+            minutes=da.cell_minutes(zone, since, until), top=TOP,
+        )  # fmt: skip
         return da.analyse(
-            cells=counts.cells(
-                account_id=scope,
-                since=since,
-                until=until,
-                minutes=da.cell_minutes(zone, since, until),
-            ),
-            bins=counts.inference_bins(account_id=scope, since=since, until=until),
-            failures=counts.failures(account_id=scope, since=since, until=until, limit=TOP),
-            top_accounts=counts.top_accounts(account_id=scope, since=since, until=until, limit=TOP),
+            cells=counted.cells,
+            bins=counted.bins,
+            failures=counted.failures,
+            top_accounts=counted.top_accounts,
             since=since,
             until=until,
             zone=zone,

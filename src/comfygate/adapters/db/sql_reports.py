@@ -11,6 +11,8 @@ differs per backend (``_utc_hour``, ``_utc_quarter``).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ from comfygate.adapters.db.engine import read_only
 from comfygate.adapters.db.tables_jobs import usage_events
 from comfygate.adapters.db.tables_ledger import accounts
 from comfygate.domain import analytics as da
+from comfygate.services.reports import WindowCounts
 
 _u = usage_events.c
 _SUCCEEDED = _u.outcome == da.SUCCEEDED
@@ -104,13 +107,36 @@ class SqlUsageCounts:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def cells(
-        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int
-    ) -> list[da.UsageCell]:
-        cut = _utc_hour if minutes == 60 else _utc_quarter
-        hour = cut(_u.created_at).label("hour")
-        query = sa.select(
-            hour,
+    def count(
+        self, *, account_id: str | None, since: datetime, until: datetime, minutes: int, top: int
+    ) -> WindowCounts:
+        window = _window(account_id, since, until)
+        with self._snapshot() as conn:
+            return WindowCounts(
+                cells=_cells(conn, window, minutes),
+                bins=_inference_bins(conn, window),
+                failures=_failures(conn, window, top),
+                top_accounts=_top_accounts(conn, window, top),
+            )
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """One read-only transaction that sees one state of the database throughout,
+        so that a job settled meanwhile is in every count or in none: a SQLite read
+        transaction does; PostgreSQL and MariaDB need REPEATABLE READ for it."""
+        conn = read_only(self.engine.connect())
+        if conn.dialect.name != "sqlite":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn, conn.begin():
+            yield conn
+
+
+def _cells(conn: sa.Connection, window: Window, minutes: int) -> list[da.UsageCell]:
+    cut = _utc_hour if minutes == 60 else _utc_quarter
+    start = cut(_u.created_at).label("start")
+    query = (
+        sa.select(
+            start,
             _u.capability,
             _u.outcome,
             sa.func.count(),
@@ -118,75 +144,68 @@ class SqlUsageCounts:
             _sum(_u.list_tokens),
             _sum(_u.inference_s),
             _sum(sa.case((_TIMED, _u.list_tokens), else_=0)),
-        ).group_by(hour, _u.capability, _u.outcome)
-        return [
-            da.UsageCell(
-                _cell_start(row[0]),
-                row[1],
-                row[2],
-                int(row[3]),
-                int(row[4]),
-                int(row[5]),
-                float(row[6]),
-                int(row[7]),
-            )
-            for row in self._read(query.where(*_window(account_id, since, until)))
-        ]
-
-    def inference_bins(
-        self, *, account_id: str | None, since: datetime, until: datetime
-    ) -> list[da.InferenceBins]:
-        which = _bin().label("bin")
-        query = (
-            sa.select(_u.capability, which, sa.func.count())
-            .where(_SUCCEEDED, _TIMED)
-            .group_by(_u.capability, which)
         )
-        counts: dict[str, list[int]] = defaultdict(lambda: [0] * (len(da.INFERENCE_BOUNDS_S) + 1))
-        for capability, i, count in self._read(query.where(*_window(account_id, since, until))):
-            counts[capability][int(i)] += int(count)
-        return [da.InferenceBins(name, tuple(bins)) for name, bins in sorted(counts.items())]
-
-    def failures(
-        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
-    ) -> list[da.FailureCount]:
-        code = sa.func.coalesce(_u.failure_code, "unknown").label("code")
-        count = sa.func.count().label("n")
-        query = (
-            sa.select(code, count)
-            .where(_u.outcome == da.FAILED)
-            .group_by(code)
-            .order_by(count.desc(), code)
-            .limit(limit)
+        .where(*window)
+        .group_by(start, _u.capability, _u.outcome)
+    )
+    return [
+        da.UsageCell(
+            _cell_start(row[0]),
+            row[1],
+            row[2],
+            int(row[3]),
+            int(row[4]),
+            int(row[5]),
+            float(row[6]),
+            int(row[7]),
         )
-        rows = self._read(query.where(*_window(account_id, since, until)))
-        return [da.FailureCount(row[0], int(row[1])) for row in rows]
+        for row in conn.execute(query)
+    ]
 
-    def top_accounts(
-        self, *, account_id: str | None, since: datetime, until: datetime, limit: int
-    ) -> list[da.AccountUsage]:
-        tokens = _sum(_u.tokens_charged).label("tokens")
-        calls = sa.func.count().label("calls")
-        by_account = (
-            sa.select(_u.account_id, calls, tokens)
-            .where(*_window(account_id, since, until))
-            .group_by(_u.account_id)
-            .subquery()
-        )
-        row = by_account.c
-        query = (
-            sa.select(row.account_id, accounts.c.name, row.calls, row.tokens)
-            .join(accounts, accounts.c.id == row.account_id)
-            .order_by(row.tokens.desc(), row.calls.desc(), row.account_id)
-            .limit(limit)
-        )
-        return [
-            da.AccountUsage(row[0], row[1], int(row[2]), int(row[3])) for row in self._read(query)
-        ]
 
-    def _read(self, query: sa.Executable) -> list[Any]:
-        with read_only(self.engine.connect()) as conn:
-            return list(conn.execute(query))
+def _inference_bins(conn: sa.Connection, window: Window) -> list[da.InferenceBins]:
+    which = _bin().label("bin")
+    query = (
+        sa.select(_u.capability, which, sa.func.count())
+        .where(_SUCCEEDED, _TIMED, *window)
+        .group_by(_u.capability, which)
+    )
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * (len(da.INFERENCE_BOUNDS_S) + 1))
+    for capability, i, count in conn.execute(query):
+        counts[capability][int(i)] += int(count)
+    return [da.InferenceBins(name, tuple(bins)) for name, bins in sorted(counts.items())]
+
+
+def _failures(conn: sa.Connection, window: Window, limit: int) -> list[da.FailureCount]:
+    code = sa.func.coalesce(_u.failure_code, "unknown").label("code")
+    count = sa.func.count().label("n")
+    query = (
+        sa.select(code, count)
+        .where(_u.outcome == da.FAILED, *window)
+        .group_by(code)
+        .order_by(count.desc(), code)
+        .limit(limit)
+    )
+    return [da.FailureCount(row[0], int(row[1])) for row in conn.execute(query)]
+
+
+def _top_accounts(conn: sa.Connection, window: Window, limit: int) -> list[da.AccountUsage]:
+    tokens = _sum(_u.tokens_charged).label("tokens")
+    calls = sa.func.count().label("calls")
+    by_account = (
+        sa.select(_u.account_id, calls, tokens).where(*window).group_by(_u.account_id).subquery()
+    )
+    row = by_account.c
+    query = (
+        sa.select(row.account_id, accounts.c.name, row.calls, row.tokens)
+        .join(accounts, accounts.c.id == row.account_id)
+        .order_by(row.tokens.desc(), row.calls.desc(), row.account_id)
+        .limit(limit)
+    )
+    return [da.AccountUsage(r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(query)]
+
+
+Window = list[sa.ColumnElement[bool]]
 
 
 def _window(
