@@ -8,6 +8,7 @@ is unique per job, so settling twice records usage once.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from comfygate.adapters.db.base import (
     Id,
@@ -19,6 +20,8 @@ from comfygate.adapters.db.base import (
 )
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Seconds = sa.Float().with_variant(mysql.DOUBLE(), "mysql")
+"""Durations in seconds, in double precision everywhere (MariaDB's FLOAT has 4 bytes)."""
 
 jobs = sa.Table(
     "jobs",
@@ -61,7 +64,7 @@ jobs = sa.Table(
     sa.Column("result_height", sa.Integer, nullable=True),
     sa.Column("result_expires_at", UtcDateTime, nullable=True),
     sa.Column("result_deleted_at", UtcDateTime, nullable=True),
-    sa.Column("inference_s", sa.Float, nullable=True),
+    sa.Column("inference_s", Seconds, nullable=True),
     sa.Column("gpu_peak_mb", sa.Integer, nullable=True),
     sa.Column("result_metadata", sa.Text, nullable=False),
     sa.UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_idempotency"),
@@ -107,8 +110,8 @@ usage_events = sa.Table(
     sa.Column("list_tokens", Tokens, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("queue_wait_s", sa.Float, nullable=True),
-    sa.Column("inference_s", sa.Float, nullable=True),
+    sa.Column("queue_wait_s", Seconds, nullable=True),
+    sa.Column("inference_s", Seconds, nullable=True),
     sa.Column("engine", sa.String(32), nullable=True),
     sa.Column("price_book_version", sa.String(64), nullable=False),
     sa.Column("gpu_peak_mb", sa.Integer, nullable=True),
