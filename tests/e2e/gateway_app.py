@@ -1,13 +1,19 @@
-"""A gateway app in process for HTTP tests: container, TestClient, operator, accounts."""
+"""A gateway app in process for HTTP tests: container, TestClient, operator, accounts;
+or the app served on a real socket (``serving``), for clients that need one."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from comfygate import bootstrap
@@ -88,3 +94,23 @@ def running_gateway(tmp_path: Path, **settings: Any) -> Iterator[Gateway]:
             yield Gateway(client, container, issued.api_key)
     finally:
         container.close()
+
+
+@contextmanager
+def serving(container: bootstrap.Container) -> Iterator[str]:
+    """``container``'s app served by uvicorn on a free port of 127.0.0.1 (in a thread,
+    lifespan and all); its URL. Stopped after."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="error"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

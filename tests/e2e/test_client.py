@@ -5,23 +5,18 @@ a resumed progress stream and the SSE parser."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from comfygate import bootstrap
 from comfygate.client import ApiError, Client, Event, parse_sse
-from comfygate.entrypoints.api.app import create_app
+from tests.e2e.gateway_app import serving
 from tests.jobs_support import build, new_customer, png_bytes
 
 
@@ -29,20 +24,10 @@ from tests.jobs_support import build, new_customer, png_bytes
 def gateway(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
     """The app served on a free port of 127.0.0.1, and its URL."""
     container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="error"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.01)
     try:
-        yield container, f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with serving(container) as url:
+            yield container, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         container.close()
 
 

@@ -1,0 +1,103 @@
+"""The web pages in a real browser (headless Chromium over the DevTools protocol)
+against a real gateway: the dashboard draws the report, the user page pays for a
+photo and shows the result. Skipped where no Chromium is installed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from comfygate import bootstrap
+from comfygate.domain import analytics as da
+from tests.e2e.browser import chromium, page
+from tests.e2e.gateway_app import serving
+from tests.jobs_support import build, job_rows, new_customer, png_bytes
+from tests.reports_support import Use, new_account, store_usage
+
+BROWSER = chromium()
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
+    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
+    try:
+        with serving(container) as url:
+            yield container, url
+    finally:
+        container.close()
+
+
+def test_the_dashboard_draws_the_report(gateway: tuple[bootstrap.Container, str]) -> None:
+    """Totals, one heatmap cell per weekday and hour, the tables; an account name
+    that is markup stays text."""
+    container, url = gateway
+    issued = container.identity.bootstrap_operator()
+    assert issued is not None and BROWSER is not None
+    hostile = new_account(container.engine, '<img src=x onerror="window.owned=1">Evil')
+    acme = new_account(container.engine, "Acme Photo")
+    now = datetime.now(UTC)
+    store_usage(container.engine, [
+        Use(acme, "colorize.person", da.SUCCEEDED, 11, 11, 2.0, None, now - timedelta(hours=3)),
+        Use(acme, "colorize.person", da.FAILED, 0, 11, None, "timeout", now - timedelta(hours=2)),
+        Use(hostile, "colorize.building", da.SUCCEEDED, 17, 17, 4.0, None,
+            now - timedelta(days=2)),
+    ])  # fmt: skip
+    with page(BROWSER) as browser:
+        browser.open(f"{url}/dashboard")
+        key = json.dumps(issued.api_key)
+        browser.run(f"sessionStorage.setItem('comfygate.dashboard.key', {key}); location.reload()")
+        browser.wait_for("document.getElementById('status').textContent.startsWith('Loaded')")
+        totals = browser.run(
+            "Object.fromEntries([...document.querySelectorAll('[data-total]')]"
+            ".map((e) => [e.dataset.total, e.textContent]))"
+        )
+        assert totals["calls"] == "3" and totals["failed"] == "1"
+        assert totals["tokens_charged"] == "28" and totals["avg_tokens_per_call"] == "14"
+        assert browser.run("document.querySelectorAll('#heatmap rect').length") == 7 * 24
+        names = browser.run(
+            "[...document.querySelectorAll('#top-accounts tbody tr')]"
+            ".map((row) => row.cells[0].textContent)"
+        )
+        assert names == ['<img src=x onerror="window.owned=1">Evil', "Acme Photo"]
+        assert browser.run("document.querySelectorAll('main img').length") == 0
+        assert browser.run("window.owned === undefined")
+        failures = browser.run("document.querySelector('#failures tbody').textContent")
+        assert "timeout" in failures
+
+
+def test_the_user_page_quotes_pays_and_shows_the_result(
+    gateway: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    """The seed's worked example in the browser: 50 tokens, an 800x600 portrait,
+    quoted 11, paid once, colorized, 39 left."""
+    container, url = gateway
+    assert BROWSER is not None
+    customer = new_customer(container, tokens=50)
+    photo = tmp_path / "grandma.png"
+    photo.write_bytes(png_bytes((800, 600)))
+    with page(BROWSER) as browser:
+        browser.open(f"{url}/app")
+        key = json.dumps(customer.api_key)
+        browser.run(f"sessionStorage.setItem('comfygate.app.key', {key}); location.reload()")
+        browser.wait_for("document.getElementById('balance').textContent.includes('50')")
+        browser.choose_file("input[type=file]", photo)
+        quoted = browser.wait_for("document.getElementById('quote-tokens').textContent")
+        assert quoted.startswith("11")
+        browser.run(
+            "document.getElementById('pay').click(); document.getElementById('pay').click()"
+        )
+        state = browser.wait_for(
+            "/Succeeded|Failed|Canceled/.test(document.getElementById('job-state').textContent)"
+            " && document.getElementById('job-state').textContent"
+        )
+        assert state.startswith("Succeeded") and "11 tokens" in state
+        width = browser.wait_for("document.getElementById('after').naturalWidth")
+        assert width == 800
+        browser.wait_for("document.getElementById('balance').textContent.includes('39')")
+    assert job_rows(container, customer.account_id) == 1  # two clicks, one job
+    assert container.accounts.balance(account_id=customer.account_id).available == 39
