@@ -16,26 +16,14 @@ from PIL import Image
 
 from comfygate import bootstrap
 from comfygate.client import ApiError, Client, Event, parse_sse
-from tests.e2e.gateway_app import serving
-from tests.jobs_support import build, new_customer, png_bytes
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
-    """The app served on a free port of 127.0.0.1, and its URL."""
-    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    try:
-        with serving(container) as url:
-            yield container, url
-    finally:
-        container.close()
+from tests.jobs_support import new_customer, png_bytes
 
 
 def test_the_worked_example_through_the_client(
-    gateway: tuple[bootstrap.Container, str], tmp_path: Path
+    served: tuple[bootstrap.Container, str], tmp_path: Path
 ) -> None:
     """50 tokens, an 800x600 portrait: quoted 11, charged 11, 39 left, the result back."""
-    container, url = gateway
+    container, url = served
     customer = new_customer(container, tokens=50)
     photo = tmp_path / "grandma.png"
     photo.write_bytes(png_bytes((800, 600)))
@@ -58,9 +46,9 @@ def test_the_worked_example_through_the_client(
 
 
 def test_a_resubmission_with_its_key_pays_once_and_refusals_raise(
-    gateway: tuple[bootstrap.Container, str],
+    served: tuple[bootstrap.Container, str],
 ) -> None:
-    container, url = gateway
+    container, url = served
     customer = new_customer(container, tokens=15)
     image = png_bytes((800, 600), seed=4)
     with Client(url, customer.api_key, language="zh-Hans") as client:

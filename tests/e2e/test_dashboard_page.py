@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 
 from tests.e2e.gateway_app import Gateway, running_gateway
-
-WEB = resources.files("comfygate.entrypoints.web")
-NODE = shutil.which("node")
-needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
+from tests.e2e.web_support import WEB, needs_node, run_script
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +89,7 @@ def test_script_reads_the_usage_report_and_writes_no_markup() -> None:
 
 
 def node(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(str(WEB.joinpath("dashboard.js")))
-    return subprocess.run(
-        [NODE or "node", *args, str(script)], check=False, capture_output=True, text=True
-    )
+    return run_script("dashboard.js", *args)
 
 
 @needs_node

@@ -5,7 +5,6 @@ photo and shows the result. Skipped where no Chromium is installed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,28 +13,17 @@ import pytest
 from comfygate import bootstrap
 from comfygate.domain import analytics as da
 from tests.e2e.browser import chromium, page
-from tests.e2e.gateway_app import serving
-from tests.jobs_support import build, job_rows, new_customer, png_bytes
+from tests.jobs_support import job_rows, new_customer, png_bytes
 from tests.reports_support import Use, new_account, store_usage
 
 BROWSER = chromium()
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
-    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    try:
-        with serving(container) as url:
-            yield container, url
-    finally:
-        container.close()
-
-
-def test_the_dashboard_draws_the_report(gateway: tuple[bootstrap.Container, str]) -> None:
+def test_the_dashboard_draws_the_report(served: tuple[bootstrap.Container, str]) -> None:
     """Totals, one heatmap cell per weekday and hour, the tables; an account name
     that is markup stays text."""
-    container, url = gateway
+    container, url = served
     issued = container.identity.bootstrap_operator()
     assert issued is not None and BROWSER is not None
     hostile = new_account(container.engine, '<img src=x onerror="window.owned=1">Evil')
@@ -71,11 +59,11 @@ def test_the_dashboard_draws_the_report(gateway: tuple[bootstrap.Container, str]
 
 
 def test_the_user_page_quotes_pays_and_shows_the_result(
-    gateway: tuple[bootstrap.Container, str], tmp_path: Path
+    served: tuple[bootstrap.Container, str], tmp_path: Path
 ) -> None:
     """The seed's worked example in the browser: 50 tokens, an 800x600 portrait,
     quoted 11, paid once, colorized, 39 left."""
-    container, url = gateway
+    container, url = served
     assert BROWSER is not None
     customer = new_customer(container, tokens=50)
     photo = tmp_path / "grandma.png"

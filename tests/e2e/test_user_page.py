@@ -7,23 +7,16 @@ whose pure helpers (the SSE parser, idempotency keys, formatting) behave."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.gateway_app import Gateway, running_gateway
+from tests.e2e.web_support import WEB, needs_node, run_script
 from tests.jobs_support import png_bytes
-
-WEB = resources.files("comfygate.entrypoints.web")
-NODE = shutil.which("node")
-needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +137,7 @@ def test_the_pages_way_to_pay_is_one_charge_at_the_quoted_price(gw: Gateway) -> 
 
 
 def node(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(str(WEB.joinpath("app.js")))
-    env = {**os.environ, "TZ": "Asia/Shanghai"}  # formatTime shows the browser's zone
-    return subprocess.run(
-        [NODE or "node", *args, str(script)], check=False, capture_output=True, text=True, env=env
-    )
+    return run_script("app.js", *args)
 
 
 @needs_node

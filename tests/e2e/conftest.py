@@ -1,0 +1,23 @@
+"""Fixtures of the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comfygate import bootstrap
+from tests.e2e.gateway_app import serving
+from tests.jobs_support import build
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
+    """A migrated SQLite gateway served on a real socket: its container and URL."""
+    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
+    try:
+        with serving(container) as url:
+            yield container, url
+    finally:
+        container.close()
