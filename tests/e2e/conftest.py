@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from comfygate import bootstrap
-from tests.e2e.gateway_app import serving
+from tests.e2e.gateway_app import Gateway, running_gateway, serving
 from tests.jobs_support import build
 
 
@@ -21,3 +21,10 @@ def served(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
             yield container, url
     finally:
         container.close()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway in process (TestClient) shared by a module's tests."""
+    with running_gateway(tmp_path_factory.mktemp("gateway")) as gateway:
+        yield gateway

@@ -7,20 +7,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 
-from tests.e2e.gateway_app import Gateway, running_gateway
+from tests.e2e.gateway_app import Gateway
 from tests.e2e.web_support import WEB, needs_node, run_script
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with running_gateway(tmp_path_factory.mktemp("dashboard")) as g:
-        yield g
 
 
 def test_page_is_html_without_a_key_and_links_its_assets(gw: Gateway) -> None:

@@ -9,20 +9,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.gateway_app import Gateway, running_gateway
+from tests.e2e.gateway_app import Gateway
 from tests.e2e.web_support import WEB, needs_node, run_script
 from tests.jobs_support import png_bytes
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with running_gateway(tmp_path_factory.mktemp("user_page")) as g:
-        yield g
 
 
 def test_page_is_html_without_a_key_and_links_its_assets(gw: Gateway) -> None:
