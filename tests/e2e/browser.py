@@ -53,10 +53,18 @@ class Page:
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
+    def reload(self) -> None:
+        """Reload the page, and wait until the new document has loaded (not the old
+        one still showing)."""
+        self.run("window.leaving = true; location.reload()")
+        self.wait_for("window.leaving === undefined && document.readyState === 'complete'")
+
     def wait_for(self, expression: str, timeout_s: float = 20.0) -> Any:
-        """Poll ``expression`` until it is truthy; its value."""
+        """Poll ``expression`` until it is truthy (one that throws, as it may while
+        the page loads, is not yet); its value."""
         deadline = time.monotonic() + timeout_s
-        while not (value := self.run(expression)):
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch {{ return null; }} }})()"
+        while not (value := self.run(guarded)):
             assert time.monotonic() < deadline, f"never true in the page: {expression}"
             time.sleep(0.05)
         return value

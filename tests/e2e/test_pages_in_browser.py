@@ -38,7 +38,8 @@ def test_the_dashboard_draws_the_report(served: tuple[bootstrap.Container, str])
     with page(BROWSER) as browser:
         browser.open(f"{url}/dashboard")
         key = json.dumps(issued.api_key)
-        browser.run(f"sessionStorage.setItem('comfygate.dashboard.key', {key}); location.reload()")
+        browser.run(f"sessionStorage.setItem('comfygate.dashboard.key', {key})")
+        browser.reload()
         browser.wait_for("document.getElementById('status').textContent.startsWith('Loaded')")
         totals = browser.run(
             "Object.fromEntries([...document.querySelectorAll('[data-total]')]"
@@ -71,7 +72,8 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
     with page(BROWSER) as browser:
         browser.open(f"{url}/app")
         key = json.dumps(customer.api_key)
-        browser.run(f"sessionStorage.setItem('comfygate.app.key', {key}); location.reload()")
+        browser.run(f"sessionStorage.setItem('comfygate.app.key', {key})")
+        browser.reload()
         browser.wait_for("document.getElementById('balance').textContent.includes('50')")
         browser.choose_file("input[type=file]", photo)
         quoted = browser.wait_for("document.getElementById('quote-tokens').textContent")
