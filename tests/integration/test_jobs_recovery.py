@@ -185,12 +185,13 @@ def test_jobs_that_cannot_be_settled_do_not_stop_the_others_or_the_start(
 ) -> None:
     """Terminal jobs whose hold is gone (the database edited by hand, say) raised from
     the settlement sweep: every job after them stayed unsettled, and the gateway could
-    not start. They are logged and retried, however many; the others settle; an error
-    that is not the job's (the database gone) still raises."""
+    not start. They are retried each sweep, however many; the others settle; whoever
+    follows one hears its end once (its stream waited forever); an error of another
+    kind while the database answers is the job's too; one while it does not raises."""
     container, account_id = world
     store, lifecycle = container.jobs.store, container.jobs.lifecycle
     ended = []
-    for seed in range(6):
+    for seed in range(7):
         running = lifecycle.start(_submit(container, account_id, seed))
         assert running is not None
         assert store.transition(running, target=JobState.FAILED, changes={})
@@ -198,21 +199,37 @@ def test_jobs_that_cannot_be_settled_do_not_stop_the_others_or_the_start(
     broken = [job.id for job in ended[:4]]  # the oldest: at the head of every sweep
     with container.engine.begin() as conn:
         conn.execute(jobs.update().where(jobs.c.id.in_(broken)).values(hold_id="hold_gone"))
-    assert settle_unsettled(store=store, lifecycle=lifecycle) == 2
-    assert settle_unsettled(store=store, lifecycle=lifecycle) == 0
-    assert sorted(j.id for j in store.unsettled()) == sorted(broken)
+    settle = lifecycle.settle
+
+    def stuck(job: Job) -> Job:  # a settlement that fails for a reason of its own
+        if job.id == ended[4].id:
+            raise sa.exc.IntegrityError("INSERT INTO usage_events", {}, Exception("dup"))
+        return settle(job)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lifecycle, "settle", stuck)
+        assert settle_unsettled(store=store, lifecycle=lifecycle) == 2
+        assert settle_unsettled(store=store, lifecycle=lifecycle) == 0
+    assert sorted(j.id for j in store.unsettled()) == sorted([*broken, ended[4].id])
+    for job_id in broken:
+        events = container.jobs.events.history(job_id)
+        assert [e.kind for e in events].count("failed") == 1  # told once, not each sweep
+        assert events[-1].is_terminal and events[-1].data["settled"] is False
 
     async def start_and_stop() -> None:  # the start settles what it can, and runs
         await container.jobs.dispatcher.start()
         await container.jobs.dispatcher.stop()
 
     asyncio.run(start_and_stop())
+    assert sorted(j.id for j in store.unsettled()) == sorted(broken)
+    assert store.reachable()
 
     def database_gone(job: Job) -> None:
         raise sa.exc.OperationalError("UPDATE", {}, Exception("connection lost"))
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(lifecycle, "settle", database_gone)
+        patch.setattr(store, "reachable", lambda: False)
         with pytest.raises(sa.exc.OperationalError):
             settle_unsettled(store=store, lifecycle=lifecycle)
 

@@ -234,6 +234,11 @@ class JobStore(Protocol):
         """Terminal jobs whose settlement has not been recorded (a crash in between)."""
         ...
 
+    def reachable(self) -> bool:
+        """Whether the store answers at all (a trivial read): tells a job's own
+        failure from the store's."""
+        ...
+
     def results_due(self, *, before: datetime, limit: int) -> list[Job]:
         """Jobs whose result expired before ``before`` and is not yet deleted."""
         ...

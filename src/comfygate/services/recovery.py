@@ -63,17 +63,20 @@ def settle_unsettled(*, store: JobStore, lifecycle: JobLifecycle) -> int:
     which would otherwise wait for the next restart. Settling is idempotent, so a job
     that another thread is settling at the same moment is charged once.
 
-    A job the ledger refuses to settle (its hold gone, say: a domain error) is logged
-    and left for the next run, and the jobs after it go ahead. Such a job stays the
-    oldest unsettled one, so counting failures in a row would soon stop every sweep,
-    and the gateway's start, for good. Any other error (the database gone) is raised.
+    A job that fails to settle while the store answers is the job's own trouble (its
+    hold gone, a row edited by hand): it is logged, its end is told to whoever follows
+    it (``settlement_refused``), and the jobs after it go ahead. Such a job stays the
+    oldest unsettled one, so raising for it stopped every sweep, and the gateway's
+    start, for good. A failure while the store does not answer is raised.
     """
     settled = 0
     for job in store.unsettled():
         try:
             lifecycle.settle(job)
-        except ComfygateError:
-            log.exception("settlement of job %s refused; housekeeping tries again", job.id)
+        except Exception as error:
+            if not isinstance(error, ComfygateError) and not store.reachable():
+                raise
+            lifecycle.settlement_refused(job, error)
             continue
         settled += 1
     return settled

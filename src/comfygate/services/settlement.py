@@ -165,6 +165,20 @@ class JobLifecycle:
         self._metrics.tokens(job.capability, "released", released)
         return settled
 
+    def settlement_refused(self, job: Job, error: Exception) -> None:
+        """A terminal job that could not be settled (``recovery`` tries it again each
+        sweep): logged, and its end told once, so that whoever follows its progress
+        stops waiting (the end is otherwise stored with the settlement). The end says
+        nothing was charged yet; the settlement, when it comes, tells the charge."""
+        last = self._store.last_event_seq(job.id)
+        if self._events.ended(job.id, after_seq=last):
+            log.warning("settlement of job %s refused again: %s", job.id, error)
+            return
+        log.error("settlement of job %s refused; tried again each sweep", job.id,
+                  exc_info=error)  # fmt: skip
+        data = {**_terminal_data(job, 0), "settled": False}
+        self._events.record(job.id, job.state.value, data)
+
     def _settle_entry(self, job: Job, settled: _Settled) -> AuditEntry | None:
         """The settlement's audit entry, stored with the settlement in one transaction."""
         if self._audit is None:

@@ -337,6 +337,13 @@ class SqlJobStore:
         )
         return [_job(r) for r in self._read(query)]
 
+    def reachable(self) -> bool:
+        try:
+            self._read(sa.select(sa.literal(1)))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
     def results_due(self, *, before: datetime, limit: int) -> list[Job]:
         query = (
             sa.select(jobs)
