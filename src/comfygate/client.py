@@ -115,7 +115,9 @@ class Client:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Hold the price and queue the job; the job (``duplicate_of`` set when the
-        same photo is already being done). A quote's id charges exactly its price."""
+        same photo is already being done). A quote's id charges exactly its price.
+        To retry a submission that finally failed, pass the same ``idempotency_key``
+        again (give your own: the one made here is not kept)."""
         data = _form(capability, options)
         if quote_id:
             data["quote_id"] = quote_id
@@ -138,8 +140,10 @@ class Client:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
     def events(self, job_id: str, *, after: str | None = None) -> Iterator[Event]:
-        """The job's progress events, from the first (or after ``after``) to its end;
-        a dropped stream is resumed where it broke."""
+        """The job's progress events, from the first (or after ``after``) to its end.
+        A stream that drops, goes silent past twice the gateway's keep-alive, ends
+        early, or meets a 502, 503 or 504 (a proxy, a restart) is resumed where it
+        broke, a few times in a row at most."""
         last = after
         failures = 0
         while True:
@@ -150,22 +154,28 @@ class Client:
                 ) as response:
                     if response.status_code == 204:  # the stream is over
                         return
-                    _raise_for(response, read=True)
-                    for event in parse_sse(response.iter_lines()):
-                        last, failures = event.id, 0
-                        yield event
-                        if event.kind in TERMINAL:
-                            return
+                    if response.status_code not in RETRY_STATUSES:
+                        _raise_for(response, read=True)
+                        for event in parse_sse(response.iter_lines()):
+                            last, failures = event.id, 0
+                            yield event
+                            if event.kind in TERMINAL:
+                                return
             except httpx.TransportError:
-                failures += 1
-                if failures > self._retries:
-                    raise
-                self._sleep(_backoff(failures))
+                pass
+            failures += 1  # dropped, refused for now, or ended before the end
+            if failures > self._retries:
+                raise ApiError(0, "stream_lost", f"lost the progress of job {job_id}", {})
+            self._sleep(_backoff(failures))
 
-    def wait(self, job_id: str) -> dict[str, Any]:
-        """Follow the job to its end; the job as it ended."""
+    def wait(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Follow the job to its end; the job as it ended. ``TimeoutError`` once
+        ``timeout_s`` has passed, checked as each event arrives (the gateway itself
+        ends a job at its own timeout)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for _ in self.events(job_id):
-            pass
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
         return self.job(job_id)
 
     def result(self, job_id: str) -> bytes:
@@ -233,7 +243,9 @@ class Client:
             self._sleep(_backoff(attempt))
 
 
-_STREAM = httpx.Timeout(30.0, read=None)  # a job may run for minutes between events
+_STREAM = httpx.Timeout(30.0, read=60.0)
+"""A job may run for minutes between events, but the gateway sends a keep-alive every
+15 s: a minute of silence is a connection gone."""
 
 
 def _backoff(attempt: int) -> float:

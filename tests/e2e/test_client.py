@@ -130,6 +130,28 @@ def test_a_dropped_progress_stream_resumes_after_its_last_event() -> None:
     assert asked == [None, "1"]
 
 
+def test_a_stream_refused_for_now_or_ended_early_is_resumed_a_few_times() -> None:
+    answers = [
+        httpx.Response(503, json={"code": "unavailable", "detail": "restarting"}),
+        httpx.Response(200, content=b"id: 1\nevent: queued\ndata: {}\n\n"),  # no end
+        httpx.Response(200, content=b"id: 2\nevent: failed\ndata: {}\n\n"),
+    ]
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("Last-Event-ID"))
+        return answers[len(asked) - 1]
+
+    client, slept = _mock(handler)
+    assert [e.kind for e in client.events("job_1")] == ["queued", "failed"]
+    assert asked == [None, None, "1"] and len(slept) == 2
+
+    silent, _ = _mock(lambda request: httpx.Response(200, content=b": keep-alive\n\n"))
+    with pytest.raises(ApiError) as lost:
+        list(silent.events("job_1"))
+    assert lost.value.code == "stream_lost"
+
+
 def test_a_stream_that_is_over_answers_nothing_more() -> None:
     client, _ = _mock(lambda request: httpx.Response(204))
     assert list(client.events("job_1", after="9")) == []

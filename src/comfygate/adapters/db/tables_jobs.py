@@ -20,8 +20,9 @@ from comfygate.adapters.db.base import (
 )
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Seconds = sa.Float().with_variant(mysql.DOUBLE(), "mysql")
-"""Durations in seconds, in double precision everywhere (MariaDB's FLOAT has 4 bytes)."""
+Seconds = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql")
+"""Durations in seconds, in double precision everywhere (MariaDB's FLOAT has 4 bytes),
+read as floats (MariaDB's DOUBLE would read as Decimal)."""
 
 jobs = sa.Table(
     "jobs",
