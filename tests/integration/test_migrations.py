@@ -16,9 +16,11 @@ from comfygate import bootstrap
 from comfygate.adapters.db import migrate
 from comfygate.adapters.db.base import metadata, refuse_colliding_keys
 from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db.tables_jobs import usage_events
 from comfygate.adapters.db.tables_ledger import holds
 from comfygate.config import Settings
 from tests.conftest import DatabaseFactory
+from tests.reports_support import T0, Use, new_account, store_usage
 
 
 def test_upgraded_schema_matches_the_declared_tables(database_url: str) -> None:
@@ -271,4 +273,21 @@ def test_keys_collide_only_within_their_unique_index(database_url: str) -> None:
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS keyed")
+        engine.dispose()
+
+
+def test_times_stored_before_double_precision_read_back_as_written(database_url: str) -> None:
+    """MariaDB kept seconds in a 4-byte FLOAT: 0.1 s read back as 0.10000000149 (in the
+    report's next bin), and widening the column alone would keep that error."""
+    engine = create_engine(database_url)
+    try:
+        migrate.upgrade(engine)
+        command.downgrade(migrate.alembic_config(engine), "jobs_0004")
+        account = new_account(engine, "acme")
+        store_usage(engine, [Use(account, "colorize.person", "succeeded", 11, 11, 0.1, None, T0)])
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(usage_events.c.inference_s)).scalar_one()
+        assert stored == 0.1 and type(stored) is float
+    finally:
         engine.dispose()
