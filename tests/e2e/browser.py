@@ -7,9 +7,12 @@ Chromium is installed (the tests that need one skip).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -25,19 +28,25 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+class ProtocolError(Exception):
+    """The browser answered a command with an error."""
+
+
 class Page:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
         self._ids = itertools.count(1)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Send one command; its result (raising on a protocol error)."""
+        """Send one command; its result (``ProtocolError`` if the browser refused it)."""
         sent = next(self._ids)
         self._socket.send(json.dumps({"id": sent, "method": method, "params": params}))
+        deadline = time.monotonic() + 30
         while True:
-            message = json.loads(self._socket.recv(timeout=30))
+            message = json.loads(self._socket.recv(timeout=max(deadline - time.monotonic(), 0)))
             if message.get("id") == sent:
-                assert "error" not in message, message["error"]
+                if "error" in message:
+                    raise ProtocolError(message["error"])
                 result: dict[str, Any] = message["result"]
                 return result
 
@@ -64,10 +73,14 @@ class Page:
         the page loads, is not yet); its value."""
         deadline = time.monotonic() + timeout_s
         guarded = f"(() => {{ try {{ return ({expression}); }} catch {{ return null; }} }})()"
-        while not (value := self.run(guarded)):
+        while True:
+            try:
+                if value := self.run(guarded):
+                    return value
+            except ProtocolError:  # the page's context went with a navigation
+                pass
             assert time.monotonic() < deadline, f"never true in the page: {expression}"
             time.sleep(0.05)
-        return value
 
     def choose_file(self, selector: str, path: Path) -> None:
         root = self.call("DOM.getDocument")["root"]["nodeId"]
@@ -78,11 +91,13 @@ class Page:
 @contextmanager
 def page(binary: str) -> Iterator[Page]:
     """A fresh headless browser (its own profile) and its one page; closed after."""
-    with tempfile.TemporaryDirectory() as profile:
+    # The browser's helper processes may still be writing the profile as it is
+    # removed: what they leave is not the test's concern.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port = _debugging_port(Path(profile), process)
@@ -94,8 +109,19 @@ def page(binary: str) -> Iterator[Page]:
                     opened.call(f"{domain}.enable")
                 yield opened
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End the browser and every process it started (its own session's group)."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _debugging_port(profile: Path, process: subprocess.Popen[bytes]) -> int:

@@ -17,6 +17,12 @@ from tests.jobs_support import job_rows, new_customer, png_bytes
 from tests.reports_support import Use, new_account, store_usage
 
 BROWSER = chromium()
+COUNT_POSTS = (
+    "window.posts = {}; const send = window.fetch; window.fetch = (url, init) => {"
+    " if (init && init.method === 'POST') window.posts[url] = (window.posts[url] || 0) + 1;"
+    " return send(url, init); }"
+)
+"""Counts the page's POSTs by path, in ``window.posts``."""
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
 
 
@@ -78,6 +84,9 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         browser.choose_file("input[type=file]", photo)
         quoted = browser.wait_for("document.getElementById('quote-tokens').textContent")
         assert quoted.startswith("11")
+        # Count what the page sends: the gateway's duplicate rule would turn a second
+        # submission into the first job anyway.
+        browser.run(COUNT_POSTS)
         browser.run(
             "document.getElementById('pay').click(); document.getElementById('pay').click()"
         )
@@ -89,5 +98,30 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         width = browser.wait_for("document.getElementById('after').naturalWidth")
         assert width == 800
         browser.wait_for("document.getElementById('balance').textContent.includes('39')")
+        assert browser.run("window.posts['/v1/jobs']") == 1
     assert job_rows(container, customer.account_id) == 1  # two clicks, one job
     assert container.accounts.balance(account_id=customer.account_id).available == 39
+
+
+def test_a_double_click_on_a_plan_places_one_order(served: tuple[bootstrap.Container, str]) -> None:
+    container, url = served
+    assert BROWSER is not None
+    customer = new_customer(container, tokens=0)
+    with page(BROWSER) as browser:
+        browser.open(f"{url}/app")
+        browser.run(f"sessionStorage.setItem('comfygate.app.key', {json.dumps(customer.api_key)})")
+        browser.reload()
+        browser.wait_for("document.getElementById('balance').textContent.includes('0')")
+        browser.run("document.getElementById('buy').click()")
+        browser.wait_for("document.querySelectorAll('#plan-list button').length > 0")
+        browser.run(COUNT_POSTS)
+        browser.run(
+            "const order = document.querySelector('#plan-list button');"
+            " order.click(); order.click()"
+        )
+        browser.wait_for("!document.getElementById('order').hidden")
+        shown = browser.run("document.querySelector('[data-order=id]').textContent")
+        assert browser.run("window.posts") == {"/v1/orders": 1}
+    with container.engine.connect() as conn:
+        orders = conn.exec_driver_sql("SELECT id, state FROM orders").all()
+    assert [(order_id, state) for order_id, state in orders] == [(shown, "pending")]

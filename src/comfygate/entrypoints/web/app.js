@@ -121,7 +121,10 @@ function problemMessage(status, body) {
 // ---- The page ---------------------------------------------------------------------
 
 const $ = (id) => document.getElementById(id);
-const state = { key: "", file: null, size: null, quote: null, originals: new Map() };
+const state = {
+  key: "", file: null, size: null, quote: null, originals: new Map(),
+  ordering: false, orderId: null,
+};
 const urls = { original: "", result: "" }; // object URLs this page made
 let latestQuote = 0;
 let following = null; // the AbortController of the job shown
@@ -271,6 +274,7 @@ async function pay() {
   if (!quote) return;
   const { capability, upscale, quote_id } = quote;
   const body = formData({ image: state.file, capability, upscale, quote_id });
+  const original = urls.original; // (another photo may be chosen while this one goes)
   $("pay").disabled = true;
   say("Sending the photo…");
   let job;
@@ -278,15 +282,14 @@ async function pay() {
     const headers = { "Idempotency-Key": quote.idempotencyKey };
     job = await getJson("/v1/jobs", { method: "POST", body, headers });
   } catch (error) {
+    $("pay").disabled = false; // (paid, it stays off until the next quote)
     if (error.status === 402) await showPlans();
     if (error.status !== 410) throw error;
     // The price lock ran out (the gateway's clock says so, not the browser's).
     await requote();
     return say("The price lock ran out: this is a new quote. Press Pay again to accept it.");
-  } finally {
-    $("pay").disabled = false;
   }
-  state.originals.set(job.id, urls.original);
+  state.originals.set(job.id, original);
   const again = "You sent this photo before: this is that job, and nothing was charged again.";
   say(job.duplicate_of ? again : `Paid: ${formatTokens(job.tokens)} held until the job ends.`);
   refreshAccount();
@@ -380,13 +383,27 @@ async function showPlans() {
   $("plans").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
+// One order at a time: the plan buttons wait while one is being placed (a double
+// click placed two), and only the newest order is followed.
 async function placeOrder(plan) {
-  clearTimeout(orderTimer);
-  showOrder(await getJson("/v1/orders", { method: "POST", json: { plan } }));
+  const buttons = document.querySelectorAll("#plan-list button");
+  if (state.ordering) return;
+  state.ordering = true;
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    clearTimeout(orderTimer);
+    const order = await getJson("/v1/orders", { method: "POST", json: { plan } });
+    state.orderId = order.id;
+    showOrder(order);
+  } finally {
+    state.ordering = false;
+    buttons.forEach((b) => (b.disabled = false));
+  }
 }
 
 // Shows the order as the API has it; a pending one is asked again until it is not.
 function showOrder(order) {
+  if (order.id !== state.orderId) return; // an answer about an order replaced since
   const shown = { ...order, amount: `${order.amount} ${order.currency}` };
   const cells = document.querySelectorAll("[data-order]");
   for (const cell of cells) cell.textContent = shown[cell.dataset.order];
@@ -406,6 +423,9 @@ function showOrder(order) {
 function choose(file) {
   if (!file) return;
   Object.assign(state, { file, size: null, quote: null });
+  if (urls.original && ![...state.originals.values()].includes(urls.original)) {
+    URL.revokeObjectURL(urls.original); // a photo chosen and never paid for
+  }
   urls.original = URL.createObjectURL(file); // kept: the job it becomes shows it
   $("preview").src = urls.original;
   $("preview").hidden = false;
