@@ -315,7 +315,8 @@ async function openJob(job) {
     await followEvents(job.id, signal);
     job = await getJson(`/v1/jobs/${job.id}`, { signal });
     $("job-state").textContent = jobOutcome(job);
-    say("");
+    const lost = "Lost this job's progress (it goes on): open it from the history later.";
+    say(ENDS.has(job.state) ? "" : lost, !ENDS.has(job.state));
     refreshAccount();
   }
   if (job.state === "succeeded") $("progress").value = 1;
