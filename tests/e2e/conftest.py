@@ -13,14 +13,18 @@ from tests.jobs_support import build
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[bootstrap.Container, str]]:
-    """A migrated SQLite gateway served on a real socket: its container and URL."""
-    container = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    try:
-        with serving(container) as url:
-            yield container, url
-    finally:
-        container.close()
+def container(tmp_path: Path) -> Iterator[bootstrap.Container]:
+    """A migrated SQLite gateway's container, on the built-in engine (closed after)."""
+    built = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def served(container: bootstrap.Container) -> Iterator[tuple[bootstrap.Container, str]]:
+    """That gateway served on a real socket: its container and URL."""
+    with serving(container) as url:
+        yield container, url
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,6 @@ from tests.jobs_support import (
 )
 
 
-@pytest.fixture
-def container(tmp_path: Path) -> Any:
-    built = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    yield built
-    built.close()
-
-
 def test_worked_example_on_the_preview_engine(container: bootstrap.Container) -> None:
     """800x600 person photo, 50 tokens: 11 charged, 39 left, a preview result."""
     customer = new_customer(container, tokens=50)

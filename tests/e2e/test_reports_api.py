@@ -3,7 +3,6 @@ operator and an account's admin see, and who may not see it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from comfygate.services.identity_types import Role
 from tests.e2e.gateway_app import bearer
 from tests.jobs_support import (
     CAPABILITY,
-    build,
     corrupt_png,
     finished,
     new_customer,
@@ -22,13 +20,6 @@ from tests.jobs_support import (
     running_app,
     submit,
 )
-
-
-@pytest.fixture
-def container(tmp_path: Path) -> Any:
-    built = build(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data")
-    yield built
-    built.close()
 
 
 def test_operator_and_admin_reports_count_the_settled_jobs(

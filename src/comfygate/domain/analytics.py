@@ -18,7 +18,7 @@ by interpolation inside the bin the rank falls in, so within that bin's width.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -274,7 +274,7 @@ def analyse(
         local = cell.start.astimezone(zone)
         heatmap[local.weekday()][local.hour] += cell.calls
     bins_of = {b.capability: b.counts for b in bins}
-    all_bins = [sum(column) for column in _columns(bins_of.values())]
+    all_bins = [sum(column) for column in zip(*bins_of.values(), strict=True)]
     return UsageAnalytics(
         since=since,
         until=until,
@@ -312,10 +312,3 @@ def _add_to_series(
 
 def _series(capability: str, lines: Mapping[str, list[int]]) -> Series:
     return Series(capability, *(tuple(lines[name]) for name in _SERIES_FIELDS))
-
-
-def _columns(rows: Iterable[Sequence[int]]) -> Iterator[tuple[int, ...]]:
-    """Bin counts summed across capabilities, padded to the same length."""
-    width = len(INFERENCE_BOUNDS_S) + 1
-    padded = [list(row) + [0] * (width - len(row)) for row in rows]
-    return zip(*padded, strict=True) if padded else iter(())

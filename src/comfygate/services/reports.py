@@ -19,7 +19,6 @@ from comfygate.domain.instants import EARLIEST, LATEST
 from comfygate.services.clock import Clock
 
 DEFAULT_WINDOW = timedelta(days=7)
-ZERO = timedelta(0)
 MARGIN = timedelta(days=2)
 """How far inside the instants a datetime holds a window must be (its buckets reach
 a day past its ends in a far time zone)."""
@@ -75,7 +74,7 @@ class UsageReports:
         of the price book pricing the account, or of the default book for every account:
         the one its time-of-day windows are in)."""
         until = until or self._clock.now()
-        _check_instant("until", until, margin=MARGIN + (DEFAULT_WINDOW if since is None else ZERO))
+        _check_instant("until", until, margin=MARGIN + DEFAULT_WINDOW if since is None else MARGIN)
         since = since or until - DEFAULT_WINDOW
         _check_instant("since", since, margin=MARGIN)
         _check_window(since, until, granularity)
