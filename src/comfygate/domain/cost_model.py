@@ -1,0 +1,574 @@
+"""Cost models: what a job costs in GPU seconds, fitted from the jobs that ran.
+
+SPEC section 3, "learning prices from costs": from the recorded inference time of past
+jobs, fit per capability a model of the form the price book already charges in,
+
+    seconds = a + b x megapixels + (one term per option surcharge),
+
+report how well it fits, and propose a price book whose tokens are those seconds times
+one rate (tokens per GPU second). The operator reads the difference and activates it
+(or not) with ``price-books activate``.
+
+The model's columns are the book's own terms (``features``), so every fitted
+coefficient maps back to one amount of the book: the intercept to ``base``, the
+megapixel slope to ``coefficients.megapixels``, an option's step to its ``surcharge``
+(a number option's slope above the step to ``surcharge_per_unit``, a choice's step to
+its entry in ``surcharges``). A term the jobs cannot tell apart from the others (an
+option nobody used, or everyone did) is not fitted and keeps its current amount.
+
+Least squares by a QR decomposition (modified Gram-Schmidt) in floats: a few columns
+and up to ~10^5 rows, so plain Python suffices, and a column that adds nothing to the
+ones before it is found as the decomposition reaches it. One robust pass then drops
+jobs whose residual is beyond ``OUTLIER_SCALE`` robust standard deviations (a job that
+waited on a model load or a busy GPU) and fits again.
+
+Pure: no I/O. Prices stay ``Decimal``; floats are only the statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
+
+from comfygate.domain.errors import InvalidInputError, InvalidOptionError
+from comfygate.domain.pricing import MAX_PRICE_TOKENS, CapabilityPrice, PriceBook
+from comfygate.domain.pricing_options import (
+    ZERO,
+    JsonScalar,
+    OptionKind,
+    OptionSpec,
+    OptionValue,
+    normalise_options,
+    plain,
+)
+
+MIN_SAMPLES = 10
+"""Fewer jobs than this for a capability and it is not fitted (its prices stay)."""
+OUTLIER_SCALE = 4.0
+"""Jobs whose residual is beyond this many robust standard deviations (1.4826 x the
+median absolute deviation) are left out of the second fit."""
+WEAK_R2 = 0.5
+"""Below this, the fit explains too little of the variation to price by: said in the
+capability's notes."""
+CENT = Decimal("0.01")
+"""Proposed amounts are rounded to hundredths of a token."""
+SIGNIFICANCE = 2.0
+"""A term fitted within this many standard errors of zero has no measurable cost: it is
+priced 0 (about a 95 % interval)."""
+_RANK_TOLERANCE = 1e-9
+"""A column whose part not explained by the columns before it is this small a fraction
+of its own norm adds nothing: it is not fitted."""
+_MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True, slots=True)
+class CostSample:
+    """One succeeded job: what was asked, and what it cost."""
+
+    capability: str
+    width: int
+    height: int
+    options: Mapping[str, JsonScalar]
+    """As recorded with the job (canonical JSON scalars)."""
+    seconds: float
+    """Inference time: the engine's own measure, never the queue wait or a cold start."""
+    gpu_peak_mb: int | None = None
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One column of the model: a term of the capability's price formula."""
+
+    key: str
+    """``base``, ``megapixels``, ``option:NAME``, ``option:NAME:per_unit`` or
+    ``option:NAME=CHOICE``."""
+    label: str
+    value: Callable[[Mapping[str, OptionValue]], float] = field(compare=False)
+    """The column's value for a job, from the job's megapixels (``"_mp"``) and
+    checked options."""
+
+
+def _threshold(spec: OptionSpec) -> Decimal:
+    above = spec.surcharge_above if spec.surcharge_above is not None else spec.default
+    assert isinstance(above, Decimal | int) and not isinstance(above, bool)
+    return Decimal(above)
+
+
+def _number(value: OptionValue) -> Decimal:
+    assert isinstance(value, int | Decimal) and not isinstance(value, bool)
+    return Decimal(value)
+
+
+def _chose(name: str, choice: str) -> Callable[[Mapping[str, OptionValue]], float]:
+    return lambda o: float(o[name] == choice)
+
+
+def _option_features(spec: OptionSpec) -> list[Feature]:
+    name = spec.name
+    if spec.kind is OptionKind.BOOLEAN:
+        return [Feature(f"option:{name}", f"{name} on", lambda o: float(o[name] is True))]
+    if spec.kind is OptionKind.CHOICE:
+        return [
+            Feature(f"option:{name}={c}", f"{name}={c}", _chose(name, c))
+            for c in spec.choices
+            if c != spec.default
+        ]
+    above = _threshold(spec)
+    return [
+        Feature(
+            f"option:{name}",
+            f"{name} > {plain(above)}",
+            lambda o: float(_number(o[name]) > above),
+        ),
+        Feature(
+            f"option:{name}:per_unit",
+            f"{name} per unit above {plain(above)}",
+            lambda o: float(max(_number(o[name]) - above, ZERO)),
+        ),
+    ]
+
+
+def features(cap: CapabilityPrice) -> list[Feature]:
+    """The model's columns for ``cap``, in the order they are fitted: base, megapixels,
+    then each option's terms as the book declares them."""
+    columns = [
+        Feature("base", "base", lambda o: 1.0),
+        Feature("megapixels", "per megapixel", lambda o: float(o["_mp"])),
+    ]
+    for spec in cap.options.values():
+        columns.extend(_option_features(spec))
+    return columns
+
+
+def current_amount(cap: CapabilityPrice, key: str) -> Decimal:
+    """The amount of ``cap`` that the feature ``key`` prices, in tokens."""
+    if key == "base":
+        return cap.base
+    if key == "megapixels":
+        return cap.coefficients.get("megapixels", ZERO)
+    name, _, choice = key.removeprefix("option:").partition("=")
+    name, _, per_unit = name.partition(":")
+    spec = cap.options[name]
+    if choice:
+        return spec.choice_surcharges.get(choice, ZERO)
+    return spec.surcharge_per_unit if per_unit else spec.surcharge
+
+
+def with_amount(cap: CapabilityPrice, key: str, amount: Decimal) -> CapabilityPrice:
+    """``cap`` with the amount that ``key`` prices set to ``amount``."""
+    if key == "base":
+        return replace(cap, base=amount)
+    if key == "megapixels":
+        return replace(cap, coefficients={**cap.coefficients, "megapixels": amount})
+    name, _, choice = key.removeprefix("option:").partition("=")
+    name, _, per_unit = name.partition(":")
+    spec = cap.options[name]
+    if choice:
+        spec = replace(spec, choice_surcharges={**spec.choice_surcharges, choice: amount})
+    elif per_unit:
+        spec = replace(spec, surcharge_per_unit=amount)
+    else:
+        spec = replace(spec, surcharge=amount)
+    return replace(cap, options={**cap.options, name: spec})
+
+
+# --- least squares -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeastSquares:
+    """Coefficients (None for a column not fitted) and the fit's quality."""
+
+    coefficients: tuple[float | None, ...]
+    stderr: tuple[float | None, ...]
+    fitted: tuple[float, ...]
+    r2: float | None
+    """None when every observation is the same (nothing to explain)."""
+    rmse: float
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.fsum(x * y for x, y in zip(a, b, strict=True))
+
+
+def least_squares(columns: Sequence[Sequence[float]], y: Sequence[float]) -> LeastSquares:
+    """Ordinary least squares of ``y`` on ``columns`` (the first one all ones).
+
+    A column that lies in the span of those before it is not fitted: its coefficient
+    and standard error are None. Standard errors are the classical ones,
+    ``sigma^2 (X'X)^-1`` with ``sigma^2 = RSS / (n - p)``.
+    """
+    n = len(y)
+    basis: list[list[float]] = []  # orthonormal columns, Q
+    kept: list[int] = []
+    r: list[list[float]] = []  # rows of the upper triangular R, over kept columns
+    for j, column in enumerate(columns):
+        v = [float(x) for x in column]
+        norm0 = math.sqrt(_dot(v, v))
+        coeffs = []
+        for q in basis:
+            c = _dot(q, v)
+            v = [vi - c * qi for vi, qi in zip(v, q, strict=True)]
+            coeffs.append(c)
+        norm = math.sqrt(_dot(v, v))
+        if norm0 == 0 or norm <= _RANK_TOLERANCE * norm0:
+            continue
+        for row, c in zip(r, coeffs, strict=True):
+            row.append(c)
+        r.append([0.0] * len(basis) + [norm])
+        basis.append([vi / norm for vi in v])
+        kept.append(j)
+    p = len(kept)
+    qty = [_dot(q, y) for q in basis]
+    beta = [0.0] * p
+    for i in reversed(range(p)):
+        beta[i] = (qty[i] - math.fsum(r[i][k] * beta[k] for k in range(i + 1, p))) / r[i][i]
+    fitted = [
+        math.fsum(b * columns[j][row] for b, j in zip(beta, kept, strict=True)) for row in range(n)
+    ]
+    rss = math.fsum((yi - fi) ** 2 for yi, fi in zip(y, fitted, strict=True))
+    mean = math.fsum(y) / n
+    tss = math.fsum((yi - mean) ** 2 for yi in y)
+    sigma2 = rss / (n - p) if n > p else math.nan
+    inverse = _upper_inverse(r)
+    errors = [math.sqrt(sigma2 * _dot(row, row)) if n > p else None for row in inverse]
+    out_coeffs: list[float | None] = [None] * len(columns)
+    out_errors: list[float | None] = [None] * len(columns)
+    for i, j in enumerate(kept):
+        out_coeffs[j], out_errors[j] = beta[i], errors[i]
+    return LeastSquares(
+        coefficients=tuple(out_coeffs),
+        stderr=tuple(out_errors),
+        fitted=tuple(fitted),
+        r2=1 - rss / tss if tss > 0 else None,
+        rmse=math.sqrt(rss / n),
+    )
+
+
+def _upper_inverse(r: Sequence[Sequence[float]]) -> list[list[float]]:
+    """The inverse of the upper triangular ``r``, as rows; ``(X'X)^-1 = R^-1 R^-T``, so
+    the variance of coefficient ``i`` is sigma^2 times the squared norm of row ``i``."""
+    p = len(r)
+    inverse = [[0.0] * p for _ in range(p)]
+    for col in range(p):
+        for i in reversed(range(col + 1)):
+            unit = 1.0 if i == col else 0.0
+            acc = unit - math.fsum(r[i][k] * inverse[k][col] for k in range(i + 1, col + 1))
+            inverse[i][col] = acc / r[i][i]
+    return inverse
+
+
+# --- one capability ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One fitted term: GPU seconds it adds, with its standard error (None when the
+    jobs could not tell it apart from the others: it keeps its current price)."""
+
+    key: str
+    label: str
+    seconds: float | None
+    stderr: float | None
+
+    @property
+    def priced_seconds(self) -> float | None:
+        """The seconds the proposal prices: None when not fitted (the price is kept),
+        zero when the cost is not measurable (within ``SIGNIFICANCE`` standard errors
+        of zero) or negative (a book cannot pay for an option), else ``seconds``."""
+        if self.seconds is None:
+            return None
+        if self.seconds <= 0 or not self.measurable:
+            return 0.0
+        return self.seconds
+
+    @property
+    def measurable(self) -> bool:
+        """Whether ``seconds`` lies more than ``SIGNIFICANCE`` standard errors from 0."""
+        if self.seconds is None:
+            return False
+        return self.stderr is None or abs(self.seconds) > SIGNIFICANCE * self.stderr
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryModel:
+    """Peak GPU memory against image size: ``mb = base_mb + mb_per_megapixel x MP``."""
+
+    base_mb: float
+    mb_per_megapixel: float | None
+    r2: float | None
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityFit:
+    """The cost model of one capability, or why there is none (``terms`` empty)."""
+
+    capability: str
+    samples: int
+    """Jobs fitted (after leaving out the outliers)."""
+    outliers: int
+    unreadable: int
+    """Jobs whose recorded options the current book no longer accepts."""
+    terms: tuple[Term, ...] = ()
+    r2: float | None = None
+    rmse_s: float | None = None
+    mean_s: float | None = None
+    memory: MemoryModel | None = None
+    notes: tuple[str, ...] = ()
+    rows: tuple[tuple[tuple[float, ...], float], ...] = field(default=(), repr=False)
+    """The fitted jobs' columns and seconds, for the proposal's revenue sums."""
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.terms)
+
+
+def _rows(
+    cap: CapabilityPrice, columns: Sequence[Feature], samples: Sequence[CostSample]
+) -> tuple[list[tuple[tuple[float, ...], float, int | None]], int]:
+    rows: list[tuple[tuple[float, ...], float, int | None]] = []
+    unreadable = 0
+    for sample in samples:
+        recorded = {k: v for k, v in sample.options.items() if k in cap.options}
+        try:
+            chosen: dict[str, OptionValue] = dict(normalise_options(cap.options, recorded))
+        except InvalidOptionError:
+            unreadable += 1
+            continue
+        chosen["_mp"] = Decimal(repr(sample.megapixels))
+        values = tuple(f.value(chosen) for f in columns)
+        rows.append((values, float(sample.seconds), sample.gpu_peak_mb))
+    return rows, unreadable
+
+
+def _outliers(y: Sequence[float], fitted: Sequence[float]) -> list[bool]:
+    """Which rows lie beyond ``OUTLIER_SCALE`` robust standard deviations."""
+    residuals = [yi - fi for yi, fi in zip(y, fitted, strict=True)]
+    middle = statistics.median(residuals)
+    scale = _MAD_TO_SD * statistics.median(abs(e - middle) for e in residuals)
+    if scale <= 0:
+        return [False] * len(residuals)
+    return [abs(e - middle) > OUTLIER_SCALE * scale for e in residuals]
+
+
+def _memory_model(
+    rows: Sequence[tuple[tuple[float, ...], float, int | None]],
+) -> MemoryModel | None:
+    measured = [(values[1], float(mb)) for values, _, mb in rows if mb is not None]
+    if len(measured) < MIN_SAMPLES:
+        return None
+    fit = least_squares(
+        [[1.0] * len(measured), [mp for mp, _ in measured]], [mb for _, mb in measured]
+    )
+    base, slope = fit.coefficients
+    assert base is not None
+    return MemoryModel(base_mb=base, mb_per_megapixel=slope, r2=fit.r2, samples=len(measured))
+
+
+def fit_capability(cap: CapabilityPrice, samples: Sequence[CostSample]) -> CapabilityFit:
+    """The cost model of ``cap`` from its jobs ``samples`` (see the module's notes)."""
+    columns = features(cap)
+    rows, unreadable = _rows(cap, columns, samples)
+    if len(rows) < MIN_SAMPLES:
+        note = f"{len(rows)} usable jobs; at least {MIN_SAMPLES} are needed to fit"
+        return CapabilityFit(cap.name, len(rows), 0, unreadable, notes=(note,))
+    fit = least_squares(
+        list(zip(*(values for values, _, _ in rows), strict=True)), [s for _, s, _ in rows]
+    )
+    drop = _outliers([s for _, s, _ in rows], fit.fitted)
+    kept = [row for row, out in zip(rows, drop, strict=True) if not out]
+    outliers = len(rows) - len(kept)
+    if outliers and len(kept) >= MIN_SAMPLES:
+        fit = least_squares(
+            list(zip(*(values for values, _, _ in kept), strict=True)), [s for _, s, _ in kept]
+        )
+        rows = kept
+    else:
+        outliers = 0
+    terms = tuple(
+        Term(f.key, f.label, b, e)
+        for f, b, e in zip(columns, fit.coefficients, fit.stderr, strict=True)
+    )
+    seconds = [s for _, s, _ in rows]
+    notes = _notes(terms, fit.r2)
+    return CapabilityFit(
+        capability=cap.name,
+        samples=len(rows),
+        outliers=outliers,
+        unreadable=unreadable,
+        terms=terms,
+        r2=fit.r2,
+        rmse_s=fit.rmse,
+        mean_s=math.fsum(seconds) / len(seconds),
+        memory=_memory_model(rows),
+        notes=notes,
+        rows=tuple((values, s) for values, s, _ in rows),
+    )
+
+
+def _notes(terms: Sequence[Term], r2: float | None) -> tuple[str, ...]:
+    notes = []
+    if r2 is not None and r2 < WEAK_R2:
+        notes.append(f"weak fit (R^2 {r2:.2f}): size and options explain little of the time")
+    for term in terms:
+        if term.seconds is None:
+            notes.append(f"{term.label}: the jobs cannot tell its cost apart; price kept")
+        elif not term.measurable:
+            notes.append(
+                f"{term.label}: no measurable cost ({term.seconds:.3f} +/- "
+                f"{term.stderr or 0:.3f} s); priced 0"
+            )
+        elif term.seconds < 0:
+            notes.append(f"{term.label}: fitted at {term.seconds:.3f} s (saves time); priced 0")
+    return tuple(notes)
+
+
+# --- the proposal ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AmountChange:
+    """One amount of the book: what it is, and what the fit proposes."""
+
+    capability: str
+    key: str
+    label: str
+    current: Decimal
+    proposed: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """How closely a capability's prices follow its cost, on the jobs fitted: the
+    median tokens per GPU second now and as proposed (before time-of-day rates,
+    discounts, rounding and minimums)."""
+
+    capability: str
+    current_tokens_per_s: float
+    proposed_tokens_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    book: PriceBook
+    tokens_per_second: Decimal
+    revenue_neutral: bool
+    """True when the rate was chosen so that the fitted jobs cost, in sum, what they
+    cost under the current book (before rounding and minimums)."""
+    changes: tuple[AmountChange, ...]
+    tracking: tuple[Tracking, ...]
+    revenue_change: float | None
+    """Proposed over current list tokens of the fitted jobs, minus one."""
+
+
+def _tokens(seconds: float, rate: Decimal) -> Decimal:
+    amount = (Decimal(repr(max(seconds, 0.0))) * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+    return min(amount, Decimal(MAX_PRICE_TOKENS))
+
+
+def _rate(book: PriceBook, fits: Sequence[CapabilityFit]) -> Decimal:
+    """Tokens per GPU second at which the fitted jobs cost what they cost now."""
+    current = fitted_seconds = kept_tokens = 0.0
+    for fit in fits:
+        cap = book.capabilities[fit.capability]
+        amounts = [float(current_amount(cap, t.key)) for t in fit.terms]
+        for values, _ in fit.rows:
+            current += _dot(amounts, values)
+            for term, amount, x in zip(fit.terms, amounts, values, strict=True):
+                priced = term.priced_seconds
+                if priced is None:
+                    kept_tokens += amount * x
+                else:
+                    fitted_seconds += priced * x
+    if fitted_seconds <= 0 or current - kept_tokens <= 0:
+        raise InvalidInputError(
+            "the fitted jobs give no positive cost to price by; give --tokens-per-second"
+        )
+    return Decimal(repr((current - kept_tokens) / fitted_seconds)).quantize(
+        Decimal("0.0001"), rounding=ROUND_HALF_UP
+    )
+
+
+def propose(
+    book: PriceBook,
+    fits: Sequence[CapabilityFit],
+    *,
+    version: str,
+    description: str,
+    tokens_per_second: Decimal | None = None,
+) -> Proposal:
+    """A new version of ``book`` whose fitted amounts are their seconds times one rate.
+
+    The rate is ``tokens_per_second``, or else the one that keeps the fitted jobs'
+    total list price (``_rate``). Capabilities not fitted, terms not fitted, minimums,
+    rounding, time-of-day windows and account terms are kept as they are.
+    """
+    fitted = [f for f in fits if f.fitted and f.capability in book.capabilities]
+    if not fitted:
+        raise InvalidInputError("no capability has enough jobs to fit a cost model")
+    if tokens_per_second is not None and not ZERO < tokens_per_second <= MAX_PRICE_TOKENS:
+        raise InvalidInputError("tokens per second must be positive")
+    rate = tokens_per_second if tokens_per_second is not None else _rate(book, fitted)
+    capabilities = dict(book.capabilities)
+    changes: list[AmountChange] = []
+    tracking: list[Tracking] = []
+    now_total = then_total = 0.0
+    for fit in fitted:
+        cap = capabilities[fit.capability]
+        for term in fit.terms:
+            if term.priced_seconds is not None:
+                cap = with_amount(cap, term.key, _tokens(term.priced_seconds, rate))
+        capabilities[cap.name] = cap
+        was = book.capabilities[cap.name]
+        ours = [
+            AmountChange(
+                cap.name, t.key, t.label, current_amount(was, t.key), current_amount(cap, t.key)
+            )
+            for t in fit.terms
+        ]
+        changes += ours
+        now = [_dot([float(c.current) for c in ours], values) for values, _ in fit.rows]
+        then = [_dot([float(c.proposed) for c in ours], values) for values, _ in fit.rows]
+        now_total, then_total = now_total + math.fsum(now), then_total + math.fsum(then)
+        timed = [(a, b, s) for a, b, (_, s) in zip(now, then, fit.rows, strict=True) if s > 0]
+        if timed:
+            tracking.append(
+                Tracking(
+                    cap.name,
+                    statistics.median(a / s for a, _, s in timed),
+                    statistics.median(b / s for _, b, s in timed),
+                )
+            )
+    proposed = replace(book, version=version, description=description, capabilities=capabilities)
+    return Proposal(
+        book=proposed,
+        tokens_per_second=rate,
+        revenue_neutral=tokens_per_second is None,
+        changes=tuple(changes),
+        tracking=tuple(tracking),
+        revenue_change=then_total / now_total - 1 if now_total > 0 else None,
+    )
+
+
+def predicted_seconds(
+    cap: CapabilityPrice, fit: CapabilityFit, width: int, height: int, options: Mapping[str, object]
+) -> float | None:
+    """What the model says a job of ``cap`` takes (None when ``fit`` has no model);
+    terms not fitted count nothing."""
+    if not fit.fitted:
+        return None
+    chosen: dict[str, OptionValue] = dict(normalise_options(cap.options, options))
+    chosen["_mp"] = Decimal(width * height) / 1_000_000
+    return math.fsum(
+        term.seconds * feature.value(chosen)
+        for term, feature in zip(fit.terms, features(cap), strict=True)
+        if term.seconds is not None
+    )
