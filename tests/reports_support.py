@@ -25,6 +25,12 @@ class Use:
     inference_s: float | None
     failure_code: str | None
     at: datetime
+    width: int = 800
+    height: int = 600
+    options: str = "{}"
+    """As recorded on the job: canonical JSON."""
+    engine: str = "preview"
+    gpu_peak_mb: int | None = None
 
 
 def new_account(engine: sa.Engine, name: str) -> str:
@@ -39,9 +45,9 @@ def store_usage(engine: sa.Engine, uses: list[Use]) -> None:
         job_id = new_id("job")
         job_rows.append({
             "id": job_id, "account_id": use.account_id, "user_id": "user_1",
-            "capability": use.capability, "options": "{}", "options_key": "k",
+            "capability": use.capability, "options": use.options, "options_key": "k",
             "state": use.outcome, "tier": 1, "sha256": "ab" * 32, "md5": "cd" * 16,
-            "size_bytes": 1, "image_format": "png", "width": 800, "height": 600,
+            "size_bytes": 1, "image_format": "png", "width": use.width, "height": use.height,
             "tokens": use.list_tokens, "list_tokens": use.list_tokens,
             "hold_id": new_id("hold"), "hold_expires_at": use.at, "price_book_version": "v",
             "breakdown": "[]", "input_name": "in.png", "attempts": 1, "created_at": use.at,
@@ -51,8 +57,9 @@ def store_usage(engine: sa.Engine, uses: list[Use]) -> None:
             "id": new_id("use"), "job_id": job_id, "account_id": use.account_id,
             "user_id": "user_1", "capability": use.capability, "outcome": use.outcome,
             "tokens_charged": use.tokens_charged, "list_tokens": use.list_tokens,
-            "width": 800, "height": 600, "queue_wait_s": 0.1, "inference_s": use.inference_s,
-            "engine": "preview", "price_book_version": "v", "gpu_peak_mb": None,
+            "width": use.width, "height": use.height, "queue_wait_s": 0.1,
+            "inference_s": use.inference_s, "engine": use.engine, "price_book_version": "v",
+            "gpu_peak_mb": use.gpu_peak_mb,
             "failure_code": use.failure_code, "created_at": use.at,
         })  # fmt: skip
     with engine.begin() as conn:

@@ -23,7 +23,7 @@ from comfygate.adapters.db.sql_ledger import SqlLedgerStore
 from comfygate.adapters.db.sql_payments import SqlOrderStore
 from comfygate.adapters.db.sql_plans import SqlSubscriptionStore
 from comfygate.adapters.db.sql_pricing import build_pricing_services
-from comfygate.adapters.db.sql_reports import SqlUsageCounts
+from comfygate.adapters.db.sql_reports import SqlCostSamples, SqlUsageCounts
 from comfygate.adapters.metrics import GatewayMetrics
 from comfygate.adapters.payments import HmacWebhookProvider
 from comfygate.adapters.ratelimit import RateLimiter, RedisRateLimiter, TokenBucketRateLimiter
@@ -36,6 +36,7 @@ from comfygate.domain.plans import PlanCatalog, parse_catalog
 from comfygate.services.accounts import AccountQueries
 from comfygate.services.audit import AuditLog
 from comfygate.services.clock import Clock, SystemClock
+from comfygate.services.cost_fit import CostFitting
 from comfygate.services.identity import IdentityService
 from comfygate.services.ledger import LedgerService
 from comfygate.services.payments import PaymentService
@@ -83,6 +84,7 @@ class Container:
     # jobs: submit, dispatch, settle, results, usage (bootstrap_jobs)
     jobs: JobServices
     reports: UsageReports
+    cost_fit: CostFitting
     serial: SerialWorker
     """Runs the hot path's blocking calls: quotes, submissions, job starts, settlements."""
     # Fields with defaults stay last (dataclass rule): lifecycle hooks the API's
@@ -191,6 +193,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
                 pricing.price_books.show(account_id=account).book.timezone
             ),
         ),
+        cost_fit=CostFitting(SqlCostSamples(engine), pricing.price_books, clock),
         serial=serial,
     )
 

@@ -136,6 +136,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 def _register_all() -> None:
     from comfygate.entrypoints import (
+        cli_costs,
         cli_gateway,
         cli_ledger,
         cli_pricing,
@@ -148,6 +149,7 @@ def _register_all() -> None:
     cli_gateway.register(main)
     cli_workers.register(main)
     cli_reports.register(main)
+    cli_costs.register(main)
 
 
 _register_all()

@@ -10,8 +10,9 @@ differs per backend (``_utc_hour``, ``_utc_quarter``).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,9 +24,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
 
 from comfygate.adapters.db.engine import read_only
-from comfygate.adapters.db.tables_jobs import usage_events
+from comfygate.adapters.db.tables_jobs import jobs, usage_events
 from comfygate.adapters.db.tables_ledger import accounts
 from comfygate.domain import analytics as da
+from comfygate.domain.cost_model import CostSample
 from comfygate.services.reports import WindowCounts
 
 _u = usage_events.c
@@ -214,3 +216,59 @@ def _window(
     """The conditions of the jobs settled in ``[since, until)`` (in one account)."""
     window = [_u.created_at >= since, _u.created_at < until]
     return window if account_id is None else [*window, _u.account_id == account_id]
+
+
+class SqlCostSamples:
+    """``services.cost_fit.CostSamples``: succeeded, timed jobs of ``usage_events``, with
+    the options recorded on their ``jobs`` row, newest first."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def samples(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        engines: Sequence[str] | None,
+        exclude_engines: Sequence[str],
+        limit: int,
+    ) -> list[CostSample]:
+        which = (
+            _u.engine.in_(engines)
+            if engines is not None
+            else sa.or_(_u.engine.is_(None), _u.engine.not_in(exclude_engines))
+        )
+        query = (
+            sa.select(
+                _u.capability,
+                _u.width,
+                _u.height,
+                _u.inference_s,
+                _u.gpu_peak_mb,
+                jobs.c.options,
+            )
+            .join(jobs, jobs.c.id == _u.job_id)
+            .where(
+                _u.created_at >= since,
+                _u.created_at < until,
+                _SUCCEEDED,
+                _TIMED,
+                which,
+            )
+            .order_by(_u.created_at.desc())
+            .limit(limit)
+        )
+        with read_only(self.engine.connect()) as conn:
+            rows = conn.execute(query).all()
+        return [
+            CostSample(
+                capability=row.capability,
+                width=row.width,
+                height=row.height,
+                options=json.loads(row.options),
+                seconds=float(row.inference_s),
+                gpu_peak_mb=row.gpu_peak_mb,
+            )
+            for row in rows
+        ]
