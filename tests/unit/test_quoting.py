@@ -16,58 +16,18 @@ from comfygate.domain.errors import (
     TooManyPixelsError,
     ValidationFailedError,
 )
-from comfygate.domain.pricing import PriceBook
 from comfygate.domain.pricing_quotes import Quote
 from comfygate.domain.pricing_validation import parse_price_book
 from comfygate.services.quoting import (
     KEEP_EXPIRED,
-    PriceBookRecord,
     PriceBookService,
     QuoteService,
 )
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakePriceBookRepository
 from tests.unit.test_pricing import default_doc
 
 T0 = datetime(2024, 5, 1, 4, 0, tzinfo=UTC)  # noon in Shanghai
 PERSON = {"capability": "colorize.person", "width": 800, "height": 600}
-
-
-class FakePriceBookRepository:
-    """In memory, with the same "active" rule as the SQL repository."""
-
-    def __init__(self) -> None:
-        self.records: list[PriceBookRecord] = []
-        self.builtins: dict[str, PriceBook] = {}
-
-    def active(self, *, account_id: str | None, at: datetime) -> PriceBookRecord | None:
-        def newest(owner: str | None) -> PriceBookRecord | None:
-            found = [
-                r
-                for r in self.records
-                if r.account_id == owner and r.effective_at is not None and r.effective_at <= at
-            ]
-            return max(found, key=lambda r: (r.effective_at, r.created_at), default=None)
-
-        own = newest(account_id) if account_id is not None else None
-        return own or newest(None)
-
-    def get(self, version: str) -> PriceBookRecord | None:
-        return next((r for r in self.records if r.book.version == version), None)
-
-    def add(self, record: PriceBookRecord) -> None:
-        if self.get(record.book.version):
-            raise DuplicatePriceBookVersionError(f"{record.book.version} exists")
-        self.records.append(record)
-
-    def history(self, *, account_id: str | None) -> list[PriceBookRecord]:
-        mine = [r for r in self.records if r.account_id == account_id]
-        return sorted(mine, key=lambda r: (r.effective_at, r.created_at), reverse=True)
-
-    def remember_builtin(self, book: PriceBook, *, at: datetime) -> PriceBook:
-        return self.builtins.setdefault(book.version, book)
-
-    def builtin(self, version: str) -> PriceBook | None:
-        return self.builtins.get(version)
 
 
 class FakeQuoteRepository:

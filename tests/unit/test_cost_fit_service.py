@@ -1,0 +1,113 @@
+"""``CostFitting``: the window it reads, the engines it asks for, the book it follows,
+and what it says of jobs it cannot price."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from comfygate.domain.cost_model import CostSample
+from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.pricing_validation import parse_price_book
+from comfygate.services.cost_fit import DEFAULT_WINDOW, MAX_SAMPLES, CostFitting
+from comfygate.services.quoting import PriceBookService
+from tests.fakes import FakeClock, FakePriceBookRepository
+from tests.unit.test_pricing import default_doc
+
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+class FakeSamples:
+    def __init__(self, samples: list[CostSample]) -> None:
+        self.given = samples
+        self.asked: list[dict[str, Any]] = []
+
+    def samples(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        engines: Sequence[str] | None,
+        exclude_engines: Sequence[str],
+        limit: int,
+    ) -> list[CostSample]:
+        self.asked.append(
+            {"since": since, "until": until, "engines": engines, "exclude": exclude_engines,
+             "limit": limit}
+        )  # fmt: skip
+        return self.given
+
+
+def person_jobs(n: int = 30) -> list[CostSample]:
+    sizes = [(800, 600), (1920, 1080), (3000, 2000)]
+    return [
+        CostSample("colorize.person", w, h, {"upscale": 1}, 1 + w * h / 1e6, None)
+        for w, h in (sizes[i % 3] for i in range(n))
+    ]
+
+
+def fitting(samples: list[CostSample]) -> tuple[CostFitting, FakeSamples, PriceBookService]:
+    clock = FakeClock(NOW)
+    books = PriceBookService(
+        prices=FakePriceBookRepository(), clock=clock, default_book=parse_price_book(default_doc())
+    )
+    fake = FakeSamples(samples)
+    return CostFitting(fake, books, clock), fake, books
+
+
+def test_by_default_the_last_30_days_of_every_engine_but_preview() -> None:
+    service, fake, _ = fitting(person_jobs())
+    report = service.fit()
+    assert fake.asked == [
+        {"since": NOW - DEFAULT_WINDOW, "until": NOW, "engines": None, "exclude": ("preview",),
+         "limit": MAX_SAMPLES}
+    ]  # fmt: skip
+    assert report.proposal.book.version == "fit-20261128-120000"
+    assert [f.fitted for f in report.fits] == [True, False]  # building: no jobs, kept
+    assert report.fits[1].notes == ("0 usable jobs; at least 10 are needed to fit",)
+    assert [(e.capability, e.width) for e in report.examples] == [
+        ("colorize.person", 800), ("colorize.person", 1920), ("colorize.person", 4000)
+    ]  # fmt: skip
+
+
+def test_engines_asked_for_by_name_are_passed_on() -> None:
+    service, fake, _ = fitting(person_jobs())
+    service.fit(engines=["preview", "comfyui"])
+    assert fake.asked[0]["engines"] == ("preview", "comfyui")
+
+
+def test_it_follows_the_book_in_force_and_counts_capabilities_it_no_longer_has() -> None:
+    service, _, books = fitting([*person_jobs(), CostSample("ocr.text", 10, 10, {}, 1.0)])
+    doc = default_doc() | {"version": "later-2"}
+    books.activate(doc)
+    report = service.fit(tokens_per_second=Decimal(2))
+    assert report.based_on == "later-2"
+    assert report.unpriced == {"ocr.text": 1}
+    assert report.proposed_document()["capabilities"]["colorize.person"]["base"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        (NOW, NOW, "since must be before until"),
+        (NOW, NOW - timedelta(days=1), "since must be before until"),
+        (datetime(2026, 11, 1), NOW, "since must be a time with its zone"),
+        (datetime.min.replace(tzinfo=UTC), NOW, "since must be a time with its zone, in range"),
+    ],
+)
+def test_a_bad_window_is_invalid_input(since: datetime, until: datetime, message: str) -> None:
+    service, fake, _ = fitting(person_jobs())
+    with pytest.raises(InvalidInputError, match=message):
+        service.fit(since=since, until=until)
+    assert fake.asked == []
+
+
+def test_a_version_the_books_refuse_is_a_validation_error() -> None:
+    service, _, _ = fitting(person_jobs())
+    with pytest.raises(InvalidInputError) as caught:
+        service.fit(version="not a version!")
+    assert caught.value.code == "validation_failed"
