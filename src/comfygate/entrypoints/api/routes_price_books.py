@@ -1,5 +1,5 @@
-"""Price books (operator): validate a draft, simulate a quote with it, activate it, and
-show the active version and the history.
+"""Price books (operator): validate a draft, simulate a quote with it, activate it,
+show the active version and the history, and fit cost models to propose the next one.
 
 A draft is sent either as a JSON ``document`` (the TOML's tables as JSON) or as the
 ``toml`` text itself. Validation returns every problem at once; activation refuses an
@@ -9,14 +9,17 @@ invalid book with 422 ``validation_failed`` listing them all.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from comfygate.domain.errors import ValidationFailedError
+from comfygate.domain.pricing import MAX_PRICE_TOKENS
 from comfygate.domain.pricing_document import parse_toml, price_book_to_document
 from comfygate.entrypoints.api.deps import ContainerDep, OperatorDep
+from comfygate.entrypoints.api.schemas_costs import CostFitOut
 from comfygate.services.quoting import PriceBookRecord
 
 router = APIRouter(prefix="/v1/admin/price-books", tags=["price books"])
@@ -128,3 +131,46 @@ def history(
     account_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> list[dict[str, Any]]:
     return [_record(r) for r in container.pricing.price_books.history(account_id=account_id)]
+
+
+@router.get(
+    "/fit",
+    response_model=CostFitOut,
+    summary="Cost models fitted from the jobs that ran, and the book they propose",
+)
+def fit(
+    container: ContainerDep,
+    principal: OperatorDep,
+    since: Annotated[
+        datetime | None, Query(description="inclusive, ISO-8601 with zone; default: 30 days ago")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="exclusive, ISO-8601 with zone; default: now")
+    ] = None,
+    engine: Annotated[
+        list[str] | None,
+        Query(max_length=8, description="only these engines; default: every one but preview"),
+    ] = None,
+    tokens_per_second: Annotated[
+        Decimal | None,
+        Query(
+            gt=0,
+            le=MAX_PRICE_TOKENS,
+            allow_inf_nan=False,
+            description="default: the rate at which the fitted jobs cost what they cost now",
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, Query(max_length=64, description="the proposal's; default: fit-DATE-TIME")
+    ] = None,
+) -> CostFitOut:
+    """Nothing is stored: post the answer's ``price_book`` to ``/activate`` as its
+    ``document`` to put it in force."""
+    report = container.cost_fit.fit(
+        since=since,
+        until=until,
+        engines=engine,
+        tokens_per_second=tokens_per_second,
+        version=version,
+    )
+    return CostFitOut.of(report)
