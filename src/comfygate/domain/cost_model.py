@@ -28,6 +28,7 @@ Pure: no I/O. Prices stay ``Decimal``; floats are only the statistics.
 from __future__ import annotations
 
 import math
+import operator
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -195,7 +196,7 @@ class LeastSquares:
 
 
 def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return math.fsum(x * y for x, y in zip(a, b, strict=True))
+    return math.fsum(map(operator.mul, a, b))
 
 
 def least_squares(columns: Sequence[Sequence[float]], y: Sequence[float]) -> LeastSquares:
@@ -230,9 +231,9 @@ def least_squares(columns: Sequence[Sequence[float]], y: Sequence[float]) -> Lea
     beta = [0.0] * p
     for i in reversed(range(p)):
         beta[i] = (qty[i] - math.fsum(r[i][k] * beta[k] for k in range(i + 1, p))) / r[i][i]
-    fitted = [
-        math.fsum(b * columns[j][row] for b, j in zip(beta, kept, strict=True)) for row in range(n)
-    ]
+    fitted = [0.0] * n  # the projection of y on the columns: sum of (q'y) q
+    for q, c in zip(basis, qty, strict=True):
+        fitted = [f + c * qi for f, qi in zip(fitted, q, strict=True)]
     rss = math.fsum((yi - fi) ** 2 for yi, fi in zip(y, fitted, strict=True))
     mean = math.fsum(y) / n
     tss = math.fsum((yi - mean) ** 2 for yi in y)
@@ -334,17 +335,31 @@ class CapabilityFit:
 def _rows(
     cap: CapabilityPrice, columns: Sequence[Feature], samples: Sequence[CostSample]
 ) -> tuple[list[tuple[tuple[float, ...], float, int | None]], int]:
+    """Each readable job's column values, seconds and peak memory; and how many jobs
+    were not readable. The option columns are worked out once per distinct set of
+    recorded options (jobs share a few), the first two are 1 and the megapixels."""
+    assert [f.key for f in columns[:2]] == ["base", "megapixels"]
+    by_options: dict[tuple[tuple[str, JsonScalar], ...], tuple[float, ...] | None] = {}
+    # keyed by the options as recorded: a book's options the recorded ones lack take
+    # their defaults, and options the book no longer has are left out
     rows: list[tuple[tuple[float, ...], float, int | None]] = []
     unreadable = 0
     for sample in samples:
-        recorded = {k: v for k, v in sample.options.items() if k in cap.options}
-        try:
-            chosen: dict[str, OptionValue] = dict(normalise_options(cap.options, recorded))
-        except InvalidOptionError:
+        recorded = tuple(sample.options.items())
+        if recorded not in by_options:
+            try:
+                chosen = normalise_options(
+                    cap.options, {k: v for k, v in recorded if k in cap.options}
+                )
+            except InvalidOptionError:
+                by_options[recorded] = None
+            else:
+                by_options[recorded] = tuple(f.value(chosen) for f in columns[2:])
+        option_values = by_options[recorded]
+        if option_values is None:
             unreadable += 1
             continue
-        chosen["_mp"] = Decimal(repr(sample.megapixels))
-        values = tuple(f.value(chosen) for f in columns)
+        values = (1.0, sample.megapixels, *option_values)
         rows.append((values, float(sample.seconds), sample.gpu_peak_mb))
     return rows, unreadable
 
@@ -354,7 +369,7 @@ def _outliers(y: Sequence[float], fitted: Sequence[float]) -> list[bool]:
     residuals = [yi - fi for yi, fi in zip(y, fitted, strict=True)]
     middle = statistics.median(residuals)
     scale = _MAD_TO_SD * statistics.median(abs(e - middle) for e in residuals)
-    if scale <= 0:
+    if scale <= _RANK_TOLERANCE * max(map(abs, y)):  # an exact fit, but for rounding
         return [False] * len(residuals)
     return [abs(e - middle) > OUTLIER_SCALE * scale for e in residuals]
 
@@ -474,20 +489,25 @@ def _tokens(seconds: float, rate: Decimal) -> Decimal:
     return min(amount, Decimal(MAX_PRICE_TOKENS))
 
 
+def _column_sums(fit: CapabilityFit) -> list[float]:
+    """Each column summed over the fitted jobs: a linear price summed over the jobs is
+    the price of these sums."""
+    return [math.fsum(column) for column in zip(*(values for values, _ in fit.rows), strict=True)]
+
+
 def _rate(book: PriceBook, fits: Sequence[CapabilityFit]) -> Decimal:
     """Tokens per GPU second at which the fitted jobs cost what they cost now."""
     current = fitted_seconds = kept_tokens = 0.0
     for fit in fits:
         cap = book.capabilities[fit.capability]
-        amounts = [float(current_amount(cap, t.key)) for t in fit.terms]
-        for values, _ in fit.rows:
-            current += _dot(amounts, values)
-            for term, amount, x in zip(fit.terms, amounts, values, strict=True):
-                priced = term.priced_seconds
-                if priced is None:
-                    kept_tokens += amount * x
-                else:
-                    fitted_seconds += priced * x
+        for term, total in zip(fit.terms, _column_sums(fit), strict=True):
+            amount = float(current_amount(cap, term.key)) * total
+            current += amount
+            priced = term.priced_seconds
+            if priced is None:
+                kept_tokens += amount
+            else:
+                fitted_seconds += priced * total
     if fitted_seconds <= 0 or current - kept_tokens <= 0:
         raise InvalidInputError(
             "the fitted jobs give no positive cost to price by; give --tokens-per-second"
@@ -535,9 +555,13 @@ def propose(
             for t in fit.terms
         ]
         changes += ours
-        now = [_dot([float(c.current) for c in ours], values) for values, _ in fit.rows]
-        then = [_dot([float(c.proposed) for c in ours], values) for values, _ in fit.rows]
-        now_total, then_total = now_total + math.fsum(now), then_total + math.fsum(then)
+        old_amounts = [float(c.current) for c in ours]
+        new_amounts = [float(c.proposed) for c in ours]
+        totals = _column_sums(fit)
+        now_total += _dot(old_amounts, totals)
+        then_total += _dot(new_amounts, totals)
+        now = [sum(map(operator.mul, old_amounts, values)) for values, _ in fit.rows]
+        then = [sum(map(operator.mul, new_amounts, values)) for values, _ in fit.rows]
         timed = [(a, b, s) for a, b, (_, s) in zip(now, then, fit.rows, strict=True) if s > 0]
         if timed:
             tracking.append(

@@ -28,6 +28,7 @@ from comfygate.adapters.db.tables_jobs import jobs, usage_events
 from comfygate.adapters.db.tables_ledger import accounts
 from comfygate.domain import analytics as da
 from comfygate.domain.cost_model import CostSample
+from comfygate.domain.pricing_options import JsonScalar
 from comfygate.services.reports import WindowCounts
 
 _u = usage_events.c
@@ -261,12 +262,20 @@ class SqlCostSamples:
         )
         with read_only(self.engine.connect()) as conn:
             rows = conn.execute(query).all()
+        parsed: dict[str, dict[str, JsonScalar]] = {}  # jobs share a few sets of options
+
+        def options(text: str) -> dict[str, JsonScalar]:
+            found = parsed.get(text)
+            if found is None:
+                found = parsed[text] = json.loads(text)
+            return found
+
         return [
             CostSample(
                 capability=row.capability,
                 width=row.width,
                 height=row.height,
-                options=json.loads(row.options),
+                options=options(row.options),
                 seconds=float(row.inference_s),
                 gpu_peak_mb=row.gpu_peak_mb,
             )
