@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.exceptions
 
 from comfygate.adapters.ratelimit import TokenBucketRateLimiter
 from comfygate.domain.errors import RateLimitedError
@@ -84,3 +85,49 @@ def test_redis_out_of_reach_lets_requests_through() -> None:
             await limiter.close()
 
     assert asyncio.run(scenario()) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+    ],
+)
+def test_a_redis_that_answers_with_an_error_lets_requests_through(error: Exception) -> None:
+    """A replica after a failover, or a full Redis, answers every write with an error:
+    each authenticated request was a 500 (the limiter caught only connection errors)."""
+    from comfygate.adapters.ratelimit import RedisRateLimiter
+
+    class Refusing(RedisRateLimiter):
+        async def wait_s(self, key: str) -> float:
+            raise error
+
+    async def scenario() -> int:
+        limiter = Refusing(url="redis://127.0.0.1:1/0", per_minute=1)
+        try:
+            for _ in range(2):
+                await limiter.acquire("k")
+            return limiter.unlimited_for_outage
+        finally:
+            await limiter.close()
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_a_redis_that_refuses_our_credentials_is_not_an_outage() -> None:
+    from comfygate.adapters.ratelimit import RedisRateLimiter
+
+    class Refusing(RedisRateLimiter):
+        async def wait_s(self, key: str) -> float:
+            raise redis.exceptions.AuthenticationError("invalid password")
+
+    async def scenario() -> None:
+        limiter = Refusing(url="redis://127.0.0.1:1/0", per_minute=1)
+        try:
+            await limiter.acquire("k")
+        finally:
+            await limiter.close()
+
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        asyncio.run(scenario())

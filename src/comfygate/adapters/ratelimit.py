@@ -123,7 +123,7 @@ class RedisRateLimiter:
         self._script = self._client.register_script(_BUCKET_LUA)
         self._warned_at = -math.inf
         self.unlimited_for_outage = 0
-        """Requests let through because Redis could not be reached."""
+        """Requests let through because Redis could not be reached or would not write."""
 
     async def wait_s(self, key: str) -> float:
         """Take one request if possible (returns 0), else the seconds until one is free."""
@@ -137,7 +137,9 @@ class RedisRateLimiter:
     async def acquire(self, key: str) -> None:
         try:
             waited = await self.wait_s(key)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:
+            # Unreachable, timed out, or answering with an error it would give any
+            # write (a replica after a failover, maxmemory reached): an outage.
             if isinstance(exc, _MISCONFIGURED):  # not an outage: fix the URL
                 raise
             self.unlimited_for_outage += 1
