@@ -494,3 +494,60 @@ def test_a_refused_paid_notice_is_audited_once(parts, clock) -> None:  # type: i
         (raced.id, "invalid_order_state", "canceled"),
     ]
     assert not plans.topups
+
+
+def test_a_second_payment_of_a_paid_order_is_left_to_an_operator(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """A distinct paid notice (another event, another payment reference) for an order
+    paid already was counted as applied, with nothing audited: a customer charged
+    twice went unseen. The same payment told again (another event, the same
+    reference) is not a second payment."""
+    service, _, plans, audit = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    paid = {"order_id": order.id, "status": "paid", "amount": "19", "currency": "CNY"}
+    for event in (
+        {"id": "evt_1", "provider_ref": "pay_1", **paid},
+        {"id": "evt_1b", "provider_ref": "pay_1", **paid},  # the same payment, told again
+        {"id": "evt_2", "provider_ref": "pay_2", **paid},
+        {"id": "evt_2", "provider_ref": "pay_2", **paid},  # redelivered
+    ):
+        body, headers = _webhook(clock, event)
+        assert (
+            service.handle_webhook(provider="acme", body=body, headers=headers).provider_ref
+            == "pay_1"
+        )
+    unapplied = [e for e in audit.entries_list if e.action == "orders.notice_unapplied"]
+    assert [
+        (e.details["event_id"], e.details["why"], e.details["provider_ref"]) for e in unapplied
+    ] == [("evt_2", "already_paid", "pay_2")]
+    assert len(plans.topups) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "length"), [("id", 201), ("provider_ref", 201), ("status", 21), ("currency", 9)]
+)
+def test_a_notice_whose_fields_the_rows_cannot_hold_is_refused_whole(
+    clock, field: str, length: int
+) -> None:  # type: ignore[no-untyped-def]
+    """A long event id was granted, then failed to record (a 500 the provider retried
+    for ever); a long payment reference failed the claim and left a paid order pending.
+    Such a notice is now refused before anything is applied."""
+    provider = HmacWebhookProvider(name="acme", secret=SECRET)
+    notice = {"id": "e", "order_id": "o", "status": "paid", "currency": "CNY", field: "x" * length}
+    raw = json.dumps(notice).encode()
+    stamp = int(clock.now().timestamp())
+    with pytest.raises(InvalidInputError, match=f"{field} "):
+        provider.verify(
+            body=raw, headers={"comfygate-signature": sign(SECRET, raw, stamp)}, now=clock.now()
+        )
+
+
+def test_the_notice_limits_are_the_columns_lengths() -> None:
+    from comfygate.adapters.db.tables_payments import orders, payment_events
+    from comfygate.adapters.payments import NOTICE_FIELD_LENGTHS
+
+    columns = {
+        "id": payment_events.c.event_id, "order_id": payment_events.c.order_id,
+        "status": payment_events.c.status, "amount": orders.c.amount,
+        "currency": orders.c.currency, "provider_ref": orders.c.provider_ref,
+    }  # fmt: skip
+    assert {name: c.type.length for name, c in columns.items()} == NOTICE_FIELD_LENGTHS  # type: ignore[attr-defined]

@@ -69,6 +69,12 @@ class HmacWebhookProvider:
         return _parse_notice(self.name, body)
 
 
+NOTICE_FIELD_LENGTHS = {
+    "id": 200, "order_id": 40, "status": 20, "amount": 32, "currency": 8, "provider_ref": 200,
+}  # fmt: skip
+"""The most characters of each field of a notice: what the order and event rows hold."""
+
+
 def _parse_notice(provider: str, body: bytes) -> PaymentNotice:
     try:
         doc = json.loads(body)
@@ -80,6 +86,15 @@ def _parse_notice(provider: str, body: bytes) -> PaymentNotice:
     if missing:
         raise InvalidInputError(f"webhook body lacks {', '.join(missing)}", missing=missing)
     optional = {k: doc.get(k) for k in ("amount", "currency", "provider_ref")}
+    fields = {**optional, **{k: doc[k] for k in ("id", "order_id", "status")}}
+    too_long = [
+        k
+        for k, most in NOTICE_FIELD_LENGTHS.items()
+        if fields[k] is not None and len(str(fields[k])) > most
+    ]
+    if too_long:  # refused before anything is applied, rather than failing half way
+        limits = ", ".join(f"{k} {NOTICE_FIELD_LENGTHS[k]}" for k in too_long)
+        raise InvalidInputError(f"webhook fields too long (at most: {limits})", fields=too_long)
     return PaymentNotice(
         provider=provider,
         event_id=doc["id"],

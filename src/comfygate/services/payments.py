@@ -9,8 +9,8 @@ the next confirmation, or the ``grant_paid`` chore, grants. A paid order is neve
 canceled nor made pending again. A provider tells us through a signed webhook
 (``PaymentProvider.verify``); the ``manual`` provider has none: an operator confirms.
 A notice that changes nothing here (a refund, a payment for an order the customer
-canceled, a status we do not know) is answered, and left to an operator in the audit
-log.
+canceled, a second payment of a paid order, a status we do not know) is answered, and
+left to an operator in the audit log.
 """
 
 from __future__ import annotations
@@ -328,8 +328,9 @@ class PaymentService:
         order = self._store.get(notice.order_id)
         if order is None or order.provider != provider:
             raise OrderNotFoundError(f"no order {notice.order_id} for {provider}")
-        applied = True
+        applied, why = True, "nothing_to_apply"
         if notice.status == "paid" and order.state is not OrderState.CANCELED:
+            paid_as = order.provider_ref if order.state is OrderState.PAID else None
             try:
                 self._check_amount(order, notice)
                 order = self.confirm(
@@ -338,6 +339,9 @@ class PaymentService:
             except (PaymentMismatchError, OrderStateError) as refused:  # (canceled meanwhile)
                 self._unapplied(order.id, notice, actor, why=refused.code)
                 raise
+            if paid_as is not None and notice.provider_ref != paid_as:
+                # Another payment for an order paid already: the customer paid twice.
+                applied, why = False, "already_paid"
         elif notice.status == "canceled" and order.state is OrderState.PENDING:
             order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
         elif notice.status == "failed" and order.state is OrderState.PENDING:
@@ -345,7 +349,7 @@ class PaymentService:
         else:  # it changes nothing here: an operator's to act on (a refund, say)
             applied = False
         if not applied:
-            self._unapplied(order.id, notice, actor, why="nothing_to_apply")
+            self._unapplied(order.id, notice, actor, why=why)
         else:
             self._store.record_event(notice, self._clock.now())
         return order
