@@ -128,6 +128,7 @@ class IdentityService:
     def create_account(self, *, name: str, actor: Actor, admin_name: str = "admin") -> NewAccount:
         """Open an account (empty balance) with a first admin user and its key."""
         _require_operator(actor)
+        _check_name(admin_name)  # before the account is opened: a refusal leaves nothing
         account_id = self._ledger.open_account(name=name)
         user = self._new_user(account_id, admin_name, Role.ADMIN)
         issued, record = self._new_key(user, Role.ADMIN, "first key")
@@ -206,6 +207,10 @@ class IdentityService:
             raise ApiKeyNotFoundError(f"no key {key_id}", key_id=key_id)
         if not own:
             self._authorize(actor, stored.account_id, Role.ADMIN)
+            if isinstance(actor, Principal) and not role_at_least(actor.role, stored.role):
+                # An admin in the operator account once revoked the operator's keys.
+                raise PermissionDeniedError(f"revoking an {stored.role.value} key needs that role")
+        key_id = stored.id  # as stored: MariaDB finds it by a case or padding variant too
         now = self._clock.now()
         changed = self._store.revoke_key(key_id, now)
         with self._revoking:  # see ``authenticate``
@@ -259,10 +264,12 @@ class IdentityService:
 
     def users(self, *, account_id: str, actor: Actor) -> list[User]:
         self._authorize(actor, account_id, Role.ADMIN)
+        self._require_account(account_id)
         return self._store.users(account_id)
 
     def keys(self, *, account_id: str, actor: Actor) -> list[ApiKey]:
         self._authorize(actor, account_id, Role.ADMIN)
+        self._require_account(account_id)
         return self._store.keys(account_id)
 
     # -- helpers --------------------------------------------------------------------
@@ -296,8 +303,7 @@ class IdentityService:
                 )
 
     def _new_user(self, account_id: str, name: str, role: Role) -> User:
-        if not name.strip():
-            raise InvalidInputError("a user needs a name")
+        _check_name(name)
         return User(new_id("user"), account_id, name, role, self._clock.now())
 
     def _new_key(self, user: User, role: Role, label: str) -> tuple[IssuedKey, ApiKey]:
@@ -306,6 +312,11 @@ class IdentityService:
         now = self._clock.now()
         record = ApiKey(key_id, user.account_id, user.id, role, hash_key(api_key), label, now)
         return IssuedKey(key_id, api_key, user.account_id, user.id, role, now), record
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        raise InvalidInputError("a user needs a name")
 
 
 def _require_operator(actor: Actor) -> None:
