@@ -390,3 +390,34 @@ class ShareLinkInvalidError(NotFoundError):
 
 class ShareLinkExpiredError(NotFoundError):
     code = "share_link_expired"
+
+
+# --- deployment ------------------------------------------------------------------------
+
+
+class SchemaMismatchError(ComfygateError):
+    """The database's schema is not the one this code was written for. A command, or
+    ``/readyz``, refuses it at once rather than failing later on a missing column."""
+
+    code = "schema_mismatch"
+
+
+class SchemaOutOfDateError(SchemaMismatchError):
+    """Revisions of this code are not applied to the database (``comfygate db upgrade``
+    applies them)."""
+
+    code = "schema_out_of_date"
+
+    def __init__(self, message: str, /, *, pending: Sequence[str], **details: Any) -> None:
+        super().__init__(message, pending=list(pending), **details)
+        self.pending: list[str] = list(pending)
+
+
+class SchemaAheadError(SchemaMismatchError):
+    """The database has revisions this code does not know: a newer comfygate migrated it."""
+
+    code = "schema_ahead_of_code"
+
+    def __init__(self, message: str, /, *, unknown: Sequence[str], **details: Any) -> None:
+        super().__init__(message, unknown=list(unknown), **details)
+        self.unknown: list[str] = list(unknown)

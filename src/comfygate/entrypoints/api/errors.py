@@ -83,6 +83,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "worker_unavailable": 503,
     "engine_setup_failed": 503,
     "job_timeout": 504,
+    # deployment: a gateway whose schema does not match its code
+    "schema_mismatch": 503,
+    "schema_out_of_date": 503,
+    "schema_ahead_of_code": 503,
 }
 
 

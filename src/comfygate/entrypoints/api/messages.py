@@ -73,6 +73,9 @@ TITLES: dict[str, tuple[str, str]] = {
     "upload_refused": ("The worker refused the image", "处理节点拒收该图片"),
     "engine_setup_failed": ("Engine not available", "推理引擎不可用"),
     "job_cancelled": ("Job cancelled", "任务已取消"),
+    "schema_mismatch": ("Database schema does not match", "数据库结构与程序版本不符"),
+    "schema_out_of_date": ("Database schema out of date", "数据库结构需要升级"),
+    "schema_ahead_of_code": ("Database schema newer than this gateway", "数据库结构比本网关新"),
 }
 
 
