@@ -3,7 +3,8 @@
 A click group with a global ``--database URL``; each area registers its commands
 (``cli_ledger``, ``cli_pricing``, ...). Commands print JSON with ``--json`` (those
 shapes are an interface other tools call) and exit non-zero with a clear message on
-bad input: ``error [code]: message`` on stderr, exit status 1.
+bad input: ``error [code]: message`` on stderr, exit status 1 (``db status`` has two
+more: ``cli_db``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any, NoReturn
 import click
 import pydantic
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from comfygate import bootstrap
-from comfygate.config import load_settings
+from comfygate.adapters.db.engine import create_engine
+from comfygate.config import Settings, load_settings
 from comfygate.domain.errors import ComfygateError, ValidationFailedError
 
 
@@ -31,24 +34,46 @@ class AppContext:
 
     def __init__(self, database_url: str | None) -> None:
         self._database_url = database_url
+        self._settings: Settings | None = None
         self._container: bootstrap.Container | None = None
+        self._engine: Engine | None = None
 
     @property
-    def container(self) -> bootstrap.Container:
-        if self._container is None:
+    def settings(self) -> Settings:
+        if self._settings is None:
             overrides = {"database_url": self._database_url} if self._database_url else {}
-            self._container = bootstrap.build(load_settings(**overrides))
+            self._settings = load_settings(**overrides)
+        return self._settings
+
+    def container(self) -> bootstrap.Container:
+        """The container, its schema upgraded first."""
+        if self._container is None:
+            self._container = bootstrap.build(self.settings)
             self._container.upgrade_database()
         return self._container
+
+    def engine(self) -> Engine:
+        """An engine on the settings' database alone (``db`` commands: no container)."""
+        if self._engine is None:
+            self._engine = create_engine(self.settings.database_url)
+        return self._engine
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def context(ctx: click.Context) -> AppContext:
+    """The command line's context (``main`` makes it)."""
+    found: AppContext = ctx.find_object(AppContext)  # type: ignore[assignment]
+    return found
 
 
 def app(ctx: click.Context) -> bootstrap.Container:
     """The container for a command."""
-    return ctx.find_object(AppContext).container  # type: ignore[union-attr]
+    return context(ctx).container()
 
 
 def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one case per type
@@ -137,6 +162,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 def _register_all() -> None:
     from comfygate.entrypoints import (
         cli_costs,
+        cli_db,
         cli_gateway,
         cli_ledger,
         cli_pricing,
@@ -150,6 +176,7 @@ def _register_all() -> None:
     cli_workers.register(main)
     cli_reports.register(main)
     cli_costs.register(main)
+    cli_db.register(main)
 
 
 _register_all()
