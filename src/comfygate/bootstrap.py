@@ -99,6 +99,12 @@ class Container:
         migrate.upgrade(self.engine)
         self.pricing.price_books.check_builtin()
 
+    def check_database(self) -> None:
+        """``upgrade_database`` without migrating: ``SchemaMismatchError`` unless the
+        schema is exactly the code's (``auto_migrate`` off)."""
+        migrate.check(self.engine)
+        self.pricing.price_books.check_builtin()
+
     def prepare_data_dir(self) -> None:
         """Create the data dir and its folders; refuse one that cannot be written."""
         prepare_data_dir(self.settings.data_dir)
@@ -216,6 +222,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     container.on_startup.insert(0, make_data_dir)
 
     container.readiness_checks["data_dir"] = data_dir_writable
+
+    async def schema_matches() -> bool:  # raises, naming the revisions, when it does not
+        await asyncio.to_thread(migrate.check, engine)
+        return True
+
+    container.readiness_checks["schema"] = schema_matches
     return container
 
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     database_url: str = "sqlite:///./comfygate.db"
+    auto_migrate: bool = Field(
+        default=True,
+        description="every command (serve included) upgrades the schema first; off: only"
+        " `init` and `db upgrade` do, and the others refuse a schema unlike the code's",
+    )
     data_dir: Path = Path("./comfygate-data")
 
     # money

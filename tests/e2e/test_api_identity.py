@@ -4,6 +4,7 @@ limits, health and metrics."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,37 @@ def test_readiness_checks_the_data_dir_takes_files(tmp_path: Path) -> None:
             f"error: ValidationFailedError: the data dir {data} (COMFYGATE_DATA_DIR) is"
             " missing or not writable (its tmp/ folder)"
         )
+
+
+def test_readiness_checks_the_schema_is_the_code_s(gw: Gateway, tmp_path: Path) -> None:
+    """A gateway whose database another comfygate moved (ahead of its code) or moved
+    back (behind it) is kept out of the load balancer, and says which revisions."""
+
+    def record(revision: str) -> None:
+        with sqlite3.connect(tmp_path / "gateway.db") as conn:
+            conn.execute(
+                "UPDATE alembic_version SET version_num = ? WHERE version_num LIKE 'jobs_%'",
+                (revision,),
+            )
+
+    ready = gw.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["schema"] is True
+    record("jobs_0099")
+    ahead = gw.client.get("/readyz")
+    record("jobs_0004")
+    behind = gw.client.get("/readyz")
+    record("jobs_0005")
+    again = gw.client.get("/readyz")
+    assert ahead.status_code == behind.status_code == 503
+    assert ahead.json()["checks"]["schema"].startswith(
+        "error: SchemaAheadError: the database schema is ahead of this comfygate: it has"
+        " revisions this code does not know (jobs_0099)"
+    )
+    assert behind.json()["checks"]["schema"] == (
+        "error: SchemaOutOfDateError: the database schema is behind this comfygate:"
+        " 1 revision pending (jobs_0005); run `comfygate db upgrade`"
+    )
+    assert again.status_code == 200 and again.json()["checks"]["schema"] is True
 
 
 def test_health_readiness_and_metrics(gw: Gateway) -> None:

@@ -1,5 +1,6 @@
-"""``comfygate db status|upgrade``: a schema behind the code is reported (exit 3) and
-upgraded on demand; one ahead of it is reported (exit 4) and refused.
+"""``comfygate db status|upgrade`` and ``auto_migrate``: a schema behind the code is
+reported (exit 3) and upgraded on demand; with ``COMFYGATE_AUTO_MIGRATE=false`` the
+other commands migrate nothing and refuse a schema unlike the code's, ahead or behind.
 
 The schema behind the code is built by upgrading each branch to an older revision
 with Alembic; one ahead of it, by recording a revision the code does not know."""
@@ -23,6 +24,10 @@ OLDER = ("ledger_0005", "jobs_0004", "identity_0003", "pricing_0002")
 """Every branch at a revision of its own: two revisions behind the code."""
 PENDING = ["jobs_0005", "ledger_0006"]  # jobs_0005 copies tables on MariaDB
 HEADS = ["identity_0003", "jobs_0005", "ledger_0006", "pricing_0002"]
+BEHIND = (
+    "error [schema_out_of_date]: the database schema is behind this comfygate: 2 revisions"
+    " pending (jobs_0005, ledger_0006); run `comfygate db upgrade`\n"
+)
 AHEAD = (
     "error [schema_ahead_of_code]: the database schema is ahead of this comfygate: it has"
     " revisions this code does not know (jobs_0099), applied by a newer comfygate; run that"
@@ -75,6 +80,8 @@ def test_status_and_upgrade_round_trip(cli: Any, database_url: str) -> None:
         "current": "jobs_0004", "head": "jobs_0005", "pending": ["jobs_0005"]
     }  # fmt: skip
     assert report["branches"]["pricing"]["pending"] == []
+    refused = cli(database_url, "accounts", "create", "Acme", auto_migrate="false")
+    assert (refused.exit_code, refused.stderr) == (1, BEHIND)
 
     upgraded = cli(database_url, "db", "upgrade", "--json")
     assert upgraded.exit_code == 0, upgraded.output
@@ -88,6 +95,8 @@ def test_status_and_upgrade_round_trip(cli: Any, database_url: str) -> None:
     assert current.exit_code == 0, current.output
     assert json.loads(current.stdout)["state"] == "current"
     assert json.loads(current.stdout)["pending"] == []
+    made = cli(database_url, "accounts", "create", "Acme", "--json", auto_migrate="false")
+    assert made.exit_code == 0, made.output
     again = cli(database_url, "db", "upgrade", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["applied"] == []
 
@@ -113,7 +122,53 @@ def test_status_and_upgrade_for_a_person(cli: Any, sqlite_url: str) -> None:
     assert cli(sqlite_url, "db", "status").stdout.endswith("\ncurrent\n")
 
 
-def test_a_schema_ahead_of_the_code_is_refused(cli: Any, sqlite_url: str, tmp_path: Path) -> None:
+def test_by_default_a_command_still_upgrades_the_schema_first(cli: Any, sqlite_url: str) -> None:
+    migrate_to(sqlite_url, *OLDER)
+    assert cli(sqlite_url, "accounts", "create", "Acme").exit_code == 0
+    assert cli(sqlite_url, "db", "status").exit_code == 0
+
+
+def test_with_auto_migrate_off_commands_refuse_a_stale_schema_and_leave_it(
+    cli: Any, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("serve started on a stale schema")
+
+    monkeypatch.setattr("uvicorn.run", never)
+    migrate_to(sqlite_url, *OLDER)
+    for args in (("accounts", "create", "Acme"), ("balance", "acct_x"), ("serve",)):
+        refused = cli(sqlite_url, *args, auto_migrate="false")
+        assert (refused.exit_code, refused.stdout, refused.stderr) == (1, "", BEHIND), args
+    assert json.loads(cli(sqlite_url, "db", "status", "--json").stdout)["pending"] == PENDING
+    # init migrates whatever the setting says (and still prints the operator key once)
+    init = cli(sqlite_url, "init", "--json", auto_migrate="false")
+    assert init.exit_code == 0, init.output
+    assert json.loads(init.stdout)["operator_key"]
+    assert cli(sqlite_url, "accounts", "create", "Acme", auto_migrate="false").exit_code == 0
+
+
+def test_with_auto_migrate_off_an_empty_database_waits_for_db_upgrade(
+    cli: Any, sqlite_url: str
+) -> None:
+    refused = cli(sqlite_url, "accounts", "create", "Acme", auto_migrate="0")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        "error [schema_out_of_date]: the database schema is behind this comfygate:"
+        " 16 revisions pending (identity_0001, identity_0002, identity_0003, jobs_0001,"
+    )
+    upgraded = cli(sqlite_url, "db", "upgrade", "--json", auto_migrate="0")
+    assert upgraded.exit_code == 0, upgraded.output
+    applied = json.loads(upgraded.stdout)["applied"]
+    assert len(applied) == 16 and set(HEADS) <= set(applied)
+    assert json.loads(upgraded.stdout)["before"] == dict.fromkeys(
+        ["identity", "jobs", "ledger", "pricing"]
+    )
+    assert cli(sqlite_url, "accounts", "create", "Acme", auto_migrate="0").exit_code == 0
+
+
+def test_a_schema_ahead_of_the_code_is_refused_whatever_the_setting(
+    cli: Any, sqlite_url: str, tmp_path: Path
+) -> None:
     assert cli(sqlite_url, "db", "upgrade").exit_code == 0
     record_unknown_revision(tmp_path / "cli.db")
     ahead = cli(sqlite_url, "db", "status", "--json")
@@ -125,6 +180,7 @@ def test_a_schema_ahead_of_the_code_is_refused(cli: Any, sqlite_url: str, tmp_pa
         "head": "jobs_0005",
         "pending": [],
     }
-    for args in (("db", "upgrade"), ("accounts", "create", "Acme"), ("init",)):
-        refused = cli(sqlite_url, *args)
-        assert (refused.exit_code, refused.stdout, refused.stderr) == (1, "", AHEAD), args
+    for setting in (None, "false"):
+        for args in (("db", "upgrade"), ("accounts", "create", "Acme"), ("init",)):
+            refused = cli(sqlite_url, *args, auto_migrate=setting)
+            assert (refused.exit_code, refused.stdout, refused.stderr) == (1, "", AHEAD), args

@@ -164,3 +164,15 @@ def test_a_log_level_that_is_not_one_is_refused(
         f"COMFYGATE_LOG_LEVEL: {given!r} is not a log level: debug, info, warning, error or"
         " critical"
     ]
+
+
+def test_auto_migrate_is_on_unless_the_environment_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().auto_migrate is True
+    monkeypatch.setenv("COMFYGATE_AUTO_MIGRATE", "false")
+    assert load_settings().auto_migrate is False
+    monkeypatch.setenv("COMFYGATE_AUTO_MIGRATE", "maybe")
+    assert _refusal().errors == [
+        "COMFYGATE_AUTO_MIGRATE: Input should be a valid boolean, unable to interpret input"
+    ]

@@ -45,11 +45,15 @@ class AppContext:
             self._settings = load_settings(**overrides)
         return self._settings
 
-    def container(self) -> bootstrap.Container:
-        """The container, its schema upgraded first."""
+    def container(self, *, upgrade_schema: bool = False) -> bootstrap.Container:
+        """The container, its schema upgraded first when ``upgrade_schema`` or the
+        settings' ``auto_migrate`` say so, else checked (``SchemaMismatchError``)."""
         if self._container is None:
             self._container = bootstrap.build(self.settings)
-            self._container.upgrade_database()
+            if upgrade_schema or self.settings.auto_migrate:
+                self._container.upgrade_database()
+            else:
+                self._container.check_database()
         return self._container
 
     def engine(self) -> Engine:
@@ -71,9 +75,10 @@ def context(ctx: click.Context) -> AppContext:
     return found
 
 
-def app(ctx: click.Context) -> bootstrap.Container:
-    """The container for a command."""
-    return context(ctx).container()
+def app(ctx: click.Context, *, upgrade_schema: bool = False) -> bootstrap.Container:
+    """The container for a command: its schema upgraded first (``auto_migrate``, or
+    ``upgrade_schema`` for ``init``), or refused unless it is the code's."""
+    return context(ctx).container(upgrade_schema=upgrade_schema)
 
 
 def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 - one case per type

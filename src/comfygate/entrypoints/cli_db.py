@@ -1,7 +1,9 @@
 """CLI commands for the database schema: ``db upgrade`` and ``db status``.
 
 They need the database alone (no container: no price book, plan catalog or engine
-is read): a deploy script migrates, once, and checks.
+is read), and ``auto_migrate`` does not stop them on a schema behind the code: they
+are how an operator who turned it off migrates, once, and checks. (``db upgrade``
+refuses a schema ahead of the code; ``db status`` reports it.)
 
 ``db status`` exits 0 when the schema is the code's, ``EXIT_BEHIND`` when revisions
 are pending and ``EXIT_AHEAD`` when the database has revisions the code does not

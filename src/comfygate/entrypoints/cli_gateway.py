@@ -20,13 +20,16 @@ ROLES = click.Choice([r.value for r in Role])
 @click.option("--port", type=int, default=None, help="Port to bind (default: settings, 8000).")
 @click.pass_context
 def serve_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the HTTP API. On an empty database, initialise it and print an operator key once."""
+    """Run the HTTP API. On an empty database, initialise it and print an operator key once.
+
+    With ``auto_migrate`` off it migrates nothing: a schema unlike the code's stops it.
+    """
     import uvicorn
 
     from comfygate.entrypoints.api.app import create_app
     from comfygate.entrypoints.api.logs import configure_logging
 
-    container = app(ctx)  # upgrades the schema
+    container = app(ctx)  # upgrades the schema, or with auto_migrate off refuses a stale one
     container.prepare_data_dir()
     settings = container.settings
     configure_logging(settings.log_level)

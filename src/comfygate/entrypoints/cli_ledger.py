@@ -23,9 +23,10 @@ def init_cmd(ctx: click.Context, as_json: bool) -> None:
     """Create or upgrade the database (idempotent) and the data dir.
 
     The first time, also creates the operator account, user and API key and prints
-    the key (``operator_key``); it is never shown again (null on later runs).
+    the key (``operator_key``); it is never shown again (null on later runs). It
+    upgrades the schema whatever ``auto_migrate`` says.
     """
-    container = app(ctx)  # building the context upgrades the schema
+    container = app(ctx, upgrade_schema=True)
     container.prepare_data_dir()
     issued = container.identity.bootstrap_operator()
     emit(
