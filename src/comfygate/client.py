@@ -97,6 +97,11 @@ class Client:
 
     # ---- pricing and jobs ---------------------------------------------------------
 
+    def capabilities(self) -> dict[str, Any]:
+        """What the account can ask for: each capability's terms and options, and the
+        price book they come from."""
+        return self._json("GET", "/v1/capabilities", retry=True)
+
     def quote(
         self, image: Image, *, capability: str, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -28,6 +28,10 @@ def test_the_worked_example_through_the_client(
     photo = tmp_path / "grandma.png"
     photo.write_bytes(png_bytes((800, 600)))
     with Client(url, customer.api_key) as client:
+        offered = client.capabilities()
+        assert [c["name"] for c in offered["capabilities"]] == [
+            "colorize.person", "colorize.building",
+        ]  # fmt: skip
         quote = client.quote(photo, capability="colorize.person")
         assert quote["tokens"] == 11
         job = client.submit(photo, capability="colorize.person", quote_id=quote["quote_id"])

@@ -205,6 +205,22 @@ def check_image_size(width: object, height: object) -> tuple[int, int]:
 _Terms = tuple[Decimal, Mapping[str, Decimal], int, Decimal]
 
 
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What one capability costs one account under a book, its overrides applied."""
+
+    capability: CapabilityPrice
+    base: Decimal
+    coefficients: Mapping[str, Decimal]
+    minimum: int
+    discount_percent: Decimal
+
+
+def terms_for(book: PriceBook, account_id: str | None) -> list[Terms]:
+    """Every capability of ``book`` as ``account_id`` (None: anyone) is charged for it."""
+    return [Terms(cap, *_terms(book, cap, account_id)) for cap in book.capabilities.values()]
+
+
 def _terms(book: PriceBook, cap: CapabilityPrice, account_id: str | None) -> _Terms:
     """Base, coefficients, minimum and discount for ``account_id`` (overrides applied)."""
     account = book.accounts.get(account_id) if account_id is not None else None

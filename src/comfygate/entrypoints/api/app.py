@@ -20,6 +20,7 @@ from comfygate.bootstrap import Container
 from comfygate.entrypoints.api import (
     routes_account,
     routes_admin,
+    routes_capabilities,
     routes_health,
     routes_jobs,
     routes_payments,
@@ -36,6 +37,7 @@ def _routers() -> list[APIRouter]:
     return [
         routes_health.router,
         routes_quotes.router,
+        routes_capabilities.router,
         routes_account.router,
         routes_payments.router,
         routes_admin.router,
