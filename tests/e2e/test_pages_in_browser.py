@@ -84,6 +84,22 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         browser.choose_file("input[type=file]", photo)
         quoted = browser.wait_for("document.getElementById('quote-tokens').textContent")
         assert quoted.startswith("11")
+        # The kinds and their options come from /v1/capabilities, not from the page.
+        kinds = browser.run(
+            "[...document.forms['job-form'].capability.options].map((o) => o.value)"
+        )
+        assert kinds == ["colorize.person", "colorize.building"]
+        upscale = "document.querySelector('[data-option=upscale]')"
+        assert browser.run(f"[...{upscale}.options].map((o) => o.value)") == ["1", "2", "3", "4"]
+        for value, tokens in (("2", "16"), ("1", "11")):  # 10 + 0.96 (+ 5 upscaled)
+            browser.run(
+                f"{upscale}.value = '{value}';"
+                f" {upscale}.dispatchEvent(new Event('change', {{bubbles: true}}))"
+            )
+            browser.wait_for(
+                "!document.getElementById('quote').classList.contains('stale') &&"
+                f" document.getElementById('quote-tokens').textContent.startsWith('{tokens} ')"
+            )
         # Count what the page sends: the gateway's duplicate rule would turn a second
         # submission into the first job anyway.
         browser.run(COUNT_POSTS)

@@ -84,7 +84,7 @@ def _called_paths(script: str) -> set[str]:
 def test_every_path_the_script_calls_is_in_the_api_schema(gw: Gateway) -> None:
     called = _called_paths(WEB.joinpath("app.js").read_text("utf-8"))
     assert {"/v1/quotes", "/v1/jobs", "/v1/jobs/{}/events", "/v1/jobs/{}/result"} <= called
-    assert {"/v1/balance", "/v1/plans", "/v1/orders", "/v1/orders/{}"} <= called
+    assert {"/v1/balance", "/v1/plans", "/v1/orders", "/v1/orders/{}", "/v1/capabilities"} <= called
     schema_paths = gw.client.get("/openapi.json").json()["paths"]
     patterns = [re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(p)) for p in schema_paths]
     for path in called:
@@ -93,16 +93,20 @@ def test_every_path_the_script_calls_is_in_the_api_schema(gw: Gateway) -> None:
 
 
 def test_the_pages_way_to_pay_is_one_charge_at_the_quoted_price(gw: Gateway) -> None:
-    """What the script does: the first quote uploads the photo, a change of option
-    prices the size that quote read (JSON), and the submit names that quote, with one
-    Idempotency-Key for every attempt."""
+    """What the script does: it reads the capabilities and their options, the first
+    quote uploads the photo with the options as JSON, a change of option prices the
+    size that quote read (JSON), and the submit names that quote with the options it
+    read, with one Idempotency-Key for every attempt."""
     tenant = gw.tenant("page-payer", tokens=50)
+    offered = gw.client.get("/v1/capabilities", headers=tenant.user).json()
+    person = next(c for c in offered["capabilities"] if c["name"] == "colorize.person")
+    assert person["served"] and [o["name"] for o in person["options"]] == ["upscale"]
     image = png_bytes((800, 600), seed=7)
     upload = {"image": ("photo.png", image, "image/png")}
     first = gw.client.post(
         "/v1/quotes",
         files=upload,
-        data={"capability": "colorize.person", "upscale": "1"},
+        data={"capability": "colorize.person", "options": json.dumps({"upscale": 1})},
         headers=tenant.user,
     )
     assert first.status_code == 201, first.text
@@ -116,7 +120,8 @@ def test_the_pages_way_to_pay_is_one_charge_at_the_quoted_price(gw: Gateway) -> 
     assert again.status_code == 201, again.text
     quote = again.json()
     assert quote["tokens"] == 16  # 10 + 0.48 MP x 2 + 5 for the upscale, rounded
-    form = {"capability": "colorize.person", "upscale": "2", "quote_id": quote["quote_id"]}
+    options = json.dumps(quote["options"])
+    form = {"capability": "colorize.person", "options": options, "quote_id": quote["quote_id"]}
     headers = {**tenant.user, "Idempotency-Key": "app-00ff"}
     answers = [
         gw.client.post("/v1/jobs", files=upload, data=form, headers=headers) for _ in range(2)
@@ -206,6 +211,19 @@ console.log(JSON.stringify({
              d.problemMessage(402, {detail: "11 tokens needed, 3 available",
                                     code: "insufficient_balance"}),
              d.problemMessage(0, {detail: "Could not reach the gateway (Failed to fetch)."})],
+  controls: [
+    d.optionControl({name: "upscale", type: "number", default: 1, description: "Upscale",
+                     min: "1", max: "4", choices: []}),
+    d.optionControl({name: "strength", type: "number", default: 0.5, description: "",
+                     min: "0", max: "1", choices: []}),
+    d.optionControl({name: "fp16", type: "boolean", default: true, description: "Half floats",
+                     min: null, max: null, choices: []}),
+    d.optionControl({name: "model", type: "choice", default: "tiny", description: "Model",
+                     min: null, max: null, choices: ["tiny", "large"]}),
+    d.optionControl({name: "steps", type: "integer", default: 20, description: "Steps",
+                     min: "1", max: null, choices: []})],
+  values: [d.optionValue({type: "number"}, "2"), d.optionValue({type: "boolean"}, false),
+           d.optionValue({type: "choice"}, "large"), d.optionValue({type: "integer"}, "30")],
 }));
 """
 
@@ -236,6 +254,15 @@ def test_pure_helpers_in_node() -> None:
         "Canceled: canceled (nothing charged)",
     ]
     assert out["paths"] == ["/v1/jobs?limit=10", "/v1/jobs?limit=10&cursor=job_01ab"]
+    assert out["controls"] == [
+        {"kind": "select", "label": "Upscale", "values": ["1", "2", "3", "4"], "value": "1"},
+        {"kind": "number", "label": "strength", "min": "0", "max": "1", "step": "any",
+         "value": "0.5"},
+        {"kind": "checkbox", "label": "Half floats", "value": True},
+        {"kind": "select", "label": "Model", "values": ["tiny", "large"], "value": "tiny"},
+        {"kind": "number", "label": "Steps", "min": "1", "max": None, "step": "1", "value": "20"},
+    ]  # fmt: skip
+    assert out["values"] == [2, False, "large", 30]
     unauthenticated, forbidden, broke, unreachable = out["problems"]
     assert "API key" in unauthenticated
     assert unauthenticated.endswith("invalid API key (unauthenticated)")

@@ -54,6 +54,31 @@ function idempotencyKey(bytes) {
   return `app-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
+// How to draw one option of a capability, from its schema in /v1/capabilities: a flag
+// is a checkbox, a choice a list, a number with a small whole range a list of its
+// values, any other number a number field. Values are strings, as the controls hold.
+function optionControl(spec) {
+  const label = spec.description || spec.name;
+  if (spec.type === "boolean") return { kind: "checkbox", label, value: spec.default === true };
+  if (spec.type === "choice") {
+    return { kind: "select", label, values: spec.choices, value: String(spec.default) };
+  }
+  const [min, max] = [spec.min, spec.max].map((v) => (v === null ? NaN : Number(v)));
+  const whole = [min, max, Number(spec.default)].every(Number.isInteger);
+  if (whole && max - min <= 12) {
+    const values = Array.from({ length: max - min + 1 }, (_, i) => String(min + i));
+    return { kind: "select", label, values, value: String(spec.default) };
+  }
+  const step = spec.type === "integer" ? "1" : "any";
+  return { kind: "number", label, min: spec.min, max: spec.max, step, value: String(spec.default) };
+}
+
+// The value a control holds, typed as its option's schema says.
+function optionValue(spec, raw) {
+  if (spec.type === "boolean") return raw === true;
+  return spec.type === "choice" ? raw : Number(raw);
+}
+
 function formatTokens(count) {
   return `${count.toLocaleString("en-US")} ${count === 1 ? "token" : "tokens"}`;
 }
@@ -123,7 +148,7 @@ function problemMessage(status, body) {
 const $ = (id) => document.getElementById(id);
 const state = {
   key: "", file: null, size: null, quote: null, originals: new Map(),
-  ordering: false, orderId: null,
+  ordering: false, orderId: null, capabilities: new Map(),
 };
 const urls = { original: "", result: "" }; // object URLs this page made
 let latestQuote = 0;
@@ -233,12 +258,13 @@ async function requote() {
   const { file, size } = state;
   if (!file) return;
   if (!state.key) return say("Type your API key above to see the price.", true);
+  const capability = $("job-form").elements.capability.value;
+  if (!capability) return; // the capabilities are on their way: they quote when they come
   const request = ++latestQuote;
-  const form = $("job-form").elements;
-  const [capability, upscale] = [form.capability.value, form.upscale.value];
+  const options = chosenOptions();
   const init = { method: "POST" };
-  if (size) init.json = { capability, ...size, options: { upscale: Number(upscale) } };
-  else init.body = formData({ image: file, capability, upscale });
+  if (size) init.json = { capability, ...size, options };
+  else init.body = formData({ image: file, capability, options: JSON.stringify(options) });
   state.quote = null;
   $("pay").disabled = true;
   $("quote").classList.add("stale");
@@ -247,7 +273,7 @@ async function requote() {
   if (request !== latestQuote || file !== state.file) return; // a newer quote is on its way
   state.size = { width: quote.width, height: quote.height };
   const key = idempotencyKey(crypto.getRandomValues(new Uint8Array(16)));
-  state.quote = { ...quote, upscale, idempotencyKey: key };
+  state.quote = { ...quote, idempotencyKey: key };
   showQuote(quote);
   say("");
 }
@@ -272,8 +298,9 @@ function showQuote(quote) {
 async function pay() {
   const quote = state.quote;
   if (!quote) return;
-  const { capability, upscale, quote_id } = quote;
-  const body = formData({ image: state.file, capability, upscale, quote_id });
+  const { capability, options, quote_id } = quote; // the options as the quote read them
+  const fields = { image: state.file, capability, options: JSON.stringify(options), quote_id };
+  const body = formData(fields);
   const original = urls.original; // (another photo may be chosen while this one goes)
   $("pay").disabled = true;
   say("Sending the photo…");
@@ -421,6 +448,66 @@ function showOrder(order) {
   }
 }
 
+// The capabilities this account may ask for, from the price book pricing it: a
+// capability added by data (a workflow and a price-book entry) shows up here.
+async function loadCapabilities() {
+  const offered = await getJson("/v1/capabilities");
+  const served = offered.capabilities.filter((c) => c.served);
+  state.capabilities = new Map(served.map((c) => [c.name, c]));
+  const select = $("job-form").elements.capability;
+  const previous = select.value;
+  select.replaceChildren();
+  for (const cap of state.capabilities.values()) {
+    const option = element("option", cap.description || cap.name);
+    option.value = cap.name;
+    select.append(option);
+  }
+  if (state.capabilities.has(previous)) select.value = previous;
+  showOptions();
+  await requote();
+}
+
+// The chosen capability's options as controls, each at its default.
+function showOptions() {
+  const cap = state.capabilities.get($("job-form").elements.capability.value);
+  const controls = [];
+  for (const spec of cap ? cap.options : []) {
+    const drawn = optionControl(spec);
+    const label = element("label", drawn.label);
+    let input;
+    if (drawn.kind === "select") {
+      input = element("select");
+      for (const value of drawn.values) {
+        const option = element("option", value);
+        option.value = value;
+        input.append(option);
+      }
+    } else {
+      input = element("input");
+      input.type = drawn.kind;
+      if (drawn.kind === "number") {
+        Object.assign(input, { min: drawn.min ?? "", max: drawn.max ?? "", step: drawn.step });
+      }
+    }
+    if (drawn.kind === "checkbox") input.checked = drawn.value;
+    else input.value = drawn.value;
+    input.dataset.option = spec.name;
+    label.append(input);
+    controls.push(label);
+  }
+  $("options").replaceChildren(...controls);
+}
+
+function chosenOptions() {
+  const cap = state.capabilities.get($("job-form").elements.capability.value);
+  const options = {};
+  for (const spec of cap ? cap.options : []) {
+    const input = $("options").querySelector(`[data-option="${CSS.escape(spec.name)}"]`);
+    options[spec.name] = optionValue(spec, input.type === "checkbox" ? input.checked : input.value);
+  }
+  return options;
+}
+
 function choose(file) {
   if (!file) return;
   Object.assign(state, { file, size: null, quote: null });
@@ -437,7 +524,7 @@ function useKey(key) {
   state.key = key;
   sessionStorage.setItem(KEY_STORAGE, key);
   refreshAccount();
-  guarded(requote)();
+  guarded(loadCapabilities)();
 }
 
 function start() {
@@ -447,8 +534,9 @@ function start() {
     useKey(keyForm.elements.key.value.trim());
   });
   jobForm.addEventListener("change", (event) => {
-    if (event.target.name === "image") choose(event.target.files[0]);
-    else guarded(requote)();
+    if (event.target.name === "image") return choose(event.target.files[0]);
+    if (event.target.name === "capability") showOptions();
+    guarded(requote)();
   });
   for (const type of ["dragover", "dragleave", "drop"]) {
     drop.addEventListener(type, (event) => {
@@ -472,7 +560,7 @@ function start() {
 if (typeof module === "object" && module.exports) {
   module.exports = {
     sseParser, idempotencyKey, formatTokens, formatTime, formatLock, describeEvent, jobOutcome,
-    historyPath, problemMessage,
+    historyPath, problemMessage, optionControl, optionValue,
   };
 } else {
   start();
