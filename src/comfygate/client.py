@@ -198,6 +198,18 @@ class Client:
     def balance(self) -> dict[str, Any]:
         return self._json("GET", "/v1/balance", retry=True)
 
+    def order(
+        self, plan: str, *, provider: str = "manual", idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Order ``plan`` (pending until paid); retried on a lost answer with one
+        ``Idempotency-Key``, so one order is placed (give your own key to retry it
+        later)."""
+        key = idempotency_key or f"client-{uuid.uuid4()}"
+        return self._json(
+            "POST", "/v1/orders", json={"plan": plan, "provider": provider},
+            headers={"Idempotency-Key": key}, retry=True,
+        )  # fmt: skip
+
     def plans(self) -> list[dict[str, Any]]:
         plans: list[dict[str, Any]] = self._send("GET", "/v1/plans", retry=True).json()
         return plans

@@ -258,3 +258,21 @@ def test_admin_account_view_shows_the_balance(gw: Gateway) -> None:
     report = gw.client.get("/v1/admin/reports/ledger", headers=gw.operator).json()
     assert report["ok"] is True and sum(report["book_totals"].values()) == 0
     assert gw.client.get("/v1/admin/reports/ledger", headers=acme.admin).status_code == 403
+
+
+def test_an_order_retried_with_its_idempotency_key_is_placed_once(gw: Gateway) -> None:
+    acme = gw.tenant("acme")
+    key = {**acme.user, "Idempotency-Key": "buy-monthly-1"}
+    first, again = (
+        gw.client.post("/v1/orders", json={"plan": "monthly"}, headers=key) for _ in "12"
+    )
+    assert (first.status_code, again.status_code) == (201, 201), first.text
+    assert again.json() == first.json()
+    other = gw.client.post("/v1/orders", json={"plan": "topup-500"}, headers=key)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+    empty = gw.client.post(
+        "/v1/orders", json={"plan": "monthly"}, headers={**acme.user, "Idempotency-Key": ""}
+    )
+    assert empty.status_code == 422
+    mine = gw.client.get("/v1/orders", headers=acme.user).json()["items"]
+    assert [o["id"] for o in mine] == [first.json()["id"]]

@@ -68,6 +68,9 @@ def test_a_resubmission_with_its_key_pays_once_and_refusals_raise(
         with pytest.raises(ApiError) as unknown:
             client.quote(image, capability="colorize.cat")
         assert unknown.value.code == "unknown_capability"
+        order = client.order("topup-500", idempotency_key="buy-1")
+        assert client.order("topup-500", idempotency_key="buy-1")["id"] == order["id"]
+        assert order["state"] == "pending"
     with Client(url, "cg_key_nope.nope") as stranger, pytest.raises(ApiError) as denied:
         stranger.balance()
     assert denied.value.status == 401
@@ -96,6 +99,10 @@ def test_reads_and_keyed_submissions_are_retried_with_backoff() -> None:
     keys = {key for _, key in seen}
     assert len(seen) == 3 and len(keys) == 1 and None not in keys  # one key, every try
     assert slept == [0.25, 0.5]
+    seen.clear()
+    assert client.order("topup-500")["id"] == "job_1"
+    keys = {key for _, key in seen}
+    assert [path for path, _ in seen] == ["/v1/orders"] * 3 and len(keys) == 1 and None not in keys
 
 
 def test_retries_give_up_and_a_cancel_is_never_retried() -> None:

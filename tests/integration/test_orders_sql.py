@@ -147,3 +147,24 @@ def test_a_confirm_and_the_grant_chore_at_once_grant_an_order_once(
     confirms = [e for e in c.audit.entries(account_id=account_id) if e.action == "orders.confirm"]
     assert len(confirms) == 2
     assert c.accounts.reconcile().ok
+
+
+def test_retries_of_an_order_at_once_make_one_order(c: bootstrap.Container) -> None:
+    """Eight retries of one POST /v1/orders (one Idempotency-Key) at once: one order,
+    and every retry answered with it. Keys are the account's: another account's same
+    key is its own order; keys differing only in case are different keys."""
+    account_id, buyer = _buyer(c)
+    barrier = threading.Barrier(8)
+
+    def place(_: int) -> str:
+        barrier.wait()
+        return c.payments.create_order(actor=buyer, plan="topup-500", idempotency_key="k-1").id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(place, range(8)))
+    placed = c.payments.orders(account_id=account_id, state=None, limit=10, before=None)
+    assert len(ids) == 1 and [o.id for o in placed] == list(ids)
+    other_account, other = _buyer(c)
+    theirs = c.payments.create_order(actor=other, plan="topup-500", idempotency_key="k-1")
+    upper = c.payments.create_order(actor=buyer, plan="topup-500", idempotency_key="K-1")
+    assert len({*ids, theirs.id, upper.id}) == 3 and theirs.account_id == other_account

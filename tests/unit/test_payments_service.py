@@ -13,6 +13,7 @@ import pytest
 
 from comfygate.adapters.payments import HmacWebhookProvider, sign
 from comfygate.domain.errors import (
+    IdempotencyConflictError,
     InvalidInputError,
     InvalidSignatureError,
     OrderNotFoundError,
@@ -45,8 +46,19 @@ class FakeOrderStore:
         self.orders: dict[str, Order] = {}
         self.events: set[tuple[str, str]] = set()
 
-    def insert(self, order: Order) -> None:
+    def insert(self, order: Order) -> bool:
+        key = order.idempotency_key
+        if key is not None and self.by_key(order.account_id, key) is not None:
+            return False
         self.orders[order.id] = order
+        return True
+
+    def by_key(self, account_id: str, idempotency_key: str) -> Order | None:
+        return next(
+            (o for o in self.orders.values()
+             if (o.account_id, o.idempotency_key) == (account_id, idempotency_key)),
+            None,
+        )  # fmt: skip
 
     def get(self, order_id: str) -> Order | None:
         return self.orders.get(order_id)
@@ -551,3 +563,39 @@ def test_the_notice_limits_are_the_columns_lengths() -> None:
         "currency": orders.c.currency, "provider_ref": orders.c.provider_ref,
     }  # fmt: skip
     assert {name: c.type.length for name, c in columns.items()} == NOTICE_FIELD_LENGTHS  # type: ignore[attr-defined]
+
+
+def test_an_order_retried_with_its_key_is_the_first_order(parts) -> None:  # type: ignore[no-untyped-def]
+    """A POST /v1/orders retried after a lost answer made a second order (and, for a
+    subscription, refused the retry: "pending already")."""
+    service, store, _, audit = parts
+    first = service.create_order(actor=USER, plan="monthly", idempotency_key="buy-1")
+    again = service.create_order(actor=USER, plan="monthly", idempotency_key="buy-1")
+    assert again == first and len(store.orders) == 1
+    service.confirm(order_id=first.id, actor=OPERATOR)
+    paid = service.create_order(actor=USER, plan="monthly", idempotency_key="buy-1")
+    assert (paid.id, paid.state) == (first.id, OrderState.PAID)  # as it is now
+    with pytest.raises(IdempotencyConflictError, match=first.id):
+        service.create_order(actor=USER, plan="topup-500", idempotency_key="buy-1")
+    other = service.create_order(actor=USER, plan="topup-500", idempotency_key="buy-2")
+    assert other.id != first.id and len(store.orders) == 2
+    creates = [e for e in audit.entries_list if e.action == "orders.create"]
+    assert [e.target for e in creates] == [first.id, other.id]
+
+
+def test_a_key_found_taken_at_insert_answers_the_order_that_took_it(parts) -> None:  # type: ignore[no-untyped-def]
+    """Two retries at once: both miss the key, one inserts, the other finds it taken."""
+    service, store, _, _ = parts
+    winner = service.create_order(actor=USER, plan="topup-500", idempotency_key="k")
+    missed = store.by_key
+    store.by_key = lambda account_id, key: None  # the first look, before the insert
+    calls = []
+
+    def insert(order: Order) -> bool:
+        calls.append(order.id)
+        store.by_key = missed
+        return False
+
+    store.insert = insert
+    assert service.create_order(actor=USER, plan="topup-500", idempotency_key="k") == winner
+    assert len(calls) == 1

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from comfygate.domain.errors import (
+    IdempotencyConflictError,
     InvalidInputError,
     OrderNotFoundError,
     OrderStateError,
@@ -63,6 +64,8 @@ class Order:
     provider_ref: str | None = None
     grant: Mapping[str, Any] | None = None
     """What confirming granted: plan kind, tokens, lot, period end."""
+    idempotency_key: str | None = None
+    """The key it was placed with: the account's retries with it find this order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,12 @@ class PaymentProvider(Protocol):
 
 
 class OrderStore(Protocol):
-    def insert(self, order: Order) -> None: ...
+    def insert(self, order: Order) -> bool:
+        """Store a new order; False (nothing stored) if its account has an order with
+        its idempotency key already."""
+        ...
+
+    def by_key(self, account_id: str, idempotency_key: str) -> Order | None: ...
 
     def get(self, order_id: str) -> Order | None: ...
 
@@ -120,6 +128,17 @@ class OrderStore(Protocol):
     def record_event(self, notice: PaymentNotice, received_at: datetime) -> bool:
         """Remember a provider event; False if its (provider, event_id) was seen."""
         ...
+
+
+def _replayed(earlier: Order, plan: str, provider: str) -> Order:
+    """The order a retry finds, if it asked for the same plan from the same provider."""
+    if (earlier.plan, earlier.provider) != (plan, provider):
+        raise IdempotencyConflictError(
+            f"Idempotency-Key already used for order {earlier.id} "
+            f"({earlier.plan} by {earlier.provider})",
+            order_id=earlier.id,
+        )
+    return earlier
 
 
 def _sees(principal: Principal, order: Order) -> bool:
@@ -161,10 +180,26 @@ class PaymentService:
     def provider_names(self) -> list[str]:
         return [MANUAL, *sorted(self._providers)]
 
-    def create_order(self, *, actor: Principal, plan: str, provider: str = MANUAL) -> Order:
+    def create_order(
+        self,
+        *,
+        actor: Principal,
+        plan: str,
+        provider: str = MANUAL,
+        idempotency_key: str | None = None,
+    ) -> Order:
         """A pending order for ``plan`` by the caller's account; refused while a paid
-        period of the same subscription plan is still running."""
+        period of the same subscription plan is still running.
+
+        With ``idempotency_key``, a retry answers the order first placed with it (in
+        whatever state it is now), and the same key for another plan or provider is
+        ``IdempotencyConflictError``.
+        """
         account_id, user_id = actor.account_id, actor.user_id
+        if idempotency_key is not None:
+            earlier = self._store.by_key(account_id, idempotency_key)
+            if earlier is not None:
+                return _replayed(earlier, plan, provider)
         if provider != MANUAL and provider not in self._providers:
             raise PaymentProviderNotFoundError(f"no payment provider {provider!r}")
         spec = self._plans.catalog.get(plan)
@@ -182,8 +217,13 @@ class PaymentService:
             amount,
             currency,
             now,
+            idempotency_key=idempotency_key,
         )
-        self._store.insert(order)
+        if not self._store.insert(order):  # a concurrent retry with the key placed it
+            assert idempotency_key is not None
+            earlier = self._store.by_key(account_id, idempotency_key)
+            assert earlier is not None
+            return _replayed(earlier, plan, provider)
         self._audit.record(
             actor=actor,
             action="orders.create",

@@ -29,6 +29,7 @@ def _order(row: Any) -> Order:
         paid_at=row.paid_at,
         provider_ref=row.provider_ref,
         grant=None if row.grant_info is None else json.loads(row.grant_info),
+        idempotency_key=row.idempotency_key,
     )
 
 
@@ -38,7 +39,7 @@ class SqlOrderStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def insert(self, order: Order) -> None:
+    def insert(self, order: Order) -> bool:
         row = {
             "id": order.id,
             "account_id": order.account_id,
@@ -49,9 +50,25 @@ class SqlOrderStore:
             "amount": order.amount,
             "currency": order.currency,
             "created_at": order.created_at,
+            "idempotency_key": order.idempotency_key,
         }
-        with self.engine.begin() as conn:
-            conn.execute(orders.insert(), row)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(orders.insert(), row)
+        except sa.exc.IntegrityError:
+            key = order.idempotency_key
+            if key is None or self.by_key(order.account_id, key) is None:
+                raise  # not the key's doing
+            return False  # the account placed an order with this key first
+        return True
+
+    def by_key(self, account_id: str, idempotency_key: str) -> Order | None:
+        query = sa.select(orders).where(
+            orders.c.account_id == account_id, orders.c.idempotency_key == idempotency_key
+        )
+        with read_only(self.engine.connect()) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _order(row)
 
     def get(self, order_id: str) -> Order | None:
         with read_only(self.engine.connect()) as conn:

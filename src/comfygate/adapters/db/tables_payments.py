@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from comfygate.adapters.db.base import Id, UtcDateTime, metadata
+from comfygate.adapters.db.base import Id, IdempotencyKey, UtcDateTime, metadata
 
 orders = sa.Table(
     "orders",
@@ -21,6 +21,9 @@ orders = sa.Table(
     sa.Column("paid_at", UtcDateTime, nullable=True),
     sa.Column("provider_ref", sa.String(200), nullable=True),
     sa.Column("grant_info", sa.Text, nullable=True),
+    sa.Column("idempotency_key", IdempotencyKey, nullable=True),
+    # A retried POST /v1/orders with its Idempotency-Key finds its first order.
+    sa.Index("uq_orders_idempotency", "account_id", "idempotency_key", unique=True),
 )
 
 payment_events = sa.Table(

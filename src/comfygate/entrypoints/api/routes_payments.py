@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 
 from comfygate.entrypoints.api.deps import ContainerDep, CursorQuery, OperatorDep, PrincipalDep
 from comfygate.entrypoints.api.schemas import OrderIn, OrderOut, Page
@@ -35,8 +35,23 @@ def _page(orders: list[OrderOut], limit: int) -> Page[OrderOut]:
     status_code=status.HTTP_201_CREATED,
     summary="Order a plan (pending until paid)",
 )
-def create_order(body: OrderIn, container: ContainerDep, principal: PrincipalDep) -> OrderOut:
-    order = container.payments.create_order(actor=principal, plan=body.plan, provider=body.provider)
+def create_order(
+    body: OrderIn,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="a retry with the same key answers the first order",
+        ),
+    ] = None,
+) -> OrderOut:
+    order = container.payments.create_order(
+        actor=principal, plan=body.plan, provider=body.provider, idempotency_key=idempotency_key
+    )
     return OrderOut.of(order)
 
 
