@@ -8,7 +8,8 @@ import re
 
 from comfygate.adapters.db import migrate
 
-HEADS = ("identity_0003", "jobs_0005", "ledger_0006", "pricing_0002")
+HEADS = tuple(sorted(migrate.scripts().get_heads()))
+"""The code's newest revision of each branch, in the branches' order."""
 
 
 def test_every_revision_is_named_after_its_branch() -> None:
