@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comfygate.domain import cost_model as cm
+from comfygate.domain import cost_proposal as cp
 from comfygate.domain.errors import InvalidInputError
+from comfygate.domain.least_squares import least_squares
 from comfygate.domain.pricing import PriceBook, compute_price
 from comfygate.domain.pricing_document import parse_toml, price_book_to_document
 from comfygate.domain.pricing_validation import parse_price_book, validate_price_book
@@ -59,7 +61,7 @@ def jobs(
 
 def test_least_squares_recovers_an_exact_line() -> None:
     x = [0.1, 0.5, 1.0, 2.0, 4.0]
-    fit = cm.least_squares([[1.0] * 5, x], [2 + 1.5 * xi for xi in x])
+    fit = least_squares([[1.0] * 5, x], [2 + 1.5 * xi for xi in x])
     a, b = fit.coefficients
     assert a == pytest.approx(2) and b == pytest.approx(1.5)
     assert fit.r2 == pytest.approx(1) and fit.rmse == pytest.approx(0, abs=1e-12)
@@ -69,7 +71,7 @@ def test_least_squares_matches_the_textbook_line_and_its_standard_error() -> Non
     rng = random.Random(7)
     x = [rng.uniform(0, 5) for _ in range(200)]
     y = [3 + 0.7 * xi + rng.gauss(0, 0.4) for xi in x]
-    fit = cm.least_squares([[1.0] * len(x), x], y)
+    fit = least_squares([[1.0] * len(x), x], y)
     slope, intercept = statistics.linear_regression(x, y)
     assert fit.coefficients == pytest.approx((intercept, slope))
     residuals = [yi - (intercept + slope * xi) for xi, yi in zip(x, y, strict=True)]
@@ -85,14 +87,14 @@ def test_a_column_the_others_already_explain_is_not_fitted() -> None:
     never = [0.0] * 4
     always = [1.0] * 4
     twice_x = [2 * xi for xi in x]
-    fit = cm.least_squares([[1.0] * 4, x, never, always, twice_x], [1 + xi for xi in x])
+    fit = least_squares([[1.0] * 4, x, never, always, twice_x], [1 + xi for xi in x])
     assert fit.coefficients[0] == pytest.approx(1) and fit.coefficients[1] == pytest.approx(1)
     assert fit.coefficients[2:] == (None, None, None)
     assert fit.stderr[2:] == (None, None, None)
 
 
 def test_constant_observations_have_no_r2() -> None:
-    fit = cm.least_squares([[1.0] * 3, [1.0, 2.0, 3.0]], [5.0, 5.0, 5.0])
+    fit = least_squares([[1.0] * 3, [1.0, 2.0, 3.0]], [5.0, 5.0, 5.0])
     assert fit.r2 is None
     assert fit.coefficients == pytest.approx((5.0, 0.0))
 
@@ -118,13 +120,13 @@ def test_residuals_are_orthogonal_to_every_fitted_column(
     flag = [float(r[1]) for r in rows]
     y = [a + b * m + c * f + e for m, f, (_, _, e) in zip(mp, flag, rows, strict=True)]
     columns = [ones, mp, flag]
-    fit = cm.least_squares(columns, y)
+    fit = least_squares(columns, y)
     residuals = [yi - fi for yi, fi in zip(y, fit.fitted, strict=True)]
     scale = max(1.0, *(abs(v) for v in y)) * len(rows) * max(mp)
     for column, coefficient in zip(columns, fit.coefficients, strict=True):
         if coefficient is not None:
             assert abs(sum(x * e for x, e in zip(column, residuals, strict=True))) <= 1e-7 * scale
-    exact = cm.least_squares(columns, [a + b * m + c * f for m, f in zip(mp, flag, strict=True)])
+    exact = least_squares(columns, [a + b * m + c * f for m, f in zip(mp, flag, strict=True)])
     if all(coef is not None for coef in exact.coefficients):
         assert exact.coefficients == pytest.approx((a, b, c), abs=1e-6 * (1 + max(mp)))
 
@@ -206,15 +208,15 @@ def fitted_book() -> tuple[PriceBook, list[cm.CapabilityFit]]:
 
 def test_at_a_given_rate_every_fitted_amount_is_its_seconds_times_the_rate() -> None:
     book, fits = fitted_book()
-    proposal = cm.propose(
+    proposal = cp.propose(
         book, fits, version="fit-1", description="d", tokens_per_second=Decimal(4)
     )
     person = proposal.book.capabilities[PERSON]
     seconds = {t.key: t.seconds for t in fits[0].terms}
     assert seconds["base"] is not None and seconds["megapixels"] is not None
-    assert person.base == (Decimal(repr(seconds["base"])) * 4).quantize(cm.CENT)
+    assert person.base == (Decimal(repr(seconds["base"])) * 4).quantize(cp.CENT)
     assert person.coefficients["megapixels"] == (Decimal(repr(seconds["megapixels"])) * 4).quantize(
-        cm.CENT
+        cp.CENT
     )
     assert person.options["upscale"].surcharge == pytest.approx(Decimal(6), abs=Decimal("0.2"))
     assert person.options["upscale"].surcharge_per_unit == 0  # not fitted: kept
@@ -227,7 +229,7 @@ def test_at_a_given_rate_every_fitted_amount_is_its_seconds_times_the_rate() -> 
 
 def test_by_default_the_rate_keeps_the_fitted_jobs_total_price() -> None:
     book, fits = fitted_book()
-    proposal = cm.propose(book, fits, version="fit-1", description="d")
+    proposal = cp.propose(book, fits, version="fit-1", description="d")
     assert proposal.revenue_neutral
     assert proposal.revenue_change == pytest.approx(0, abs=1e-3)  # cents of rounding
     # The seed's book charges building 5 more than person for the same work; its time
@@ -240,7 +242,7 @@ def test_by_default_the_rate_keeps_the_fitted_jobs_total_price() -> None:
 
 def test_the_proposal_is_a_valid_book_that_prices_as_its_amounts_say() -> None:
     book, fits = fitted_book()
-    proposal = cm.propose(book, fits, version="fit-1", description="fitted")
+    proposal = cp.propose(book, fits, version="fit-1", description="fitted")
     doc = price_book_to_document(proposal.book)
     assert validate_price_book(doc) == []
     again = parse_price_book(doc)
@@ -262,7 +264,7 @@ def test_an_option_nobody_used_keeps_its_price_and_says_so() -> None:
         book.capabilities[PERSON], jobs(PERSON, lambda mp, up: 1 + mp, upscale=(1,))
     )
     assert "upscale > 1: the jobs cannot tell its cost apart; price kept" in fit.notes
-    proposal = cm.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
+    proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
     assert proposal.book.capabilities[PERSON].options["upscale"].surcharge == 5
     assert proposal.book.capabilities[BUILDING] == book.capabilities[BUILDING]  # not fitted
 
@@ -273,7 +275,7 @@ def test_a_term_that_saves_time_is_priced_zero() -> None:
         book.capabilities[PERSON], jobs(PERSON, lambda mp, up: 2 + mp - 0.5 * (up > 1))
     )
     assert any("saves time" in note for note in fit.notes)
-    proposal = cm.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
+    proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
     assert proposal.book.capabilities[PERSON].options["upscale"].surcharge == 0
 
 
@@ -281,10 +283,10 @@ def test_nothing_to_fit_is_refused() -> None:
     book = default_book()
     fit = cm.fit_capability(book.capabilities[PERSON], [])
     with pytest.raises(InvalidInputError, match="enough jobs"):
-        cm.propose(book, [fit], version="v", description="d")
+        cp.propose(book, [fit], version="v", description="d")
     _, fits = fitted_book()
     with pytest.raises(InvalidInputError, match="positive"):
-        cm.propose(book, fits, version="v", description="d", tokens_per_second=Decimal(0))
+        cp.propose(book, fits, version="v", description="d", tokens_per_second=Decimal(0))
 
 
 def test_a_term_within_noise_of_zero_has_no_measurable_cost_and_is_priced_zero() -> None:
@@ -300,6 +302,6 @@ def test_a_term_within_noise_of_zero_has_no_measurable_cost_and_is_priced_zero()
         and terms["megapixels"].priced_seconds == terms["megapixels"].seconds
     )
     assert any(note.startswith("upscale > 1: no measurable cost") for note in fit.notes)
-    proposal = cm.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
+    proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
     upscale = proposal.book.capabilities[PERSON].options["upscale"]
     assert upscale.surcharge == 0

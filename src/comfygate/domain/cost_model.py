@@ -28,14 +28,14 @@ Pure: no I/O. Prices stay ``Decimal``; floats are only the statistics.
 from __future__ import annotations
 
 import math
-import operator
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from comfygate.domain.errors import InvalidInputError, InvalidOptionError
-from comfygate.domain.pricing import MAX_PRICE_TOKENS, CapabilityPrice, PriceBook
+from comfygate.domain.errors import InvalidOptionError
+from comfygate.domain.least_squares import RANK_TOLERANCE, least_squares
+from comfygate.domain.pricing import CapabilityPrice
 from comfygate.domain.pricing_options import (
     ZERO,
     JsonScalar,
@@ -54,14 +54,9 @@ median absolute deviation) are left out of the second fit."""
 WEAK_R2 = 0.5
 """Below this, the fit explains too little of the variation to price by: said in the
 capability's notes."""
-CENT = Decimal("0.01")
-"""Proposed amounts are rounded to hundredths of a token."""
 SIGNIFICANCE = 2.0
 """A term fitted within this many standard errors of zero has no measurable cost: it is
 priced 0 (about a 95 % interval)."""
-_RANK_TOLERANCE = 1e-9
-"""A column whose part not explained by the columns before it is this small a fraction
-of its own norm adds nothing: it is not fitted."""
 _MAD_TO_SD = 1.4826
 
 
@@ -180,92 +175,6 @@ def with_amount(cap: CapabilityPrice, key: str, amount: Decimal) -> CapabilityPr
     return replace(cap, options={**cap.options, name: spec})
 
 
-# --- least squares -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LeastSquares:
-    """Coefficients (None for a column not fitted) and the fit's quality."""
-
-    coefficients: tuple[float | None, ...]
-    stderr: tuple[float | None, ...]
-    fitted: tuple[float, ...]
-    r2: float | None
-    """None when every observation is the same (nothing to explain)."""
-    rmse: float
-
-
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return math.fsum(map(operator.mul, a, b))
-
-
-def least_squares(columns: Sequence[Sequence[float]], y: Sequence[float]) -> LeastSquares:
-    """Ordinary least squares of ``y`` on ``columns`` (the first one all ones).
-
-    A column that lies in the span of those before it is not fitted: its coefficient
-    and standard error are None. Standard errors are the classical ones,
-    ``sigma^2 (X'X)^-1`` with ``sigma^2 = RSS / (n - p)``.
-    """
-    n = len(y)
-    basis: list[list[float]] = []  # orthonormal columns, Q
-    kept: list[int] = []
-    r: list[list[float]] = []  # rows of the upper triangular R, over kept columns
-    for j, column in enumerate(columns):
-        v = [float(x) for x in column]
-        norm0 = math.sqrt(_dot(v, v))
-        coeffs = []
-        for q in basis:
-            c = _dot(q, v)
-            v = [vi - c * qi for vi, qi in zip(v, q, strict=True)]
-            coeffs.append(c)
-        norm = math.sqrt(_dot(v, v))
-        if norm0 == 0 or norm <= _RANK_TOLERANCE * norm0:
-            continue
-        for row, c in zip(r, coeffs, strict=True):
-            row.append(c)
-        r.append([0.0] * len(basis) + [norm])
-        basis.append([vi / norm for vi in v])
-        kept.append(j)
-    p = len(kept)
-    qty = [_dot(q, y) for q in basis]
-    beta = [0.0] * p
-    for i in reversed(range(p)):
-        beta[i] = (qty[i] - math.fsum(r[i][k] * beta[k] for k in range(i + 1, p))) / r[i][i]
-    fitted = [0.0] * n  # the projection of y on the columns: sum of (q'y) q
-    for q, c in zip(basis, qty, strict=True):
-        fitted = [f + c * qi for f, qi in zip(fitted, q, strict=True)]
-    rss = math.fsum((yi - fi) ** 2 for yi, fi in zip(y, fitted, strict=True))
-    mean = math.fsum(y) / n
-    tss = math.fsum((yi - mean) ** 2 for yi in y)
-    sigma2 = rss / (n - p) if n > p else math.nan
-    inverse = _upper_inverse(r)
-    errors = [math.sqrt(sigma2 * _dot(row, row)) if n > p else None for row in inverse]
-    out_coeffs: list[float | None] = [None] * len(columns)
-    out_errors: list[float | None] = [None] * len(columns)
-    for i, j in enumerate(kept):
-        out_coeffs[j], out_errors[j] = beta[i], errors[i]
-    return LeastSquares(
-        coefficients=tuple(out_coeffs),
-        stderr=tuple(out_errors),
-        fitted=tuple(fitted),
-        r2=1 - rss / tss if tss > 0 else None,
-        rmse=math.sqrt(rss / n),
-    )
-
-
-def _upper_inverse(r: Sequence[Sequence[float]]) -> list[list[float]]:
-    """The inverse of the upper triangular ``r``, as rows; ``(X'X)^-1 = R^-1 R^-T``, so
-    the variance of coefficient ``i`` is sigma^2 times the squared norm of row ``i``."""
-    p = len(r)
-    inverse = [[0.0] * p for _ in range(p)]
-    for col in range(p):
-        for i in reversed(range(col + 1)):
-            unit = 1.0 if i == col else 0.0
-            acc = unit - math.fsum(r[i][k] * inverse[k][col] for k in range(i + 1, col + 1))
-            inverse[i][col] = acc / r[i][i]
-    return inverse
-
-
 # --- one capability ----------------------------------------------------------------
 
 
@@ -369,7 +278,7 @@ def _outliers(y: Sequence[float], fitted: Sequence[float]) -> list[bool]:
     residuals = [yi - fi for yi, fi in zip(y, fitted, strict=True)]
     middle = statistics.median(residuals)
     scale = _MAD_TO_SD * statistics.median(abs(e - middle) for e in residuals)
-    if scale <= _RANK_TOLERANCE * max(map(abs, y)):  # an exact fit, but for rounding
+    if scale <= RANK_TOLERANCE * max(map(abs, y)):  # an exact fit, but for rounding
         return [False] * len(residuals)
     return [abs(e - middle) > OUTLIER_SCALE * scale for e in residuals]
 
@@ -444,142 +353,6 @@ def _notes(terms: Sequence[Term], r2: float | None) -> tuple[str, ...]:
         elif term.seconds < 0:
             notes.append(f"{term.label}: fitted at {term.seconds:.3f} s (saves time); priced 0")
     return tuple(notes)
-
-
-# --- the proposal ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AmountChange:
-    """One amount of the book: what it is, and what the fit proposes."""
-
-    capability: str
-    key: str
-    label: str
-    current: Decimal
-    proposed: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Tracking:
-    """How closely a capability's prices follow its cost, on the jobs fitted: the
-    median tokens per GPU second now and as proposed (before time-of-day rates,
-    discounts, rounding and minimums)."""
-
-    capability: str
-    current_tokens_per_s: float
-    proposed_tokens_per_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    book: PriceBook
-    tokens_per_second: Decimal
-    revenue_neutral: bool
-    """True when the rate was chosen so that the fitted jobs cost, in sum, what they
-    cost under the current book (before rounding and minimums)."""
-    changes: tuple[AmountChange, ...]
-    tracking: tuple[Tracking, ...]
-    revenue_change: float | None
-    """Proposed over current list tokens of the fitted jobs, minus one."""
-
-
-def _tokens(seconds: float, rate: Decimal) -> Decimal:
-    amount = (Decimal(repr(max(seconds, 0.0))) * rate).quantize(CENT, rounding=ROUND_HALF_UP)
-    return min(amount, Decimal(MAX_PRICE_TOKENS))
-
-
-def _column_sums(fit: CapabilityFit) -> list[float]:
-    """Each column summed over the fitted jobs: a linear price summed over the jobs is
-    the price of these sums."""
-    return [math.fsum(column) for column in zip(*(values for values, _ in fit.rows), strict=True)]
-
-
-def _rate(book: PriceBook, fits: Sequence[CapabilityFit]) -> Decimal:
-    """Tokens per GPU second at which the fitted jobs cost what they cost now."""
-    current = fitted_seconds = kept_tokens = 0.0
-    for fit in fits:
-        cap = book.capabilities[fit.capability]
-        for term, total in zip(fit.terms, _column_sums(fit), strict=True):
-            amount = float(current_amount(cap, term.key)) * total
-            current += amount
-            priced = term.priced_seconds
-            if priced is None:
-                kept_tokens += amount
-            else:
-                fitted_seconds += priced * total
-    if fitted_seconds <= 0 or current - kept_tokens <= 0:
-        raise InvalidInputError(
-            "the fitted jobs give no positive cost to price by; give --tokens-per-second"
-        )
-    return Decimal(repr((current - kept_tokens) / fitted_seconds)).quantize(
-        Decimal("0.0001"), rounding=ROUND_HALF_UP
-    )
-
-
-def propose(
-    book: PriceBook,
-    fits: Sequence[CapabilityFit],
-    *,
-    version: str,
-    description: str,
-    tokens_per_second: Decimal | None = None,
-) -> Proposal:
-    """A new version of ``book`` whose fitted amounts are their seconds times one rate.
-
-    The rate is ``tokens_per_second``, or else the one that keeps the fitted jobs'
-    total list price (``_rate``). Capabilities not fitted, terms not fitted, minimums,
-    rounding, time-of-day windows and account terms are kept as they are.
-    """
-    fitted = [f for f in fits if f.fitted and f.capability in book.capabilities]
-    if not fitted:
-        raise InvalidInputError("no capability has enough jobs to fit a cost model")
-    if tokens_per_second is not None and not ZERO < tokens_per_second <= MAX_PRICE_TOKENS:
-        raise InvalidInputError("tokens per second must be positive")
-    rate = tokens_per_second if tokens_per_second is not None else _rate(book, fitted)
-    capabilities = dict(book.capabilities)
-    changes: list[AmountChange] = []
-    tracking: list[Tracking] = []
-    now_total = then_total = 0.0
-    for fit in fitted:
-        cap = capabilities[fit.capability]
-        for term in fit.terms:
-            if term.priced_seconds is not None:
-                cap = with_amount(cap, term.key, _tokens(term.priced_seconds, rate))
-        capabilities[cap.name] = cap
-        was = book.capabilities[cap.name]
-        ours = [
-            AmountChange(
-                cap.name, t.key, t.label, current_amount(was, t.key), current_amount(cap, t.key)
-            )
-            for t in fit.terms
-        ]
-        changes += ours
-        old_amounts = [float(c.current) for c in ours]
-        new_amounts = [float(c.proposed) for c in ours]
-        totals = _column_sums(fit)
-        now_total += _dot(old_amounts, totals)
-        then_total += _dot(new_amounts, totals)
-        now = [sum(map(operator.mul, old_amounts, values)) for values, _ in fit.rows]
-        then = [sum(map(operator.mul, new_amounts, values)) for values, _ in fit.rows]
-        timed = [(a, b, s) for a, b, (_, s) in zip(now, then, fit.rows, strict=True) if s > 0]
-        if timed:
-            tracking.append(
-                Tracking(
-                    cap.name,
-                    statistics.median(a / s for a, _, s in timed),
-                    statistics.median(b / s for _, b, s in timed),
-                )
-            )
-    proposed = replace(book, version=version, description=description, capabilities=capabilities)
-    return Proposal(
-        book=proposed,
-        tokens_per_second=rate,
-        revenue_neutral=tokens_per_second is None,
-        changes=tuple(changes),
-        tracking=tuple(tracking),
-        revenue_change=then_total / now_total - 1 if now_total > 0 else None,
-    )
 
 
 def predicted_seconds(

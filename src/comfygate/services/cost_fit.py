@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from comfygate.domain import cost_model as cm
+from comfygate.domain import cost_proposal as cp
 from comfygate.domain.errors import InvalidInputError, ValidationFailedError
 from comfygate.domain.instants import in_range
 from comfygate.domain.pricing import PriceBook, compute_price
@@ -79,7 +80,7 @@ class FitReport:
     fits: tuple[cm.CapabilityFit, ...]
     unpriced: dict[str, int]
     """Jobs of capabilities that book no longer prices, by capability."""
-    proposal: cm.Proposal
+    proposal: cp.Proposal
     examples: tuple[Example, ...]
 
     def proposed_document(self) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class CostFitting:
             f"Fitted from {sum(f.samples for f in fits)} jobs of {since:%Y-%m-%d} to "
             f"{until:%Y-%m-%d}, following {book.version}"
         )
-        proposal = cm.propose(
+        proposal = cp.propose(
             book,
             fits,
             version=version,

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from comfygate.domain import cost_model as cm
+from comfygate.domain import cost_proposal as cp
 from comfygate.domain.pricing_options import plain
 from comfygate.services.cost_fit import FitReport
 
@@ -100,8 +101,8 @@ class CostFitOut(BaseModel):
 
 def _capability(
     fit: cm.CapabilityFit,
-    changes: dict[tuple[str, str], cm.AmountChange],
-    tracking: cm.Tracking | None,
+    changes: dict[tuple[str, str], cp.AmountChange],
+    tracking: cp.Tracking | None,
 ) -> CapabilityFitOut:
     terms = []
     for term in fit.terms:
