@@ -66,7 +66,7 @@ def test_by_default_the_last_30_days_of_every_engine_but_preview() -> None:
         {"since": NOW - DEFAULT_WINDOW, "until": NOW, "engines": None, "exclude": ("preview",),
          "limit": MAX_SAMPLES}
     ]  # fmt: skip
-    assert report.proposal.book.version == "fit-20261128-120000"
+    assert report.proposal.book.version == "fit-20261128-120000.000000"
     assert [f.fitted for f in report.fits] == [True, False]  # building: no jobs, kept
     assert report.fits[1].notes == ("0 usable jobs; at least 10 are needed to fit",)
     assert [(e.capability, e.width) for e in report.examples] == [
@@ -111,3 +111,12 @@ def test_a_version_the_books_refuse_is_a_validation_error() -> None:
     with pytest.raises(InvalidInputError) as caught:
         service.fit(version="not a version!")
     assert caught.value.code == "validation_failed"
+
+
+def test_a_past_window_proposes_the_next_version_of_the_book_in_force_now() -> None:
+    """A fit of last month once proposed last month's book: activating it undid every
+    version activated since."""
+    service, _, books = fitting(person_jobs())
+    books.activate(default_doc() | {"version": "now-2"})
+    report = service.fit(since=NOW - timedelta(days=60), until=NOW - timedelta(days=30))
+    assert report.based_on == "now-2"

@@ -172,12 +172,21 @@ def test_too_few_jobs_fit_nothing_and_say_so() -> None:
     assert fit.notes == (f"9 usable jobs; at least {cm.MIN_SAMPLES} are needed to fit",)
 
 
-def test_jobs_whose_options_the_book_no_longer_accepts_are_counted_apart() -> None:
+def test_jobs_the_fit_cannot_read_are_counted_apart() -> None:
+    """Options the book refuses or no longer has (their cost would land on the other
+    terms), and times that are no job's cost: one NaN once made every term unfitted
+    and priced the capability at 0; a huge one overflowed (a 500)."""
     cap = default_book().capabilities[PERSON]
-    odd = [cm.CostSample(PERSON, 800, 600, {"upscale": 9}, 1.0, None)] * 2  # max is 4
-    gone = [cm.CostSample(PERSON, 800, 600, {"retired": True}, 1.48, None)]  # option ignored
-    fit = cm.fit_capability(cap, jobs(PERSON, lambda mp, up: 1 + mp) + odd + gone)
-    assert fit.unreadable == 2 and fit.samples == 61
+    odd = [
+        cm.CostSample(PERSON, 800, 600, {"upscale": 9}, 1.48),  # the book's max is 4
+        cm.CostSample(PERSON, 800, 600, {"upscale": 1, "retired": True}, 1.48),
+        *(cm.CostSample(PERSON, 800, 600, {"upscale": 1}, t) for t in
+          (math.nan, math.inf, -math.inf, -1.0, 0.0, 1e-30, 1e200)),
+    ]  # fmt: skip
+    fit = cm.fit_capability(cap, jobs(PERSON, lambda mp, up: 1 + mp) + odd)
+    assert fit.unreadable == 9 and fit.samples == 60
+    seconds = {t.key: t.seconds for t in fit.terms}
+    assert seconds["base"] == pytest.approx(1) and seconds["megapixels"] == pytest.approx(1)
 
 
 def test_memory_is_modelled_against_size_when_jobs_report_it() -> None:
@@ -263,10 +272,74 @@ def test_an_option_nobody_used_keeps_its_price_and_says_so() -> None:
     fit = cm.fit_capability(
         book.capabilities[PERSON], jobs(PERSON, lambda mp, up: 1 + mp, upscale=(1,))
     )
-    assert "upscale > 1: the jobs cannot tell its cost apart; price kept" in fit.notes
+    assert "upscale > 1: no job had it; price kept" in fit.notes
     proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(3))
     assert proposal.book.capabilities[PERSON].options["upscale"].surcharge == 5
+    assert proposal.book.capabilities[PERSON].base == 3  # 1 s at 3 tokens a second
     assert proposal.book.capabilities[BUILDING] == book.capabilities[BUILDING]  # not fitted
+
+
+def test_a_term_every_job_had_keeps_its_price_and_the_others_give_it_up() -> None:
+    """Every job 800x600 and upscaled: the size and the upscale cannot be told from
+    the base, whose fitted seconds carry their cost. Their prices are kept and taken
+    off the base, so a job like these costs its seconds at the rate (it once paid
+    the kept prices on top)."""
+    book = default_book()
+    samples = [cm.CostSample(PERSON, 800, 600, {"upscale": 2}, 3.0) for _ in range(20)]
+    fit = cm.fit_capability(book.capabilities[PERSON], samples)
+    assert {t.key for t in fit.terms if t.seconds is not None} == {"base"}
+    assert fit.absorbed["megapixels"] == pytest.approx({"base": 0.48})
+    assert fit.absorbed["option:upscale"] == pytest.approx({"base": 1})
+    proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(5))
+    price = compute_price(
+        proposal.book, capability=PERSON, width=800, height=600, options={"upscale": 2}, at=AT
+    )
+    assert price.tokens == 15  # 3 s x 5: 15 - 0.96 - 5 = 9.04 base, + 0.96 + 5
+    assert proposal.book.capabilities[PERSON].base == Decimal("9.04")
+    neutral = cp.propose(book, [fit], version="v", description="d")
+    assert neutral.revenue_change == pytest.approx(0, abs=1e-3)
+
+
+def test_a_choice_surcharge_on_the_default_is_the_baseline_not_extra() -> None:
+    """The default choice cost 4 more than the base; the jobs say both choices take
+    the same time: the proposal charges both the same (it once kept the 4 on the
+    default and charged it twice)."""
+    doc = parse_toml(
+        resources.files("comfygate").joinpath("data", "price_book.toml").read_text("utf-8")
+    )
+    doc["capabilities"][PERSON]["options"] = {
+        "quality": {"type": "choice", "choices": ["fast", "hq"], "default": "hq",
+                    "surcharges": {"hq": "4"}},
+    }  # fmt: skip
+    book = parse_price_book(doc)
+    rng = random.Random(5)
+    samples = [
+        cm.CostSample(PERSON, w, h, {"quality": q}, 1 + w * h / 1e6 + rng.gauss(0, 0.01))
+        for (w, h), q in zip(SIZES * 10, ["fast", "hq"] * 30, strict=True)
+    ]
+    fit = cm.fit_capability(book.capabilities[PERSON], samples)
+    proposal = cp.propose(book, [fit], version="v", description="d", tokens_per_second=Decimal(5))
+
+    def price(quality: str) -> int:
+        return compute_price(
+            proposal.book, capability=PERSON, width=1920, height=1080,
+            options={"quality": quality}, at=AT,
+        ).tokens  # fmt: skip
+
+    assert price("fast") == price("hq") == 15  # (1 + 2.07) s x 5 = 15.4
+    changed = {c.key: (c.current, c.proposed) for c in proposal.changes}
+    assert changed["option:quality=hq"] == (4, 4)  # kept: the baseline's own
+
+
+def test_a_size_every_job_had_with_times_to_the_millisecond_still_finds_cold_starts() -> None:
+    """More than half the residuals equal: the median absolute deviation is 0, and
+    the outlier pass once let five 30 s cold starts through (base 2.4 s)."""
+    cap = default_book().capabilities[PERSON]
+    samples = [cm.CostSample(PERSON, 800, 600, {"upscale": 1}, 1.0) for _ in range(100)]
+    samples += [cm.CostSample(PERSON, 800, 600, {"upscale": 1}, 30.0) for _ in range(5)]
+    fit = cm.fit_capability(cap, samples)
+    assert (fit.outliers, fit.samples) == (5, 100)
+    assert {t.key: t.seconds for t in fit.terms}["base"] == pytest.approx(1.0)
 
 
 def test_a_term_that_saves_time_is_priced_zero() -> None:

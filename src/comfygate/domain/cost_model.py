@@ -57,7 +57,11 @@ capability's notes."""
 SIGNIFICANCE = 2.0
 """A term fitted within this many standard errors of zero has no measurable cost: it is
 priced 0 (about a 95 % interval)."""
+SECONDS_RANGE = (1e-6, 1e5)
+"""Inference times outside this range (and times that are not numbers) are not a job's
+cost but a broken report: such jobs are left out as unreadable."""
 _MAD_TO_SD = 1.4826
+_MEAN_AD_TO_SD = 1.2533  # sqrt(pi / 2): the mean absolute deviation of a normal
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +114,9 @@ def _option_features(spec: OptionSpec) -> list[Feature]:
     name = spec.name
     if spec.kind is OptionKind.BOOLEAN:
         return [Feature(f"option:{name}", f"{name} on", lambda o: float(o[name] is True))]
-    if spec.kind is OptionKind.CHOICE:
-        return [
-            Feature(f"option:{name}={c}", f"{name}={c}", _chose(name, c))
-            for c in spec.choices
-            if c != spec.default
-        ]
+    if spec.kind is OptionKind.CHOICE:  # the default last: the one left unfitted
+        ordered = [c for c in spec.choices if c != spec.default] + [str(spec.default)]
+        return [Feature(f"option:{name}={c}", f"{name}={c}", _chose(name, c)) for c in ordered]
     above = _threshold(spec)
     return [
         Feature(
@@ -226,7 +227,8 @@ class CapabilityFit:
     """Jobs fitted (after leaving out the outliers)."""
     outliers: int
     unreadable: int
-    """Jobs whose recorded options the current book no longer accepts."""
+    """Jobs left out unread: options the current book does not accept (or no longer
+    has), or a time that is not a number of seconds in ``SECONDS_RANGE``."""
     terms: tuple[Term, ...] = ()
     r2: float | None = None
     rmse_s: float | None = None
@@ -235,6 +237,10 @@ class CapabilityFit:
     notes: tuple[str, ...] = ()
     rows: tuple[tuple[tuple[float, ...], float], ...] = field(default=(), repr=False)
     """The fitted jobs' columns and seconds, for the proposal's revenue sums."""
+    absorbed: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """For each term not fitted whose column is not all zero: that column as a
+    combination of the fitted ones (term key -> weight). Its cost is in their fitted
+    seconds, so the proposal takes its kept price off theirs."""
 
     @property
     def fitted(self) -> bool:
@@ -246,47 +252,63 @@ def _rows(
 ) -> tuple[list[tuple[tuple[float, ...], float, int | None]], int]:
     """Each readable job's column values, seconds and peak memory; and how many jobs
     were not readable. The option columns are worked out once per distinct set of
-    recorded options (jobs share a few), the first two are 1 and the megapixels."""
+    recorded options (jobs share a few), the first two are 1 and the megapixels. A
+    book's option the recorded ones lack takes its default (the job ran before it was
+    added); a recorded option the book no longer has makes the job unreadable, since
+    its cost would land on the other terms."""
     assert [f.key for f in columns[:2]] == ["base", "megapixels"]
+    low, high = SECONDS_RANGE
     by_options: dict[tuple[tuple[str, JsonScalar], ...], tuple[float, ...] | None] = {}
-    # keyed by the options as recorded: a book's options the recorded ones lack take
-    # their defaults, and options the book no longer has are left out
     rows: list[tuple[tuple[float, ...], float, int | None]] = []
     unreadable = 0
     for sample in samples:
         recorded = tuple(sample.options.items())
         if recorded not in by_options:
-            try:
-                chosen = normalise_options(
-                    cap.options, {k: v for k, v in recorded if k in cap.options}
-                )
-            except InvalidOptionError:
-                by_options[recorded] = None
-            else:
-                by_options[recorded] = tuple(f.value(chosen) for f in columns[2:])
+            by_options[recorded] = _option_values(cap, columns, dict(recorded))
         option_values = by_options[recorded]
-        if option_values is None:
+        seconds = sample.seconds
+        if option_values is None or not low <= seconds <= high:  # (False for NaN)
             unreadable += 1
             continue
         values = (1.0, sample.megapixels, *option_values)
-        rows.append((values, float(sample.seconds), sample.gpu_peak_mb))
+        rows.append((values, float(seconds), sample.gpu_peak_mb))
     return rows, unreadable
 
 
+def _option_values(
+    cap: CapabilityPrice, columns: Sequence[Feature], recorded: Mapping[str, JsonScalar]
+) -> tuple[float, ...] | None:
+    """The option columns of a job with ``recorded`` options; None if unreadable."""
+    if any(name not in cap.options for name in recorded):
+        return None
+    try:
+        chosen = normalise_options(cap.options, recorded)
+    except InvalidOptionError:
+        return None
+    return tuple(f.value(chosen) for f in columns[2:])
+
+
 def _outliers(y: Sequence[float], fitted: Sequence[float]) -> list[bool]:
-    """Which rows lie beyond ``OUTLIER_SCALE`` robust standard deviations."""
+    """Which rows lie beyond ``OUTLIER_SCALE`` robust standard deviations: 1.4826 x
+    the median absolute deviation, or where more than half the residuals are equal
+    (the MAD is then 0: one image size, times rounded to the millisecond) 1.2533 x the
+    mean absolute deviation."""
     residuals = [yi - fi for yi, fi in zip(y, fitted, strict=True)]
     middle = statistics.median(residuals)
-    scale = _MAD_TO_SD * statistics.median(abs(e - middle) for e in residuals)
-    if scale <= RANK_TOLERANCE * max(map(abs, y)):  # an exact fit, but for rounding
+    deviations = [abs(e - middle) for e in residuals]
+    exact = RANK_TOLERANCE * max(map(abs, y))  # an exact fit, but for rounding
+    scale = _MAD_TO_SD * statistics.median(deviations)
+    if scale <= exact:
+        scale = _MEAN_AD_TO_SD * statistics.fmean(deviations)
+    if scale <= exact:
         return [False] * len(residuals)
-    return [abs(e - middle) > OUTLIER_SCALE * scale for e in residuals]
+    return [d > OUTLIER_SCALE * scale for d in deviations]
 
 
 def _memory_model(
     rows: Sequence[tuple[tuple[float, ...], float, int | None]],
 ) -> MemoryModel | None:
-    measured = [(values[1], float(mb)) for values, _, mb in rows if mb is not None]
+    measured = [(values[1], float(mb)) for values, _, mb in rows if mb is not None and mb > 0]
     if len(measured) < MIN_SAMPLES:
         return None
     fit = least_squares(
@@ -322,7 +344,8 @@ def fit_capability(cap: CapabilityPrice, samples: Sequence[CostSample]) -> Capab
         for f, b, e in zip(columns, fit.coefficients, fit.stderr, strict=True)
     )
     seconds = [s for _, s, _ in rows]
-    notes = _notes(terms, fit.r2)
+    table = list(zip(*(values for values, _, _ in rows), strict=True))
+    absorbed = _absorbed(terms, table)
     return CapabilityFit(
         capability=cap.name,
         samples=len(rows),
@@ -333,18 +356,44 @@ def fit_capability(cap: CapabilityPrice, samples: Sequence[CostSample]) -> Capab
         rmse_s=fit.rmse,
         mean_s=math.fsum(seconds) / len(seconds),
         memory=_memory_model(rows),
-        notes=notes,
+        notes=_notes(terms, fit.r2, absorbed),
         rows=tuple((values, s) for values, s, _ in rows),
+        absorbed=absorbed,
     )
 
 
-def _notes(terms: Sequence[Term], r2: float | None) -> tuple[str, ...]:
+def _absorbed(
+    terms: Sequence[Term], table: Sequence[Sequence[float]]
+) -> dict[str, dict[str, float]]:
+    """Each term not fitted, whose column is not all zero, as a combination of the
+    fitted columns (an option every job had is the intercept's column; a size every
+    job had is a multiple of it): the fitted seconds of those carry its cost."""
+    fitted = [i for i, t in enumerate(terms) if t.seconds is not None]
+    out: dict[str, dict[str, float]] = {}
+    for j, term in enumerate(terms):
+        if term.seconds is not None or not any(table[j]):
+            continue
+        weights = least_squares([table[i] for i in fitted], table[j]).coefficients
+        out[term.key] = {
+            terms[i].key: w for i, w in zip(fitted, weights, strict=True) if w is not None and w
+        }
+    return out
+
+
+def _notes(
+    terms: Sequence[Term], r2: float | None, absorbed: Mapping[str, Mapping[str, float]]
+) -> tuple[str, ...]:
     notes = []
     if r2 is not None and r2 < WEAK_R2:
         notes.append(f"weak fit (R^2 {r2:.2f}): size and options explain little of the time")
     for term in terms:
-        if term.seconds is None:
-            notes.append(f"{term.label}: the jobs cannot tell its cost apart; price kept")
+        if term.seconds is None and term.key in absorbed:
+            notes.append(
+                f"{term.label}: the jobs cannot tell its cost from the others' (they all had"
+                " it, or it goes with another term); price kept, and taken off theirs"
+            )
+        elif term.seconds is None:
+            notes.append(f"{term.label}: no job had it; price kept")
         elif not term.measurable:
             notes.append(
                 f"{term.label}: no measurable cost ({term.seconds:.3f} +/- "

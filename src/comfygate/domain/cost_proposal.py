@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import operator
 import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -13,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from comfygate.domain.cost_model import CapabilityFit, current_amount, with_amount
 from comfygate.domain.errors import InvalidInputError
 from comfygate.domain.least_squares import dot
-from comfygate.domain.pricing import MAX_PRICE_TOKENS, PriceBook
+from comfygate.domain.pricing import MAX_PRICE_TOKENS, CapabilityPrice, PriceBook
 from comfygate.domain.pricing_options import ZERO
 
 CENT = Decimal("0.01")
@@ -55,8 +56,11 @@ class Proposal:
     """Proposed over current list tokens of the fitted jobs, minus one."""
 
 
-def _tokens(seconds: float, rate: Decimal) -> Decimal:
-    amount = (Decimal(repr(max(seconds, 0.0))) * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+def _tokens(seconds: float, rate: Decimal, less: Decimal = ZERO) -> Decimal:
+    """``seconds`` at ``rate``, less the kept prices it carries, in hundredths (never
+    below 0 nor past the most a book may charge)."""
+    amount = Decimal(repr(max(seconds, 0.0))) * rate - less
+    amount = max(amount, ZERO).quantize(CENT, rounding=ROUND_HALF_UP)
     return min(amount, Decimal(MAX_PRICE_TOKENS))
 
 
@@ -67,25 +71,57 @@ def _column_sums(fit: CapabilityFit) -> list[float]:
 
 
 def _rate(book: PriceBook, fits: Sequence[CapabilityFit]) -> Decimal:
-    """Tokens per GPU second at which the fitted jobs cost what they cost now."""
-    current = fitted_seconds = kept_tokens = 0.0
+    """Tokens per GPU second at which the fitted jobs cost what they cost now.
+
+    A kept term's price comes off the fitted terms carrying its cost (``absorbed``):
+    over the jobs the two cancel, so the proposal charges the rate times the fitted
+    seconds, and the rate is the current total over those seconds."""
+    current = fitted_seconds = 0.0
     for fit in fits:
         cap = book.capabilities[fit.capability]
         for term, total in zip(fit.terms, _column_sums(fit), strict=True):
-            amount = float(current_amount(cap, term.key)) * total
-            current += amount
-            priced = term.priced_seconds
-            if priced is None:
-                kept_tokens += amount
-            else:
-                fitted_seconds += priced * total
-    if fitted_seconds <= 0 or current - kept_tokens <= 0:
+            current += float(current_amount(cap, term.key)) * total
+            if term.priced_seconds is not None:
+                fitted_seconds += term.priced_seconds * total
+    if fitted_seconds <= 0 or current <= 0:
         raise InvalidInputError(
             "the fitted jobs give no positive cost to price by; give --tokens-per-second"
         )
-    return Decimal(repr((current - kept_tokens) / fitted_seconds)).quantize(
-        Decimal("0.0001"), rounding=ROUND_HALF_UP
-    )
+    rate = current / fitted_seconds
+    if not rate <= MAX_PRICE_TOKENS:
+        raise InvalidInputError(
+            f"the fitted jobs cost {rate:.3g} tokens per GPU second now, past what a book"
+            " may charge; give --tokens-per-second"
+        )
+    return Decimal(repr(rate)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def _carried(cap: CapabilityPrice, fit: CapabilityFit) -> dict[str, Decimal]:
+    """What each fitted term's seconds carry of the kept terms' prices, in tokens."""
+    carried: dict[str, Decimal] = defaultdict(Decimal)
+    for key, weights in fit.absorbed.items():
+        kept = current_amount(cap, key)
+        for other, weight in weights.items():
+            carried[other] += kept * Decimal(repr(weight))
+    return carried
+
+
+def _repriced(
+    cap: CapabilityPrice, fit: CapabilityFit, rate: Decimal
+) -> tuple[CapabilityPrice, list[AmountChange]]:
+    """``cap`` with its fitted amounts at ``rate``; and every amount's change."""
+    was, carried = cap, _carried(cap, fit)
+    for term in fit.terms:
+        if term.priced_seconds is not None:
+            amount = _tokens(term.priced_seconds, rate, carried.get(term.key, ZERO))
+            cap = with_amount(cap, term.key, amount)
+    changes = [
+        AmountChange(
+            cap.name, t.key, t.label, current_amount(was, t.key), current_amount(cap, t.key)
+        )
+        for t in fit.terms
+    ]
+    return cap, changes
 
 
 def propose(
@@ -99,8 +135,9 @@ def propose(
     """A new version of ``book`` whose fitted amounts are their seconds times one rate.
 
     The rate is ``tokens_per_second``, or else the one that keeps the fitted jobs'
-    total list price (``_rate``). Capabilities not fitted, terms not fitted, minimums,
-    rounding, time-of-day windows and account terms are kept as they are.
+    total list price (``_rate``). Capabilities not fitted, terms not fitted (less what
+    the fitted ones carry of them: ``_carried``), minimums, rounding, time-of-day
+    windows and account terms are kept as they are.
     """
     fitted = [f for f in fits if f.fitted and f.capability in book.capabilities]
     if not fitted:
@@ -113,18 +150,8 @@ def propose(
     tracking: list[Tracking] = []
     now_total = then_total = 0.0
     for fit in fitted:
-        cap = capabilities[fit.capability]
-        for term in fit.terms:
-            if term.priced_seconds is not None:
-                cap = with_amount(cap, term.key, _tokens(term.priced_seconds, rate))
+        cap, ours = _repriced(capabilities[fit.capability], fit, rate)
         capabilities[cap.name] = cap
-        was = book.capabilities[cap.name]
-        ours = [
-            AmountChange(
-                cap.name, t.key, t.label, current_amount(was, t.key), current_amount(cap, t.key)
-            )
-            for t in fit.terms
-        ]
         changes += ours
         old_amounts = [float(c.current) for c in ours]
         new_amounts = [float(c.proposed) for c in ours]

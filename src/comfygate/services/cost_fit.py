@@ -76,7 +76,7 @@ class FitReport:
     jobs: int
     """Jobs read from the window (at most ``MAX_SAMPLES``)."""
     based_on: str
-    """The default price book version in force, which the proposal would follow."""
+    """The default price book version in force now, which the proposal would follow."""
     fits: tuple[cm.CapabilityFit, ...]
     unpriced: dict[str, int]
     """Jobs of capabilities that book no longer prices, by capability."""
@@ -120,8 +120,9 @@ class CostFitting:
         samples = self._samples.samples(
             since=since, until=until, engines=chosen, exclude_engines=NOT_COSTS, limit=MAX_SAMPLES
         )
-        record = self._price_books.show(at=until if until <= now else now)
-        book = record.book
+        # The book in force now, whatever the window: the proposal is its next version
+        # (a book of the window's time would undo what was activated since).
+        book = self._price_books.show(at=now).book
         by_capability: dict[str, list[cm.CostSample]] = defaultdict(list)
         for sample in samples:
             by_capability[sample.capability].append(sample)
@@ -129,7 +130,7 @@ class CostFitting:
             cm.fit_capability(cap, by_capability.get(name, []))
             for name, cap in book.capabilities.items()
         )
-        version = version or f"fit-{now:%Y%m%d-%H%M%S}"
+        version = version or f"fit-{now:%Y%m%d-%H%M%S.%f}"  # two fits a second apart
         description = (
             f"Fitted from {sum(f.samples for f in fits)} jobs of {since:%Y-%m-%d} to "
             f"{until:%Y-%m-%d}, following {book.version}"
