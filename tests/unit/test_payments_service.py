@@ -599,3 +599,52 @@ def test_a_key_found_taken_at_insert_answers_the_order_that_took_it(parts) -> No
     store.insert = insert
     assert service.create_order(actor=USER, plan="topup-500", idempotency_key="k") == winner
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("first_ref", "second_ref", "why"),
+    [
+        ("pay_1", None, "already_paid_unverified"),  # once "already_paid": a false alarm
+        (None, "pay_2", "already_paid_unverified"),  # once nothing: a double charge missed
+        (None, None, "already_paid_unverified"),
+        ("pay_1", "pay_1", None),
+    ],
+)
+def test_a_paid_order_told_paid_again_without_references_to_compare_is_flagged(
+    parts, clock, first_ref: str | None, second_ref: str | None, why: str | None
+) -> None:  # type: ignore[no-untyped-def]
+    service, _, plans, audit = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    paid = {"order_id": order.id, "status": "paid", "amount": "19", "currency": "CNY"}
+    for event_id, ref in (("evt_1", first_ref), ("evt_2", second_ref)):
+        body, headers = _webhook(clock, {"id": event_id, "provider_ref": ref, **paid})
+        service.handle_webhook(provider="acme", body=body, headers=headers)
+    unapplied = [
+        e.details["why"] for e in audit.entries_list if e.action == "orders.notice_unapplied"
+    ]
+    assert unapplied == ([why] if why else []) and len(plans.topups) == 1
+
+
+def test_a_notice_that_lost_the_race_to_pay_an_order_is_a_second_payment(parts, clock) -> None:  # type: ignore[no-untyped-def]
+    """Two notices for a pending order at once: both read it pending, one claims it.
+    The other, with another reference, paid it a second time."""
+    service, store, _, audit = parts
+    order = service.create_order(actor=USER, plan="topup-500", provider="acme")
+    paid = {"order_id": order.id, "status": "paid", "amount": "19", "currency": "CNY"}
+    stale = store.get(order.id)
+    body, headers = _webhook(clock, {"id": "evt_1", "provider_ref": "pay_1", **paid})
+    service.handle_webhook(provider="acme", body=body, headers=headers)
+    read, first_read = store.get, True
+
+    def get_once_stale(order_id: str) -> Order | None:
+        nonlocal first_read
+        if first_read and order_id == order.id:
+            first_read = False
+            return stale  # as it was when this notice was read: pending
+        return read(order_id)
+
+    store.get = get_once_stale
+    body, headers = _webhook(clock, {"id": "evt_2", "provider_ref": "pay_2", **paid})
+    service.handle_webhook(provider="acme", body=body, headers=headers)
+    unapplied = [e.details for e in audit.entries_list if e.action == "orders.notice_unapplied"]
+    assert [(d["event_id"], d["why"]) for d in unapplied] == [("evt_2", "already_paid")]

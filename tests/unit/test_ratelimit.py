@@ -115,12 +115,22 @@ def test_a_redis_that_answers_with_an_error_lets_requests_through(error: Excepti
     assert asyncio.run(scenario()) == 2
 
 
-def test_a_redis_that_refuses_our_credentials_is_not_an_outage() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.AuthenticationError("invalid password"),
+        redis.exceptions.NoPermissionError("this user has no permissions to run 'evalsha'"),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+    ],
+)
+def test_a_redis_that_is_set_up_wrong_is_not_an_outage(error: Exception) -> None:
+    """Credentials refused, a user without the scripting permission, a key of another
+    type: let through as an outage, they turned rate limiting off without a word."""
     from comfygate.adapters.ratelimit import RedisRateLimiter
 
     class Refusing(RedisRateLimiter):
         async def wait_s(self, key: str) -> float:
-            raise redis.exceptions.AuthenticationError("invalid password")
+            raise error
 
     async def scenario() -> None:
         limiter = Refusing(url="redis://127.0.0.1:1/0", per_minute=1)
@@ -129,5 +139,5 @@ def test_a_redis_that_refuses_our_credentials_is_not_an_outage() -> None:
         finally:
             await limiter.close()
 
-    with pytest.raises(redis.exceptions.AuthenticationError):
+    with pytest.raises(type(error)):
         asyncio.run(scenario())

@@ -27,6 +27,15 @@ import structlog
 from comfygate.domain.errors import RateLimitedError
 
 _PRUNE_AT = 10_000
+_OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica, after a failover
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached, with noeviction
+)
+"""Redis cannot count for now: requests go through uncounted. Any other error (a
+user without the scripting permission, a key of another type) is a configuration's
+fault, and raised."""
 _MISCONFIGURED = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 """Connection errors by their class, but a configuration's fault, not an outage's."""
 WARN_EVERY_S = 60.0
@@ -137,9 +146,7 @@ class RedisRateLimiter:
     async def acquire(self, key: str) -> None:
         try:
             waited = await self.wait_s(key)
-        except redis.exceptions.RedisError as exc:
-            # Unreachable, timed out, or answering with an error it would give any
-            # write (a replica after a failover, maxmemory reached): an outage.
+        except _OUTAGE as exc:
             if isinstance(exc, _MISCONFIGURED):  # not an outage: fix the URL
                 raise
             self.unlimited_for_outage += 1

@@ -130,6 +130,16 @@ class OrderStore(Protocol):
         ...
 
 
+def _second_payment(paid_before: bool, paid_as: str | None, told: str | None) -> str | None:
+    """Why a paid notice for an order now paid is not the payment that paid it, if it
+    is not: another payment reference than the one that paid it (a notice that lost a
+    race to pay it too), or a notice for an order paid already where either reference
+    is missing, so no one can tell (an operator's to check)."""
+    if paid_as is not None and told is not None:
+        return "already_paid" if paid_as != told else None
+    return "already_paid_unverified" if paid_before else None
+
+
 def _replayed(earlier: Order, plan: str, provider: str) -> Order:
     """The order a retry finds, if it asked for the same plan from the same provider."""
     if (earlier.plan, earlier.provider) != (plan, provider):
@@ -370,7 +380,7 @@ class PaymentService:
             raise OrderNotFoundError(f"no order {notice.order_id} for {provider}")
         applied, why = True, "nothing_to_apply"
         if notice.status == "paid" and order.state is not OrderState.CANCELED:
-            paid_as = order.provider_ref if order.state is OrderState.PAID else None
+            paid_before = order.state is OrderState.PAID
             try:
                 self._check_amount(order, notice)
                 order = self.confirm(
@@ -379,9 +389,9 @@ class PaymentService:
             except (PaymentMismatchError, OrderStateError) as refused:  # (canceled meanwhile)
                 self._unapplied(order.id, notice, actor, why=refused.code)
                 raise
-            if paid_as is not None and notice.provider_ref != paid_as:
-                # Another payment for an order paid already: the customer paid twice.
-                applied, why = False, "already_paid"
+            second = _second_payment(paid_before, order.provider_ref, notice.provider_ref)
+            if second is not None:
+                applied, why = False, second
         elif notice.status == "canceled" and order.state is OrderState.PENDING:
             order = self.cancel(order_id=order.id, actor=actor, reason=notice.status)
         elif notice.status == "failed" and order.state is OrderState.PENDING:
