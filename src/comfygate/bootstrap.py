@@ -7,6 +7,7 @@ process (the CLI, the server, a test).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -223,8 +224,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
 
     container.readiness_checks["data_dir"] = data_dir_writable
 
-    async def schema_matches() -> bool:  # raises, naming the revisions, when it does not
-        await asyncio.to_thread(migrate.check, engine)
+    async def schema_matches() -> bool:  # raises, naming the revisions, when behind
+        # A schema ahead of the code is a newer release's, migrated while this one
+        # still serves (a rolling deploy): it keeps serving, and is refused a start.
+        found = await asyncio.to_thread(migrate.status, engine)
+        if found.pending:
+            migrate.refuse_mismatch(dataclasses.replace(found, unknown=()))
         return True
 
     container.readiness_checks["schema"] = schema_matches
