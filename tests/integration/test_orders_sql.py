@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from comfygate import bootstrap
+from comfygate.adapters.db.sql_payments import SqlOrderStore
 from comfygate.config import Settings
 from comfygate.services.identity_types import Principal, Role
-from comfygate.services.payments import OrderState
+from comfygate.services.payments import OrderState, PaymentNotice
 from tests.fakes import FakeClock
 
 MARCH = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Asia/Shanghai
@@ -168,3 +169,14 @@ def test_retries_of_an_order_at_once_make_one_order(c: bootstrap.Container) -> N
     theirs = c.payments.create_order(actor=other, plan="topup-500", idempotency_key="k-1")
     upper = c.payments.create_order(actor=buyer, plan="topup-500", idempotency_key="K-1")
     assert len({*ids, theirs.id, upper.id}) == 3 and theirs.account_id == other_account
+
+
+def test_a_notice_of_a_status_longer_than_its_column_is_recorded_once(
+    c: bootstrap.Container,
+) -> None:
+    """A provider's own long status (``payment_intent.requires_action``) is taken, and
+    recorded cut to the column, so the provider is answered and stops sending it."""
+    notice = PaymentNotice("acme", "evt_long", "ord_x", "payment_intent.requires_action",
+                           None, None, None)  # fmt: skip
+    store = SqlOrderStore(c.engine)
+    assert store.record_event(notice, MARCH) and not store.record_event(notice, MARCH)

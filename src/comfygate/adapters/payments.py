@@ -70,9 +70,11 @@ class HmacWebhookProvider:
 
 
 NOTICE_FIELD_LENGTHS = {
-    "id": 200, "order_id": 40, "status": 20, "amount": 32, "currency": 8, "provider_ref": 200,
+    "id": 200, "order_id": 40, "amount": 32, "currency": 8, "provider_ref": 200,
 }  # fmt: skip
-"""The most characters of each field of a notice: what the order and event rows hold."""
+"""The most characters of each field of a notice: what the order and event rows hold.
+A status of any length is taken (one we do not know is an operator's to read, whole,
+in the audit log); the event row keeps its first 20 characters."""
 
 
 def _parse_notice(provider: str, body: bytes) -> PaymentNotice:

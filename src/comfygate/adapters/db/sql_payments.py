@@ -131,7 +131,7 @@ class SqlOrderStore:
             "provider": notice.provider,
             "event_id": notice.event_id,
             "order_id": notice.order_id,
-            "status": notice.status,
+            "status": notice.status[: payment_events.c.status.type.length],  # type: ignore[attr-defined]
             "received_at": received_at,
         }
         try:
