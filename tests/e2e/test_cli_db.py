@@ -185,3 +185,14 @@ def test_a_schema_ahead_of_the_code_is_refused_whatever_the_setting(
         for args in (("db", "upgrade"), ("accounts", "create", "Acme"), ("init",)):
             refused = cli(sqlite_url, *args, auto_migrate=setting)
             assert (refused.exit_code, refused.stdout, refused.stderr) == (1, "", AHEAD), args
+
+
+def test_status_of_a_sqlite_file_that_is_not_there_makes_none(cli: Any, tmp_path: Path) -> None:
+    """A mistyped path once made the file (and its folder), and said "behind"."""
+    missing = tmp_path / "typo" / "comfygate.db"
+    done = cli(f"sqlite:///{missing}", "db", "status")
+    assert (done.exit_code, done.stderr) == (
+        1,
+        f"error [invalid_input]: no SQLite database at {missing}\n",
+    )
+    assert not missing.parent.exists()

@@ -12,11 +12,14 @@ know (1 stays every command's error, 2 click's usage error).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from comfygate.adapters.db import migrate
+from comfygate.domain.errors import InvalidInputError
 from comfygate.entrypoints.cli import context, emit
 
 EXIT_BEHIND = 3
@@ -79,7 +82,12 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     JSON: ``state`` (current, behind or ahead), ``branches`` (branch -> ``current``,
     ``head``, ``pending``), ``heads``, ``pending`` and ``unknown``.
     """
-    found = migrate.status(context(ctx).engine())
+    app = context(ctx)
+    url = sa.engine.make_url(app.settings.database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():  # reads: makes nothing
+        raise InvalidInputError(f"no SQLite database at {path}", database=path)
+    found = migrate.status(app.engine())
     emit(
         {
             "state": found.state,
