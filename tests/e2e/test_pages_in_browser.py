@@ -12,6 +12,7 @@ import pytest
 
 from comfygate import bootstrap
 from comfygate.domain import analytics as da
+from comfygate.domain.pricing_document import price_book_to_document
 from tests.e2e.browser import chromium, page
 from tests.jobs_support import job_rows, new_customer, png_bytes
 from tests.reports_support import Use, new_account, store_usage
@@ -90,8 +91,10 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         )
         assert kinds == ["colorize.person", "colorize.building"]
         upscale = "document.querySelector('[data-option=upscale]')"
-        assert browser.run(f"[...{upscale}.options].map((o) => o.value)") == ["1", "2", "3", "4"]
-        for value, tokens in (("2", "16"), ("1", "11")):  # 10 + 0.96 (+ 5 upscaled)
+        assert browser.run(f"[{upscale}.type, {upscale}.min, {upscale}.max]") == [
+            "number", "1", "4",
+        ]  # fmt: skip
+        for value, tokens in (("1.5", "16"), ("1", "11")):  # 10 + 0.96 (+ 5 upscaled)
             browser.run(
                 f"{upscale}.value = '{value}';"
                 f" {upscale}.dispatchEvent(new Event('change', {{bubbles: true}}))"
@@ -117,6 +120,42 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         assert browser.run("window.posts['/v1/jobs']") == 1
     assert job_rows(container, customer.account_id) == 1  # two clicks, one job
     assert container.accounts.balance(account_id=customer.account_id).available == 39
+
+
+def test_the_user_page_follows_a_price_book_changed_under_it(
+    served: tuple[bootstrap.Container, str], tmp_path: Path
+) -> None:
+    """A new book drops the upscale option: the page's next quote is refused
+    (invalid_option), and it reads the capabilities again instead of failing every
+    quote until the key was typed in again."""
+    container, url = served
+    assert BROWSER is not None
+    customer = new_customer(container, tokens=50)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes((800, 600)))
+    with page(BROWSER) as browser:
+        browser.open(f"{url}/app")
+        browser.run(f"sessionStorage.setItem('comfygate.app.key', {json.dumps(customer.api_key)})")
+        browser.reload()
+        browser.choose_file("input[type=file]", photo)
+        assert (
+            browser.wait_for("document.getElementById('quote-tokens').textContent") == "11 tokens"
+        )
+        doc = price_book_to_document(container.pricing.price_books.show().book)
+        doc["version"] = "no-upscale-2"
+        for capability in doc["capabilities"].values():
+            capability["base"], capability["options"] = "20", {}
+        container.pricing.price_books.activate(doc)
+        browser.run(
+            "const up = document.querySelector('[data-option=upscale]'); up.value = '2';"
+            " up.dispatchEvent(new Event('change', {bubbles: true}))"
+        )
+        shown = browser.wait_for(
+            "document.getElementById('quote-book').textContent === 'no-upscale-2' &&"
+            " document.getElementById('quote-tokens').textContent"
+        )
+        assert shown == "21 tokens"  # 20 + 0.96
+        assert browser.run("document.querySelector('[data-option=upscale]') === null")
 
 
 def test_a_double_click_on_a_plan_places_one_order(served: tuple[bootstrap.Container, str]) -> None:

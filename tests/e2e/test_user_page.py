@@ -221,9 +221,12 @@ console.log(JSON.stringify({
     d.optionControl({name: "model", type: "choice", default: "tiny", description: "Model",
                      min: null, max: null, choices: ["tiny", "large"]}),
     d.optionControl({name: "steps", type: "integer", default: 20, description: "Steps",
-                     min: "1", max: null, choices: []})],
+                     min: "1", max: null, choices: []}),
+    d.optionControl({name: "passes", type: "integer", default: 2, description: "Passes",
+                     min: "1", max: "3", choices: []})],
   values: [d.optionValue({type: "number"}, "2"), d.optionValue({type: "boolean"}, false),
-           d.optionValue({type: "choice"}, "large"), d.optionValue({type: "integer"}, "30")],
+           d.optionValue({type: "choice"}, "large"), d.optionValue({type: "integer"}, "30"),
+           d.optionValue({type: "number", default: 1}, " ")],
 }));
 """
 
@@ -255,14 +258,16 @@ def test_pure_helpers_in_node() -> None:
     ]
     assert out["paths"] == ["/v1/jobs?limit=10", "/v1/jobs?limit=10&cursor=job_01ab"]
     assert out["controls"] == [
-        {"kind": "select", "label": "Upscale", "values": ["1", "2", "3", "4"], "value": "1"},
+        {"kind": "number", "label": "Upscale", "min": "1", "max": "4", "step": "any",
+         "value": "1"},  # a number: 1.5 too, so not a list of 1 to 4
         {"kind": "number", "label": "strength", "min": "0", "max": "1", "step": "any",
          "value": "0.5"},
         {"kind": "checkbox", "label": "Half floats", "value": True},
         {"kind": "select", "label": "Model", "values": ["tiny", "large"], "value": "tiny"},
         {"kind": "number", "label": "Steps", "min": "1", "max": None, "step": "1", "value": "20"},
+        {"kind": "select", "label": "Passes", "values": ["1", "2", "3"], "value": "2"},
     ]  # fmt: skip
-    assert out["values"] == [2, False, "large", 30]
+    assert out["values"] == [2, False, "large", 30, 1]  # an emptied field: the default
     unauthenticated, forbidden, broke, unreachable = out["problems"]
     assert "API key" in unauthenticated
     assert unauthenticated.endswith("invalid API key (unauthenticated)")

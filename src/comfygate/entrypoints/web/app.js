@@ -55,8 +55,9 @@ function idempotencyKey(bytes) {
 }
 
 // How to draw one option of a capability, from its schema in /v1/capabilities: a flag
-// is a checkbox, a choice a list, a number with a small whole range a list of its
-// values, any other number a number field. Values are strings, as the controls hold.
+// is a checkbox, a choice a list, an integer with a small range a list of its values,
+// any other number a number field (1.5 is an upscale too). Values are strings, as the
+// controls hold.
 function optionControl(spec) {
   const label = spec.description || spec.name;
   if (spec.type === "boolean") return { kind: "checkbox", label, value: spec.default === true };
@@ -64,7 +65,7 @@ function optionControl(spec) {
     return { kind: "select", label, values: spec.choices, value: String(spec.default) };
   }
   const [min, max] = [spec.min, spec.max].map((v) => (v === null ? NaN : Number(v)));
-  const whole = [min, max, Number(spec.default)].every(Number.isInteger);
+  const whole = spec.type === "integer" && Number.isInteger(min) && Number.isInteger(max);
   if (whole && max - min <= 12) {
     const values = Array.from({ length: max - min + 1 }, (_, i) => String(min + i));
     return { kind: "select", label, values, value: String(spec.default) };
@@ -74,9 +75,11 @@ function optionControl(spec) {
 }
 
 // The value a control holds, typed as its option's schema says.
+// (An emptied number field is its default.)
 function optionValue(spec, raw) {
   if (spec.type === "boolean") return raw === true;
-  return spec.type === "choice" ? raw : Number(raw);
+  if (spec.type === "choice") return raw;
+  return Number(String(raw).trim() === "" ? spec.default : raw);
 }
 
 function formatTokens(count) {
@@ -148,7 +151,7 @@ function problemMessage(status, body) {
 const $ = (id) => document.getElementById(id);
 const state = {
   key: "", file: null, size: null, quote: null, originals: new Map(),
-  ordering: false, orderId: null, capabilities: new Map(),
+  ordering: false, orderId: null, capabilities: new Map(), bookVersion: "",
 };
 const urls = { original: "", result: "" }; // object URLs this page made
 let latestQuote = 0;
@@ -158,7 +161,8 @@ let orderTimer = 0;
 
 // An error to show, with the HTTP status that refused the request (0: none came).
 function refusal(status, body) {
-  return Object.assign(new Error(problemMessage(status, body)), { status });
+  const code = body && typeof body.code === "string" ? body.code : "";
+  return Object.assign(new Error(problemMessage(status, body)), { status, code });
 }
 
 // fetch with the key and the browser's language; a refusal throws (see refusal).
@@ -251,10 +255,13 @@ const refreshAccount = guarded(async () => {
   await loadHistory();
 });
 
+// Refusals that say the page's capabilities are out of date: the book changed.
+const STALE_OFFER = new Set(["unknown_capability", "invalid_option"]);
+
 // Prices the photo now. The first quote of a file uploads it, so the gateway reads its
 // size from the image header; a change of kind or upscale then prices that size with
 // a JSON quote, without sending the file again.
-async function requote() {
+async function requote(reloaded = false) {
   const { file, size } = state;
   if (!file) return;
   if (!state.key) return say("Type your API key above to see the price.", true);
@@ -269,8 +276,17 @@ async function requote() {
   $("pay").disabled = true;
   $("quote").classList.add("stale");
   say("Pricing…");
-  const quote = await getJson("/v1/quotes", init);
+  let quote;
+  try {
+    quote = await getJson("/v1/quotes", init);
+  } catch (error) {
+    if (reloaded || !STALE_OFFER.has(error.code)) throw error;
+    return loadCapabilities(true); // the book changed under the page: read it again
+  }
   if (request !== latestQuote || file !== state.file) return; // a newer quote is on its way
+  if (quote.price_book_version !== state.bookVersion && !reloaded) {
+    return loadCapabilities(true); // priced by another book than the options came from
+  }
   state.size = { width: quote.width, height: quote.height };
   const key = idempotencyKey(crypto.getRandomValues(new Uint8Array(16)));
   state.quote = { ...quote, idempotencyKey: key };
@@ -450,9 +466,10 @@ function showOrder(order) {
 
 // The capabilities this account may ask for, from the price book pricing it: a
 // capability added by data (a workflow and a price-book entry) shows up here.
-async function loadCapabilities() {
+async function loadCapabilities(reloaded = false) {
   const offered = await getJson("/v1/capabilities");
   const served = offered.capabilities.filter((c) => c.served);
+  state.bookVersion = offered.price_book_version;
   state.capabilities = new Map(served.map((c) => [c.name, c]));
   const select = $("job-form").elements.capability;
   const previous = select.value;
@@ -464,7 +481,10 @@ async function loadCapabilities() {
   }
   if (state.capabilities.has(previous)) select.value = previous;
   showOptions();
-  await requote();
+  if (!served.length) {
+    return say("Nothing can be ordered now: no service of this account is running.", true);
+  }
+  await requote(reloaded);
 }
 
 // The chosen capability's options as controls, each at its default.
