@@ -115,6 +115,8 @@ def build_job_services(
         metrics=job_metrics,
         result_retention_s=settings.result_retention_s,
         audit=audit,
+        runner=settings.runner_id(),
+        lease_s=settings.job_lease_s,
     )
     engines = engines if engines is not None else build_engines(settings, job_metrics)
     retention = ResultRetention(store=store, storage=storage, clock=clock)

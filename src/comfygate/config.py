@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, get_origin
@@ -147,6 +148,19 @@ class Settings(BaseSettings):
     dedup_window_s: int = Field(
         default=86_400, ge=0, description="same image re-submitted within this returns the job"
     )
+    instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="this gateway's name on the jobs it runs (default: host name and data"
+        " dir); each gateway on one database needs its own, the same across its restarts",
+    )
+    job_lease_s: float = Field(
+        default=30.0,
+        ge=3.0,
+        description="a running job is held this long, renewed a third of it ahead; other"
+        " gateways take it over once it runs out",
+    )
     result_retention_s: int = Field(
         default=7 * 86_400, gt=0, description="results are deleted this long after the job"
     )
@@ -193,6 +207,14 @@ class Settings(BaseSettings):
     def comfyui_url_list(self) -> list[str]:
         """``comfyui_urls`` as a list."""
         return [u.strip() for u in self.comfyui_urls.split(",") if u.strip()]
+
+    def runner_id(self) -> str:
+        """``instance_id``, or the host's name and the data dir's path: the same for a
+        gateway across its restarts (so it takes back its own jobs at once), and apart
+        for gateways on other hosts or with other data dirs."""
+        if self.instance_id:
+            return self.instance_id
+        return f"{socket.gethostname()}:{self.data_dir.resolve()}"[:200]
 
     @classmethod
     def settings_customise_sources(

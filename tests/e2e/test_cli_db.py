@@ -24,10 +24,13 @@ HEADS = sorted(migrate.scripts().get_heads())
 REVISIONS = len(list(migrate.scripts().walk_revisions()))
 OLDER = ("ledger_0005", "jobs_0004", *(h for h in HEADS if h.startswith(("identity", "pricing"))))
 """Every branch at a revision of its own: two revisions behind the code."""
-PENDING = ["jobs_0005", "ledger_0006"]  # jobs_0005 copies tables on MariaDB
+JOBS_HEAD = next(h for h in HEADS if h.startswith("jobs"))
+PENDING = list(migrate.compare(OLDER).pending)  # jobs_0005 copies tables on MariaDB
+JOBS_PENDING = [r for r in PENDING if r.startswith("jobs")]
 BEHIND = (
-    "error [schema_out_of_date]: the database schema is behind this comfygate: 2 revisions"
-    " pending (jobs_0005, ledger_0006); run `comfygate db upgrade`\n"
+    "error [schema_out_of_date]: the database schema is behind this comfygate:"
+    f" {migrate.revisions(len(PENDING))} pending ({', '.join(PENDING)}); run"
+    " `comfygate db upgrade`\n"
 )
 AHEAD = (
     "error [schema_ahead_of_code]: the database schema is ahead of this comfygate: it has"
@@ -49,7 +52,8 @@ def record_unknown_revision(path: Path) -> None:
     """What a newer comfygate's ``db upgrade`` leaves: a jobs revision this code lacks."""
     with sqlite3.connect(path) as conn:
         conn.execute(
-            "UPDATE alembic_version SET version_num = 'jobs_0099' WHERE version_num = 'jobs_0005'"
+            "UPDATE alembic_version SET version_num = 'jobs_0099' WHERE version_num = ?",
+            (JOBS_HEAD,),
         )
 
 
@@ -78,7 +82,7 @@ def test_status_and_upgrade_round_trip(cli: Any, database_url: str) -> None:
     assert (report["state"], report["pending"], report["unknown"]) == ("behind", PENDING, [])
     assert report["heads"] == HEADS
     assert report["branches"]["jobs"] == {
-        "current": "jobs_0004", "head": "jobs_0005", "pending": ["jobs_0005"]
+        "current": "jobs_0004", "head": JOBS_HEAD, "pending": JOBS_PENDING
     }  # fmt: skip
     assert report["branches"]["pricing"]["pending"] == []
     refused = cli(database_url, "accounts", "create", "Acme", auto_migrate="false")
@@ -106,16 +110,18 @@ def test_status_and_upgrade_for_a_person(cli: Any, sqlite_url: str) -> None:
     migrate_to(sqlite_url, *OLDER)
     behind = cli(sqlite_url, "db", "status")
     assert behind.exit_code == 3
-    assert "jobs       jobs_0004        jobs_0005        jobs_0005\n" in behind.stdout
-    assert behind.stdout.endswith("behind: 2 revisions pending; run `comfygate db upgrade`\n")
+    assert f"jobs       jobs_0004        {JOBS_HEAD:16} {' '.join(JOBS_PENDING)}\n" in behind.stdout
+    assert behind.stdout.endswith(
+        f"behind: {migrate.revisions(len(PENDING))} pending; run `comfygate db upgrade`\n"
+    )
     upgraded = cli(sqlite_url, "db", "upgrade")
     assert upgraded.exit_code == 0
     assert upgraded.stdout == (
         f"identity   {OLDER[2]} (unchanged)\n"
-        "jobs       jobs_0004 -> jobs_0005\n"
+        f"jobs       jobs_0004 -> {JOBS_HEAD}\n"
         "ledger     ledger_0005 -> ledger_0006\n"
         "pricing    pricing_0002 (unchanged)\n"
-        "applied 2 revisions: jobs_0005, ledger_0006\n"
+        f"applied {migrate.revisions(len(PENDING))}: {', '.join(PENDING)}\n"
     )
     assert cli(sqlite_url, "db", "upgrade").stdout.endswith(
         "nothing to apply: the schema is current\n"
@@ -178,7 +184,7 @@ def test_a_schema_ahead_of_the_code_is_refused_whatever_the_setting(
     assert (report["state"], report["unknown"], report["pending"]) == ("ahead", ["jobs_0099"], [])
     assert report["branches"]["jobs"] == {
         "current": "jobs_0099",
-        "head": "jobs_0005",
+        "head": JOBS_HEAD,
         "pending": [],
     }
     for setting in (None, "false"):

@@ -4,11 +4,13 @@ a key that is no setting, stops the process with one line naming the file and ke
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from comfygate.config import load_settings
+from comfygate.config import Settings, load_settings
 from comfygate.domain.errors import ValidationFailedError
 
 
@@ -176,3 +178,14 @@ def test_auto_migrate_is_on_unless_the_environment_turns_it_off(
     assert _refusal().errors == [
         "COMFYGATE_AUTO_MIGRATE: Input should be a valid boolean, unable to interpret input"
     ]
+
+
+def test_a_gateways_name_on_its_jobs_is_its_instance_id_or_its_host_and_data_dir(
+    tmp_path: Path,
+) -> None:
+
+    default = Settings(data_dir=tmp_path / "data")
+    assert default.runner_id() == f"{socket.gethostname()}:{(tmp_path / 'data').resolve()}"
+    assert Settings(data_dir=tmp_path, instance_id="gw-7").runner_id() == "gw-7"
+    with pytest.raises(ValidationError):
+        Settings(instance_id="")

@@ -73,6 +73,9 @@ class _Running:
     cancel_reason: str | None = None
     requeued: Job | None = None
     """Set when the job goes back to the queue; pushed once its slot is free."""
+    lost: bool = False
+    """Set when the lease could not be renewed: canceled or taken over elsewhere. The
+    run is stopped, and nothing of it recorded."""
 
 
 class Dispatcher:
@@ -131,6 +134,8 @@ class Dispatcher:
                 self._failed_engines.add(engine.name)
         await self.recover()
         self._spawn(self._pump())
+        self._spawn(self._hold_leases())
+        self._spawn(self._take_over())
         if self._housekeeping:
             interval_s = self._policy.housekeeping_interval_s
             self._spawn(housekeep(self._housekeeping, interval_s=interval_s))
@@ -285,6 +290,11 @@ class Dispatcher:
     async def _conclude(self, job: Job, entry: _Running) -> None:
         task = entry.run_task
         assert task is not None
+        if entry.lost:  # canceled or taken over elsewhere: nothing of this run counts
+            log.info("job %s: no longer held by this gateway; its run was stopped", job.id)
+            if not task.cancelled():
+                task.exception()  # retrieved: the run's end is moot
+            return
         lifecycle = self._lifecycle
         engine_name = entry.engine.name if entry.engine is not None else None
         if task.cancelled() or (entry.cancel_reason is not None and task.exception()):
@@ -403,13 +413,11 @@ class Dispatcher:
             if entry is not None:
                 break
             current = await asyncio.to_thread(self._store.get, job.id)
-            # Running, but nothing runs it: it is under repair.
-            if (
-                current is not None
-                and current.state is JobState.RUNNING
-                and (current.id in self._troubles)
-            ):
-                self._cancels[current.id] = reason  # if this fails too, the repair cancels
+            # Running, but not here: under repair, or on another gateway (which sees at
+            # its next lease renewal that the job is no longer its, and stops the run).
+            if current is not None and current.state is JobState.RUNNING:
+                if current.id in self._troubles:
+                    self._cancels[current.id] = reason  # if this fails too, the repair does
                 canceled = await asyncio.to_thread(self._lifecycle.cancel, current, reason=reason)
                 if canceled is not None:
                     self._cancels.pop(current.id, None)
@@ -444,6 +452,44 @@ class Dispatcher:
             queue.remove(job.id)
             self._metrics.queue_depth(job.capability, len(queue))
 
+    # -- leases: several gateways on one database ---------------------------------------------
+
+    async def _hold_leases(self) -> None:
+        """Renew the leases of the jobs running here, a third of a lease ahead; stop the
+        runs of those no longer held (canceled, or taken over, by another gateway)."""
+        while True:
+            await asyncio.sleep(self._lifecycle.lease_s / 3)
+            running = {i: e for i, e in self._running.items() if e.run_task is not None}
+            try:
+                held = await self._offload(self._lifecycle.renew, list(running))
+            except Exception:  # the database, say: try again at the next beat
+                log.exception("could not renew the leases of the running jobs")
+                continue
+            for job_id in running.keys() - held:
+                await self._stop_lost(job_id, running[job_id])
+
+    async def _stop_lost(self, job_id: str, entry: _Running) -> None:
+        if job_id not in self._running or entry.lost:
+            return  # it ended meanwhile
+        log.warning("job %s: no longer held by this gateway; stopping its run", job_id)
+        entry.lost = True
+        if entry.run_task is not None and not entry.run_task.done():
+            entry.run_task.cancel()
+            if entry.engine is not None:
+                await _quietly(entry.engine.cancel(job_id))
+
+    async def _take_over(self) -> None:
+        """Every lease period, what a restart would do: take the jobs that no live
+        gateway holds (a gateway died) and queue the queued ones it has not (another
+        gateway accepted them and died, or is busy: whoever starts a job first runs
+        it)."""
+        while True:
+            await asyncio.sleep(self._lifecycle.lease_s)
+            try:
+                await self.recover()
+            except Exception:
+                log.exception("could not look for jobs to take over")
+
     # -- restart recovery ---------------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -452,7 +498,9 @@ class Dispatcher:
             recover_jobs,
             store=self._store,
             lifecycle=self._lifecycle,
-            running_here=set(self._running),
+            # Live, not a copy: a job is in it before it starts, so a job found running
+            # as this gateway's and not in it is from before a restart (or under repair).
+            running_here=self._running.keys(),
         )
         for job in jobs:
             self._push(job)

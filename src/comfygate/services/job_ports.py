@@ -9,7 +9,7 @@ win.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +69,11 @@ class Job:
     inference_s: float | None = None
     gpu_peak_mb: int | None = None
     result_metadata: Mapping[str, Any] = field(default_factory=dict)
+    runner: str | None = None
+    """The gateway (its ``instance_id``) that runs the job, or last ran it."""
+    lease_until: datetime | None = None
+    """While running: the runner holds the job until then, and renews it while it
+    runs. Past it, any gateway may take the job as lost (``recovery``)."""
 
     @property
     def megapixels(self) -> float:
@@ -237,6 +242,11 @@ class JobStore(Protocol):
     def reachable(self) -> bool:
         """Whether the store answers at all (a trivial read): tells a job's own
         failure from the store's."""
+        ...
+
+    def renew_leases(self, job_ids: Collection[str], *, runner: str, until: datetime) -> set[str]:
+        """Extend to ``until`` the leases of those of ``job_ids`` that are running under
+        ``runner``; the ids renewed."""
         ...
 
     def results_due(self, *, before: datetime, limit: int) -> list[Job]:

@@ -1,11 +1,13 @@
 """Restart recovery and housekeeping for the dispatcher.
 
-The database is the queue of record. When a dispatcher starts, what a previous
-process left behind is finished here: terminal jobs whose settlement a crash
-interrupted are settled (the ledger's idempotency keys make a repeated capture or
-release move nothing), jobs found ``running`` — their process died — are retried once
-or failed with their hold released, and every queued job goes back to the queue.
-Nothing is lost and nothing is charged twice.
+The database is the queue of record, shared by every gateway on it. When a dispatcher
+starts, and then every lease period, what a dead process left behind is finished
+here: terminal jobs whose settlement a crash interrupted are settled (the ledger's
+idempotency keys make a repeated capture or release move nothing), jobs found
+``running`` that no live gateway holds (their lease ran out, or they are this
+gateway's own from before a restart) are retried once or failed with their hold
+released, and every queued job goes to the queue (of whichever gateway starts it
+first). Nothing is lost and nothing is charged twice.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def recover_jobs(
     settle_unsettled(store=store, lifecycle=lifecycle)
     to_queue: list[Job] = []
     for job in store.in_states([JobState.RUNNING]):
-        if job.id not in running_here and (requeued := recover_job(job, lifecycle)) is not None:
+        if job.id in running_here or lifecycle.held_elsewhere(job):
+            continue  # running here, or on another gateway that holds it
+        if (requeued := recover_job(job, lifecycle)) is not None:
             to_queue.append(requeued)
     queued = store.in_states([JobState.QUEUED])
     seen = {job.id for job in to_queue}

@@ -14,7 +14,7 @@ and capture of its own, keyed by the job too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -52,7 +52,12 @@ class JobLifecycle:
         metrics: JobMetrics,
         result_retention_s: int,
         audit: AuditLog | None = None,
+        runner: str = "local",
+        lease_s: float = 30.0,
     ) -> None:
+        self.runner = runner
+        """This gateway's name on the jobs it starts (``Settings.runner_id``)."""
+        self.lease_s = lease_s
         self._store = store
         self._ledger = ledger
         self._events = events
@@ -80,10 +85,32 @@ class JobLifecycle:
         return moved
 
     def start(self, job: Job) -> Job | None:
-        """queued -> running (one more attempt); None if the job is no longer queued."""
-        attempt = job.attempts + 1
-        changes = {"started_at": self._clock.now(), "attempts": attempt}
+        """queued -> running (one more attempt), held by this gateway for ``lease_s``;
+        None if the job is no longer queued (another gateway took it, or a cancel)."""
+        attempt, now = job.attempts + 1, self._clock.now()
+        changes = {
+            "started_at": now,
+            "attempts": attempt,
+            "runner": self.runner,
+            "lease_until": now + timedelta(seconds=self.lease_s),
+        }
         return self._move(job, JobState.RUNNING, changes, ("started", {"attempt": attempt}))
+
+    def held_elsewhere(self, job: Job) -> bool:
+        """Whether another gateway holds ``job`` now (its lease has not run out): no
+        other gateway may take it as lost. A job of this gateway's (from before a
+        restart), or of none, is held by no one else."""
+        lease = job.lease_until
+        mine_or_none = job.runner is None or job.runner == self.runner
+        return not mine_or_none and lease is not None and lease > self._clock.now()
+
+    def renew(self, job_ids: Collection[str]) -> set[str]:
+        """Hold the jobs this gateway runs for another ``lease_s``; those it still
+        holds (a job missing was canceled, or taken over, elsewhere)."""
+        if not job_ids:
+            return set()
+        until = self._clock.now() + timedelta(seconds=self.lease_s)
+        return self._store.renew_leases(job_ids, runner=self.runner, until=until)
 
     def requeue(
         self, job: Job, *, reason: str, detail: str | None = None, count_attempt: bool = True
@@ -92,7 +119,12 @@ class JobLifecycle:
         shutdown; a shutdown does not use up the job's retry)."""
         attempts = job.attempts if count_attempt else max(job.attempts - 1, 0)
         # What went wrong stays on the job so that, if no retry can run, it still says why.
-        changes = {"attempts": attempts, "started_at": None, "failure_reason": detail or reason}
+        changes = {
+            "attempts": attempts,
+            "started_at": None,
+            "failure_reason": detail or reason,
+            "lease_until": None,
+        }
         event = ("queued", {"retry": count_attempt, "reason": reason})
         return self._move(job, JobState.QUEUED, changes, event)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
@@ -94,11 +94,17 @@ _SETTLE = (
 
 @functools.cache
 def _transition_statement(columns: frozenset[str]) -> sa.Update:
-    """``UPDATE jobs SET <columns> WHERE id = ? AND state = ?``, one per column set
-    (a handful: each lifecycle step always sets the same columns)."""
+    """``UPDATE jobs SET <columns> WHERE id = ? AND state = ? AND attempts = ?``, one
+    per column set (a handful: each lifecycle step always sets the same columns). The
+    attempt is part of what is compared: a gateway that lost a job (its lease ran out)
+    and comes back finds it running again under another attempt, and moves nothing."""
     return (
         jobs.update()
-        .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == sa.bindparam("b_state"))
+        .where(
+            jobs.c.id == sa.bindparam("b_id"),
+            jobs.c.state == sa.bindparam("b_state"),
+            jobs.c.attempts == sa.bindparam("b_attempts"),
+        )
         .values({name: sa.bindparam(name) for name in sorted(columns)})
     )
 
@@ -261,7 +267,8 @@ class SqlJobStore:
         values = _encode({**changes, "state": target})
         statement = _transition_statement(frozenset(values))
         with self.engine.connect() as conn, conn.begin() as txn:
-            result = conn.execute(statement, {**values, "b_id": job.id, "b_state": job.state.value})
+            compared = {"b_id": job.id, "b_state": job.state.value, "b_attempts": job.attempts}
+            result = conn.execute(statement, {**values, **compared})
             if result.rowcount != 1:
                 txn.rollback()
                 return None
@@ -336,6 +343,16 @@ class SqlJobStore:
             .order_by(jobs.c.created_at, jobs.c.id)
         )
         return [_job(r) for r in self._read(query)]
+
+    def renew_leases(self, job_ids: Collection[str], *, runner: str, until: datetime) -> set[str]:
+        held = sa.and_(
+            jobs.c.id.in_(sorted(job_ids)),
+            jobs.c.runner == runner,
+            jobs.c.state == JobState.RUNNING.value,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(held).values(lease_until=until))
+            return set(conn.execute(sa.select(jobs.c.id).where(held)).scalars())
 
     def reachable(self) -> bool:
         try:

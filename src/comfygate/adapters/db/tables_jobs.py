@@ -68,6 +68,8 @@ jobs = sa.Table(
     sa.Column("inference_s", Seconds, nullable=True),
     sa.Column("gpu_peak_mb", sa.Integer, nullable=True),
     sa.Column("result_metadata", sa.Text, nullable=False),
+    sa.Column("runner", sa.String(200), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
     sa.UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_idempotency"),
     # Lists are newest first, a page at a time: each filter's index ends with the id,
     # so that a page is a range of it, whatever the history behind it.
