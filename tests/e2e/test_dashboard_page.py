@@ -116,6 +116,14 @@ console.log(JSON.stringify({
   problems: [d.problemMessage(403, {detail: "admins only"}), d.problemMessage(401, null),
              d.problemMessage(422, {detail: "since needs a time zone"}),
              d.problemMessage(502, null)],
+  partial: [
+    d.partialBuckets(["2026-11-20T00:00:00+08:00", "2026-11-21T00:00:00+08:00",
+                      "2026-11-22T00:00:00+08:00"], "day",
+                     "2026-11-20T09:00:00Z", "2026-11-22T03:00:00Z"),
+    d.partialBuckets(["2026-11-21T00:00:00+08:00", "2026-11-22T00:00:00+08:00"], "day",
+                     "2026-11-20T16:00:00Z", "2026-11-22T16:00:00Z"),
+    d.partialBuckets(["2026-11-21T13:00:00+08:00", "2026-11-21T14:00:00+08:00"], "hour",
+                     "2026-11-21T05:00:00Z", "2026-11-21T06:30:00Z")],
 }));
 """
 
@@ -150,3 +158,6 @@ def test_pure_helpers_in_node() -> None:
     assert "API key" in unauthenticated and unauthenticated.endswith("HTTP 401")
     assert invalid == "since needs a time zone"
     assert bare == "HTTP 502"
+    # 09:00 UTC is 17:00 in Shanghai: the first day is cut; 03:00 UTC the next day ends
+    # at 11:00 there, inside the last; a window of whole days cuts none.
+    assert out["partial"] == [[True, False, True], [False, False], [False, True]]

@@ -60,6 +60,18 @@ function niceCeiling(value) {
   return [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].find((m) => m * power >= value) * power;
 }
 
+// Which buckets the window covers only in part: the first, when the window starts
+// after it does, and the last, when the window ends before it does (a day is taken as
+// 24 hours: off by one near a clock change, at worst).
+function partialBuckets(buckets, bucket, since, until) {
+  const span = (bucket === "day" ? 24 : 1) * 3600000;
+  const [from, to] = [Date.parse(since), Date.parse(until)];
+  return buckets.map((stamp) => {
+    const start = Date.parse(stamp);
+    return start < from || start + span > to;
+  });
+}
+
 function bucketTotals(series, field, bucketCount) {
   const totals = new Array(bucketCount).fill(0);
   for (const entry of series) entry[field].forEach((value, i) => (totals[i] += value));
@@ -125,6 +137,7 @@ function drawStackedBars(svg, report, field, colors, unit) {
   }
   const slot = (PLOT.right - PLOT.left) / buckets.length;
   const base = new Array(buckets.length).fill(0);
+  const partial = partialBuckets(buckets, report.bucket, report.since, report.until);
   for (const entry of series) {
     entry[field].forEach((value, i) => {
       if (!(value > 0)) return;
@@ -134,8 +147,10 @@ function drawStackedBars(svg, report, field, colors, unit) {
         y: y(base[i] + value),
         height: y(base[i]) - y(base[i] + value),
         fill: colors.get(entry.capability),
+        ...(partial[i] ? { class: "partial" } : {}),
       });
-      const when = bucketLabel(buckets[i], report.bucket, true);
+      const part = partial[i] ? " (part of it: the window starts or ends inside it)" : "";
+      const when = bucketLabel(buckets[i], report.bucket, true) + part;
       svgChild(bar, "title", {}, `${entry.capability}, ${when}: ${formatNumber(value)} ${unit}`);
       base[i] += value;
     });
@@ -278,7 +293,7 @@ function start() {
 if (typeof module === "object" && module.exports) {
   module.exports = {
     formatField, reportQuery, bucketLabel, niceCeiling, bucketTotals, heatColor, colorsFor,
-    problemMessage,
+    problemMessage, partialBuckets,
   };
 } else {
   start();
