@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from comfygate.adapters.db import migrate
 from tests.e2e.gateway_app import Gateway, bearer, running_gateway
 
 
@@ -183,19 +184,21 @@ def test_readiness_checks_the_schema_is_the_code_s(gw: Gateway, tmp_path: Path) 
                 (revision,),
             )
 
+    head = next(h for h in migrate.scripts().get_heads() if h.startswith("jobs"))
+    previous = migrate.scripts().get_revision(head).down_revision
     ready = gw.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["schema"] is True
     record("jobs_0099")
     ahead = gw.client.get("/readyz")
-    record("jobs_0004")
+    record(previous)
     behind = gw.client.get("/readyz")
-    record("jobs_0005")
+    record(head)
     again = gw.client.get("/readyz")
     assert ahead.status_code == 200 and ahead.json()["checks"]["schema"] is True
     assert behind.status_code == 503
     assert behind.json()["checks"]["schema"] == (
         "error: SchemaOutOfDateError: the database schema is behind this comfygate:"
-        " 1 revision pending (jobs_0005); run `comfygate db upgrade`"
+        f" 1 revision pending ({head}); run `comfygate db upgrade`"
     )
     assert again.status_code == 200 and again.json()["checks"]["schema"] is True
 

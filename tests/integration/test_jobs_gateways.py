@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -189,4 +190,38 @@ def test_a_job_canceled_through_another_gateway_stops_where_it_runs(
     runner, canceled = asyncio.run(scenario())
     assert canceled.state is JobState.CANCELED and state(a, job.id) is JobState.CANCELED
     assert runner.engine.started == [job.id]
+    money(a, account_id, succeeded=0)
+
+
+def test_a_cancel_while_this_gateway_loses_the_start_to_another_still_cancels(
+    gateways: tuple[Gateway, Gateway, str, FakeClock],
+) -> None:
+    """B is starting the job when A starts it first, and the customer cancels through
+    B meanwhile: B's cancel waited for its own start (which found the job taken) and
+    answered the job still running, canceled nowhere."""
+    a, b, account_id, _ = gateways
+    job = submit(a, account_id, 4)
+    gate = threading.Event()
+    real_start = b.c.jobs.lifecycle.start
+
+    def slow_start(queued: Job) -> Job | None:
+        gate.wait(10)
+        return real_start(queued)
+
+    b.c.jobs.lifecycle.start = slow_start  # type: ignore[method-assign]
+
+    async def scenario() -> Job:
+        await b.dispatcher.start()
+        await until(lambda: job.id in b.dispatcher._running)  # B's start is on its way
+        assert await asyncio.to_thread(a.c.jobs.lifecycle.start, job) is not None  # A wins
+        cancel = asyncio.ensure_future(b.dispatcher.cancel(job))
+        await asyncio.sleep(0.05)
+        gate.set()
+        canceled = await cancel
+        await b.dispatcher.stop()
+        return canceled
+
+    canceled = asyncio.run(scenario())
+    assert canceled.state is JobState.CANCELED and state(a, job.id) is JobState.CANCELED
+    assert b.engine.started == []
     money(a, account_id, succeeded=0)

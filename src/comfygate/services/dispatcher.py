@@ -411,7 +411,13 @@ class Dispatcher:
                     return done
             entry = self._running.get(job.id)
             if entry is not None:
-                break
+                after = await self._cancel_here(job, entry, reason)
+                if after.state.is_terminal:
+                    return after
+                # Not ours after all: our start lost the race to another gateway (or
+                # the job went back to the queue). Cancel it where it is.
+                job = after
+                continue
             current = await asyncio.to_thread(self._store.get, job.id)
             # Running, but not here: under repair, or on another gateway (which sees at
             # its next lease renewal that the job is no longer its, and stops the run).
@@ -431,10 +437,12 @@ class Dispatcher:
                     state=state,
                 )
             job = current  # it went back to the queue meanwhile (a retry): cancel it there
-        else:
-            raise JobStateError(
-                f"job {job.id} kept changing state; try again", job_id=job.id, state=job.state.value
-            )
+        raise JobStateError(
+            f"job {job.id} kept changing state; try again", job_id=job.id, state=job.state.value
+        )
+
+    async def _cancel_here(self, job: Job, entry: _Running, reason: str) -> Job:
+        """Cancel the job this gateway is starting or running; the job after."""
         entry.cancel_reason = reason
         if entry.run_task is not None:
             entry.run_task.cancel()
