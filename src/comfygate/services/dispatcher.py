@@ -73,6 +73,8 @@ class _Running:
     cancel_reason: str | None = None
     requeued: Job | None = None
     """Set when the job goes back to the queue; pushed once its slot is free."""
+    started: Job | None = None
+    """The job as this gateway started it (its attempt, and its runner: this gateway)."""
     lost: bool = False
     """Set when the lease could not be renewed: canceled or taken over elsewhere. The
     run is stopped, and nothing of it recorded."""
@@ -116,6 +118,8 @@ class Dispatcher:
         self._failed_engines: set[str] = set()
         self._troubles: dict[str, int] = {}
         """Per job, the dispatcher errors in a row (see ``_repair``)."""
+        self._unreadable: set[str] = set()
+        """Queued jobs whose input is not here, already logged (see ``_recoverable``)."""
         self._cancels: dict[str, str] = {}
         """Cancels asked for a job under repair: the repair carries them out."""
 
@@ -217,7 +221,7 @@ class Dispatcher:
     async def _execute(self, job: Job) -> None:
         entry = self._running[job.id]
         try:
-            started = await self._offload(self._lifecycle.start, job)
+            started = entry.started = await self._offload(self._lifecycle.start, job)
             if started is None:
                 pass  # canceled while queued
             elif entry.cancel_reason is not None:
@@ -292,6 +296,7 @@ class Dispatcher:
         assert task is not None
         if entry.lost:  # canceled or taken over elsewhere: nothing of this run counts
             log.info("job %s: no longer held by this gateway; its run was stopped", job.id)
+            self._events.forget(job.id)
             if not task.cancelled():
                 task.exception()  # retrieved: the run's end is moot
             return
@@ -367,6 +372,9 @@ class Dispatcher:
         job = self._store.get(job_id)
         if job is None:
             return None
+        if job.state is JobState.RUNNING and job.runner not in (None, self._lifecycle.runner):
+            self._cancels.pop(job_id, None)
+            return None  # another gateway took it over meanwhile: it is that one's now
         reason = self._cancels.get(job_id)
         if reason is not None and not job.state.is_terminal:
             self._lifecycle.cancel(job, reason=reason)
@@ -391,7 +399,13 @@ class Dispatcher:
             run.add_done_callback(_retrieve)
             await asyncio.wait({run}, timeout=SHUTDOWN_WAIT_S)
         job = await asyncio.to_thread(self._store.get, job_id)
-        if job is not None and job.state is JobState.RUNNING:
+        started = entry.started
+        if (
+            job is not None
+            and job.state is JobState.RUNNING
+            and started is not None
+            and (job.runner, job.attempts) == (started.runner, started.attempts)
+        ):  # still the run this gateway started, not another gateway's since
             await asyncio.to_thread(
                 self._lifecycle.requeue, job, reason="shutdown", count_attempt=False
             )
@@ -483,8 +497,8 @@ class Dispatcher:
         entry.lost = True
         if entry.run_task is not None and not entry.run_task.done():
             entry.run_task.cancel()
-            if entry.engine is not None:
-                await _quietly(entry.engine.cancel(job_id))
+            if entry.engine is not None:  # on its own: a slow engine holds up no renewal
+                self._spawn(_quietly(entry.engine.cancel(job_id)))
 
     async def _take_over(self) -> None:
         """Every lease period, what a restart would do: take the jobs that no live
@@ -502,16 +516,28 @@ class Dispatcher:
 
     async def recover(self) -> None:
         """Settle, retry, fail or re-queue what a previous process left behind."""
-        jobs = await asyncio.to_thread(
-            recover_jobs,
+        jobs = await asyncio.to_thread(self._recoverable)
+        for job in jobs:
+            self._push(job)
+
+    def _recoverable(self) -> list[Job]:
+        """``recover_jobs``, less the jobs whose input this gateway cannot read (another
+        gateway's, on a data dir of its own): they wait for one that can. Blocking."""
+        jobs = recover_jobs(
             store=self._store,
             lifecycle=self._lifecycle,
             # Live, not a copy: a job is in it before it starts, so a job found running
             # as this gateway's and not in it is from before a restart (or under repair).
             running_here=self._running.keys(),
         )
+        readable = []
         for job in jobs:
-            self._push(job)
+            if self._storage.input_path(job.id, job.input_name).is_file():
+                readable.append(job)
+            elif job.id not in self._unreadable:
+                self._unreadable.add(job.id)
+                log.warning("job %s: its input is not in this gateway's data dir", job.id)
+        return readable
 
 
 def _retrieve(task: asyncio.Task[EngineResult]) -> None:

@@ -60,12 +60,12 @@ class JobEvents:
         self._subscribers: dict[str, set[_Subscriber]] = {}
         self._polled_at: dict[str, float] = {}  # per job with subscribers (monotonic)
 
-    def _next(self, job_id: str, kind: str, data: Mapping[str, Any]) -> JobEvent:
-        """Under ``self._lock``: the job's next numbered event."""
-        seq = self._next_seq.get(job_id)
-        if seq is None:
-            # First event this process numbers for the job (e.g. after a restart).
-            seq = self._store.last_event_seq(job_id) + 1
+    def _next(self, job_id: str, kind: str, data: Mapping[str, Any], stored: int) -> JobEvent:
+        """Under ``self._lock``: the job's next numbered event, after both the last one
+        stored (``stored``: another gateway may have written events for the job, a
+        cancel or a start) and the last this process numbered (its progress is stored
+        only with the next state event)."""
+        seq = max(self._next_seq.get(job_id, 0), stored + 1)
         self._next_seq[job_id] = seq + 1
         return JobEvent(job_id, seq, kind, dict(data), self._clock.now())
 
@@ -78,17 +78,30 @@ class JobEvents:
     def batch(self, job_id: str, kind: str, data: Mapping[str, Any]) -> list[JobEvent]:
         """The job's unstored progress followed by a new ``kind`` event: for callers
         that store them in their own transaction and then ``announce`` the last."""
+        stored = self._store.last_event_seq(job_id)  # (read outside the lock)
         with self._lock:
             pending = self._unstored.pop(job_id, [])
-            return [*pending, self._next(job_id, kind, data)]
+            return [*pending, self._next(job_id, kind, data, stored)]
 
     def progress(self, job_id: str, data: Mapping[str, Any]) -> JobEvent:
         """Announce a progress event now; it is stored with the next state event."""
         with self._lock:
-            event = self._next(job_id, "progress", data)
+            # Only the runner writes progress, after its own start event: its count is
+            # current, and a read per progress event would cost the run nothing useful.
+            known = self._next_seq.get(job_id)
+        stored = self._store.last_event_seq(job_id) if known is None else 0
+        with self._lock:
+            event = self._next(job_id, "progress", data, stored)
             self._unstored.setdefault(job_id, []).append(event)
         self.announce(event)
         return event
+
+    def forget(self, job_id: str) -> None:
+        """Drop what this process keeps of a job it no longer runs (another gateway
+        does): its count and its progress not stored, numbered after its own events."""
+        with self._lock:
+            self._next_seq.pop(job_id, None)
+            self._unstored.pop(job_id, None)
 
     def announce(self, event: JobEvent) -> None:
         """Tell live subscribers about an event."""

@@ -94,16 +94,18 @@ _SETTLE = (
 
 @functools.cache
 def _transition_statement(columns: frozenset[str]) -> sa.Update:
-    """``UPDATE jobs SET <columns> WHERE id = ? AND state = ? AND attempts = ?``, one
-    per column set (a handful: each lifecycle step always sets the same columns). The
-    attempt is part of what is compared: a gateway that lost a job (its lease ran out)
-    and comes back finds it running again under another attempt, and moves nothing."""
+    """``UPDATE jobs SET <columns> WHERE id = ? AND state = ? AND attempts = ? AND
+    runner IS NOT DISTINCT FROM ?``, one per column set (a handful: each lifecycle step
+    always sets the same columns). The attempt and the runner are compared too: a
+    gateway that lost a job (its lease ran out) and comes back finds it running again
+    under another attempt or another gateway, and moves nothing."""
     return (
         jobs.update()
         .where(
             jobs.c.id == sa.bindparam("b_id"),
             jobs.c.state == sa.bindparam("b_state"),
             jobs.c.attempts == sa.bindparam("b_attempts"),
+            jobs.c.runner.is_not_distinct_from(sa.bindparam("b_runner", type_=sa.String)),
         )
         .values({name: sa.bindparam(name) for name in sorted(columns)})
     )
@@ -267,7 +269,12 @@ class SqlJobStore:
         values = _encode({**changes, "state": target})
         statement = _transition_statement(frozenset(values))
         with self.engine.connect() as conn, conn.begin() as txn:
-            compared = {"b_id": job.id, "b_state": job.state.value, "b_attempts": job.attempts}
+            compared = {
+                "b_id": job.id,
+                "b_state": job.state.value,
+                "b_attempts": job.attempts,
+                "b_runner": job.runner,
+            }
             result = conn.execute(statement, {**values, **compared})
             if result.rowcount != 1:
                 txn.rollback()
