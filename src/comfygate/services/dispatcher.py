@@ -1,10 +1,13 @@
-"""The in-process dispatcher: runs queued jobs on engines, settles them, survives restarts.
+"""The dispatcher: runs queued jobs on engines, settles them, survives restarts.
 
 One ``FairQueue`` per capability (plan tier first, then round-robin between accounts)
 and a concurrency limit per capability. Each job runs as a task: the queued -> running
 compare-and-set, the engine call (with progress events and a timeout guard), then the
-settlement. The database is the queue of record: on start, ``recovery`` finishes what
-a dead process left behind, and queued jobs are queued again.
+settlement. The database is the queue of record, and may be shared by several
+gateways: whichever starts a queued job first runs it, and holds it by a lease it
+renews while it runs (``_hold_leases``). On start, and every lease period after
+(``_take_over``), ``recovery`` finishes what a dead process left behind: the jobs no
+live gateway holds, and the queued jobs.
 
 Blocking work (the database) goes to threads; the event loop only schedules. Starting
 and settling a job go through ``offload`` (the composition root passes its hot-path
@@ -488,9 +491,9 @@ class Dispatcher:
                 log.exception("could not renew the leases of the running jobs")
                 continue
             for job_id in running.keys() - held:
-                await self._stop_lost(job_id, running[job_id])
+                self._stop_lost(job_id, running[job_id])
 
-    async def _stop_lost(self, job_id: str, entry: _Running) -> None:
+    def _stop_lost(self, job_id: str, entry: _Running) -> None:
         if job_id not in self._running or entry.lost:
             return  # it ended meanwhile
         log.warning("job %s: no longer held by this gateway; stopping its run", job_id)
