@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from comfygate import bootstrap
+from comfygate.adapters.db import migrate
+from comfygate.adapters.db.engine import create_engine
 from comfygate.config import Settings
 from tests.comfyui_fake import FakeComfyUI
 from tests.fakes import FakeClock
@@ -16,6 +19,15 @@ from tests.fakes import FakeClock
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """A freshly migrated database of each backend, as an engine (closed after)."""
+    built = create_engine(database_url)
+    migrate.upgrade(built)
+    yield built
+    built.dispose()
 
 
 @pytest.fixture

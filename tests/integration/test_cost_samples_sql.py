@@ -5,15 +5,12 @@ options recorded on the job; and a fit over them end to end."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
-from comfygate.adapters.db import migrate
-from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.sql_pricing import build_pricing_services
 from comfygate.adapters.db.sql_reports import SqlCostSamples
 from comfygate.domain import analytics as da
@@ -22,14 +19,6 @@ from tests.fakes import FakeClock
 from tests.reports_support import T0, Use, new_account, store_usage
 
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(database_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def use(account: str, hours: float, seconds: float | None, **kw: object) -> Use:

@@ -4,7 +4,6 @@ them, by others after their time to live)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,14 +24,6 @@ from comfygate.services.quoting import PriceBookRecord
 
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 HOUR = 3600.0
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    built = create_engine(database_url)
-    migrate.upgrade(built)
-    yield built
-    built.dispose()
 
 
 def _book(version: str) -> PriceBookRecord:

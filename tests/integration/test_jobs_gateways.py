@@ -13,6 +13,7 @@ import asyncio
 import io
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,18 +44,31 @@ class Gateway:
         return self.c.jobs.dispatcher
 
 
-@pytest.fixture
-def gateways(
-    database_url: str, tmp_path: Path
-) -> Iterator[tuple[Gateway, Gateway, str, FakeClock]]:
+Pair = tuple[Gateway, Gateway, str, FakeClock]
+
+
+@contextmanager
+def two_gateways(
+    url: str, dir_a: Path, dir_b: Path, *, lease_a_s: float = LEASE_S
+) -> Iterator[Pair]:
+    """Gateways A and B on one database, with an account granted ``GRANT`` tokens."""
     clock = FakeClock()
-    a = Gateway(database_url, tmp_path / "shared", "gw-a", clock)
-    b = Gateway(database_url, tmp_path / "shared", "gw-b", clock)
-    account_id = a.c.ledger.open_account(name="shared")
-    a.c.ledger.grant(account_id=account_id, amount=GRANT, source="promotion", idempotency_key="g")
-    yield a, b, account_id, clock
-    a.c.close()
-    b.c.close()
+    a = Gateway(url, dir_a, "gw-a", clock, lease_s=lease_a_s)
+    b = Gateway(url, dir_b, "gw-b", clock)
+    try:
+        account_id = a.c.ledger.open_account(name="shared")
+        a.c.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
+                         idempotency_key="g")  # fmt: skip
+        yield a, b, account_id, clock
+    finally:
+        a.c.close()
+        b.c.close()
+
+
+@pytest.fixture
+def gateways(database_url: str, tmp_path: Path) -> Iterator[Pair]:
+    with two_gateways(database_url, tmp_path / "shared", tmp_path / "shared") as pair:
+        yield pair
 
 
 def submit(gateway: Gateway, account_id: str, seed: int) -> Job:
@@ -234,13 +248,7 @@ def test_a_gateway_leaves_the_jobs_whose_input_it_cannot_read(
 ) -> None:
     """Gateways on data dirs of their own: B once started A's queued job and failed it
     for an image it could not read. It leaves it to A."""
-    clock = FakeClock()
-    a = Gateway(database_url, tmp_path / "a", "gw-a", clock)
-    b = Gateway(database_url, tmp_path / "b", "gw-b", clock)
-    try:
-        account_id = a.c.ledger.open_account(name="apart")
-        a.c.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
-                         idempotency_key="g")  # fmt: skip
+    with two_gateways(database_url, tmp_path / "a", tmp_path / "b") as (a, b, account_id, _):
         job = submit(a, account_id, 5)
 
         async def scenario() -> None:
@@ -254,9 +262,6 @@ def test_a_gateway_leaves_the_jobs_whose_input_it_cannot_read(
         asyncio.run(scenario())
         assert a.engine.started == [job.id]
         money(a, account_id, succeeded=1)
-    finally:
-        a.c.close()
-        b.c.close()
 
 
 def test_a_cancel_through_the_gateway_that_took_the_job_numbers_its_events_after_the_runners(
@@ -315,13 +320,9 @@ def test_a_gateway_stopping_leaves_a_run_taken_over_from_it(
 ) -> None:
     """A's run lost its lease (A stalled) and B runs the job now. A's shutdown once put
     B's run back in the queue, under an attempt B's result would then pass for."""
-    clock = FakeClock()
-    a = Gateway(database_url, tmp_path / "shared", "gw-a", clock, lease_s=30.0)  # no renewal
-    b = Gateway(database_url, tmp_path / "shared", "gw-b", clock)
-    try:
-        account_id = a.c.ledger.open_account(name="stalled")
-        a.c.ledger.grant(account_id=account_id, amount=GRANT, source="promotion",
-                         idempotency_key="g")  # fmt: skip
+    shared = tmp_path / "shared"
+    with two_gateways(database_url, shared, shared, lease_a_s=30.0) as pair:  # A: no renewal
+        a, b, account_id, clock = pair
         job = submit(a, account_id, 8)
         a.engine.default = b.engine.default = "hang"
 
@@ -344,6 +345,3 @@ def test_a_gateway_stopping_leaves_a_run_taken_over_from_it(
 
         asyncio.run(scenario())
         money(a, account_id, succeeded=1)
-    finally:
-        a.c.close()
-        b.c.close()

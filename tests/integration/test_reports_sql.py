@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
-from comfygate.adapters.db import migrate, sql_reports
-from comfygate.adapters.db.engine import create_engine
+from comfygate.adapters.db import sql_reports
 from comfygate.adapters.db.sql_reports import SqlUsageCounts
 from comfygate.domain import analytics as da
 from comfygate.services.reports import UsageReports
@@ -23,14 +21,6 @@ from tests.fakes import FakeClock
 from tests.reports_support import T0, Use, new_account, store_usage
 
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(database_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _random_uses(rng: random.Random, accounts: list[str], n: int) -> list[Use]:

@@ -14,9 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from comfygate.adapters.db import migrate
 from comfygate.adapters.db.base import metadata
-from comfygate.adapters.db.engine import create_engine
 from comfygate.adapters.db.sql_pricing import (
     SqlPriceBookRepository,
     SqlQuoteRepository,
@@ -32,14 +30,6 @@ from tests.fakes import FakeClock
 
 T0 = datetime(2026, 11, 27, 4, 0, 0, 123456, tzinfo=UTC)
 PERSON = {"capability": "colorize.person", "width": 800, "height": 600}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    built = create_engine(database_url)
-    migrate.upgrade(built)
-    yield built
-    built.dispose()
 
 
 def record(
