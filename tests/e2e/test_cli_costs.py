@@ -108,3 +108,31 @@ def test_nothing_to_fit_and_a_bad_rate_are_clean_errors(url: str) -> None:
     assert code == 2 and "must be a positive number" in err
     code, _, err = run(url, "pricing", "fit", *WINDOW, "--engine", "preview")
     assert code == 1 and "no capability has enough jobs" in err
+
+
+def test_an_accounts_own_costs_give_it_its_own_book(url: str, tmp_path: Path) -> None:
+    """``--account``: its jobs alone, and a book to activate as its own; other
+    accounts keep the default."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        acme = conn.exec_driver_sql("SELECT id FROM accounts WHERE name = 'acme'").scalar_one()
+    other = new_account(engine, "other")
+    engine.dispose()
+    book_file = tmp_path / "acme.toml"
+    code, out, err = run(
+        url, "pricing", "fit", *WINDOW, "--account", acme, "--tokens-per-second", "4",
+        "--version", "acme-fit-1", "--output", str(book_file),
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"cost models from 80 jobs of account {acme}" in out
+    assert f"comfygate price-books activate {book_file} --account {acme}" in out
+    assert run(url, "price-books", "activate", str(book_file), "--account", acme)[0] == 0
+    request = ["quote", "--capability", "colorize.building", "--width", "1920", "--height", "1080"]
+    code, out, _ = run(url, *request, "--account", acme, "--json")
+    assert (json.loads(out)["tokens"], json.loads(out)["price_book_version"]) == (14, "acme-fit-1")
+    code, out, _ = run(url, *request, "--account", other, "--json")
+    assert json.loads(out)["price_book_version"] == "default-1"
+    code, _, err = run(url, "pricing", "fit", *WINDOW, "--account", other)  # no jobs of its own
+    assert code == 1 and "no capability has enough jobs" in err
+    code, _, err = run(url, "pricing", "fit", *WINDOW, "--account", "acct_nope")
+    assert code == 1 and err.startswith("error [account_not_found]")

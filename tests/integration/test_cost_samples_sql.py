@@ -53,6 +53,12 @@ def test_only_succeeded_timed_jobs_of_the_window_and_engines(engine: sa.Engine) 
     assert [s.seconds for s in only] == [0.9]
     newest = samples.samples(engines=None, exclude_engines=(), **{**window, "limit": 1})  # type: ignore[arg-type]
     assert [s.seconds for s in newest] == [0.9]
+    other = new_account(engine, "other")
+    store_usage(engine, [use(other, 7, 5.0)])
+    everyone = samples.samples(engines=None, exclude_engines=("preview",), **window)  # type: ignore[arg-type]
+    mine = samples.samples(engines=None, exclude_engines=("preview",), account_id=acct, **window)  # type: ignore[arg-type]
+    assert [s.seconds for s in everyone] == [5.0, 0.8, 1.5]
+    assert [s.seconds for s in mine] == [0.8, 1.5]
 
 
 def test_a_fit_over_stored_jobs_proposes_a_valid_book(engine: sa.Engine) -> None:

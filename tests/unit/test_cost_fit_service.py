@@ -34,10 +34,11 @@ class FakeSamples:
         engines: Sequence[str] | None,
         exclude_engines: Sequence[str],
         limit: int,
+        account_id: str | None = None,
     ) -> list[CostSample]:
         self.asked.append(
             {"since": since, "until": until, "engines": engines, "exclude": exclude_engines,
-             "limit": limit}
+             "limit": limit, "account_id": account_id}
         )  # fmt: skip
         return self.given
 
@@ -64,7 +65,7 @@ def test_by_default_the_last_30_days_of_every_engine_but_preview() -> None:
     report = service.fit()
     assert fake.asked == [
         {"since": NOW - DEFAULT_WINDOW, "until": NOW, "engines": None, "exclude": ("preview",),
-         "limit": MAX_SAMPLES}
+         "limit": MAX_SAMPLES, "account_id": None}
     ]  # fmt: skip
     assert report.proposal.book.version == "fit-20261128-120000.000000"
     assert [f.fitted for f in report.fits] == [True, False]  # building: no jobs, kept
@@ -120,3 +121,23 @@ def test_a_past_window_proposes_the_next_version_of_the_book_in_force_now() -> N
     books.activate(default_doc() | {"version": "now-2"})
     report = service.fit(since=NOW - timedelta(days=60), until=NOW - timedelta(days=30))
     assert report.based_on == "now-2"
+
+
+def test_an_accounts_fit_reads_its_jobs_and_proposes_its_own_book() -> None:
+    """An enterprise account's jobs, against the book pricing it: the proposal is that
+    book's next version, with no other account's terms in it."""
+    service, fake, books = fitting(person_jobs())
+    doc = default_doc() | {
+        "version": "acme-own-1",
+        "accounts": {
+            "acct_acme": {"discount_percent": "10"},
+            "acct_other": {"discount_percent": "50"},
+        },
+    }
+    books.activate(doc, account_id="acct_acme")
+    report = service.fit(account_id="acct_acme", tokens_per_second=Decimal(2))
+    assert fake.asked[-1]["account_id"] == "acct_acme"
+    assert (report.account_id, report.based_on) == ("acct_acme", "acme-own-1")
+    proposed = report.proposed_document()
+    assert proposed["accounts"] == {"acct_acme": {"discount_percent": "10"}}
+    assert "of account acct_acme" in proposed["description"]

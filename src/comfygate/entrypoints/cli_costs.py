@@ -54,6 +54,11 @@ def pricing_group() -> None:
 )
 @click.option("--version", "version", help="The proposed book's version; default: fit-DATE-TIME.")
 @click.option(
+    "--account",
+    help="Fit this account's jobs alone, and propose the next version of the book pricing"
+    " it, to activate as its own (--account on activate).",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the proposed price book here (TOML, or JSON for a .json name).",
@@ -67,6 +72,7 @@ def fit_cmd(
     engines: tuple[str, ...],
     tokens_per_second: Decimal | None,
     version: str | None,
+    account: str | None,
     output: Path | None,
     as_json: bool,
 ) -> None:
@@ -79,6 +85,7 @@ def fit_cmd(
         engines=engines or None,
         tokens_per_second=tokens_per_second,
         version=version,
+        account_id=account,
     )
     document = CostFitOut.of(report).model_dump(mode="json")
     if output is not None:
@@ -104,8 +111,10 @@ def _seconds(value: float | None, digits: int = 3) -> str:
 
 def _describe(report: dict[str, Any], output: Path | None) -> str:
     engines = ", ".join(report["engines"]) if report["engines"] else "every engine but preview"
+    account = report["account_id"]
+    whose = f" of account {account}" if account else ""
     lines = [
-        f"cost models from {report['jobs']} jobs, {report['since']} to {report['until']} "
+        f"cost models from {report['jobs']} jobs{whose}, {report['since']} to {report['until']} "
         f"({engines}); the book in force: {report['based_on']}",
     ]
     for cap in report["capabilities"]:
@@ -158,7 +167,10 @@ def _describe(report: dict[str, Any], output: Path | None) -> str:
     lines.append("")
     if output is not None:
         lines.append(f"proposed book {version} written to {output}; activate it with:")
-        lines.append(f"  comfygate price-books activate {output}")
+        lines.append(
+            f"  comfygate price-books activate {output}"
+            + (f" --account {account}" if account else "")
+        )
     else:
         lines.append(f"proposed book {version}: give --output FILE to save it for activation")
     return "\n".join(lines)

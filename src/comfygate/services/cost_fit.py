@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -44,10 +44,11 @@ class CostSamples(Protocol):
         engines: Sequence[str] | None,
         exclude_engines: Sequence[str],
         limit: int,
+        account_id: str | None = None,
     ) -> list[cm.CostSample]:
         """Succeeded jobs settled in ``[since, until)`` with an inference time, the
         newest ``limit`` of them, run by one of ``engines`` (None: any engine but
-        ``exclude_engines``)."""
+        ``exclude_engines``), of ``account_id`` (None: of every account)."""
         ...
 
 
@@ -73,6 +74,9 @@ class FitReport:
     until: datetime
     engines: tuple[str, ...] | None
     """The engines asked for; None: every engine but ``NOT_COSTS``."""
+    account_id: str | None
+    """The account whose jobs and book were fitted (None: every account's jobs, and
+    the default book)."""
     jobs: int
     """Jobs read from the window (at most ``MAX_SAMPLES``)."""
     based_on: str
@@ -101,8 +105,12 @@ class CostFitting:
         engines: Sequence[str] | None = None,
         tokens_per_second: Decimal | None = None,
         version: str | None = None,
+        account_id: str | None = None,
     ) -> FitReport:
-        """Fit ``[since, until)`` (default: the last 30 days) and propose a book.
+        """Fit ``[since, until)`` (default: the last 30 days) and propose a book: the
+        default book's next version, or with ``account_id`` the next version of the
+        book pricing that account (its own, or the default), fitted on its jobs alone,
+        to activate as its own (an enterprise customer's costs, priced for it).
 
         ``InvalidInputError`` for a bad window or rate, or when no capability has
         enough jobs; ``ValidationFailedError`` if the proposal is not a valid book
@@ -117,12 +125,17 @@ class CostFitting:
         if since >= until:
             raise InvalidInputError("since must be before until")
         chosen = tuple(engines) if engines else None
-        samples = self._samples.samples(
-            since=since, until=until, engines=chosen, exclude_engines=NOT_COSTS, limit=MAX_SAMPLES
-        )
         # The book in force now, whatever the window: the proposal is its next version
         # (a book of the window's time would undo what was activated since).
-        book = self._price_books.show(at=now).book
+        book = self._price_books.show(account_id=account_id, at=now).book
+        if account_id is not None:  # its own book: no other account's terms in it
+            book = replace(
+                book, accounts={k: v for k, v in book.accounts.items() if k == account_id}
+            )
+        samples = self._samples.samples(
+            since=since, until=until, engines=chosen, exclude_engines=NOT_COSTS,
+            limit=MAX_SAMPLES, account_id=account_id,
+        )  # fmt: skip
         by_capability: dict[str, list[cm.CostSample]] = defaultdict(list)
         for sample in samples:
             by_capability[sample.capability].append(sample)
@@ -131,8 +144,9 @@ class CostFitting:
             for name, cap in book.capabilities.items()
         )
         version = version or f"fit-{now:%Y%m%d-%H%M%S.%f}"  # two fits a second apart
+        whose = f" of account {account_id}" if account_id else ""
         description = (
-            f"Fitted from {sum(f.samples for f in fits)} jobs of {since:%Y-%m-%d} to "
+            f"Fitted from {sum(f.samples for f in fits)} jobs{whose} of {since:%Y-%m-%d} to "
             f"{until:%Y-%m-%d}, following {book.version}"
         )
         proposal = cp.propose(
@@ -146,6 +160,7 @@ class CostFitting:
             since=since,
             until=until,
             engines=chosen,
+            account_id=account_id,
             jobs=len(samples),
             based_on=book.version,
             fits=fits,

@@ -234,6 +234,7 @@ class SqlCostSamples:
         engines: Sequence[str] | None,
         exclude_engines: Sequence[str],
         limit: int,
+        account_id: str | None = None,
     ) -> list[CostSample]:
         which = (
             _u.engine.in_(engines)
@@ -256,6 +257,7 @@ class SqlCostSamples:
                 _SUCCEEDED,
                 _TIMED,
                 which,
+                *([] if account_id is None else [_u.account_id == account_id]),
             )
             .order_by(_u.created_at.desc())
             .limit(limit)

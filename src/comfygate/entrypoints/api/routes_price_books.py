@@ -163,14 +163,19 @@ def fit(
     version: Annotated[
         str | None, Query(max_length=64, description="the proposal's; default: fit-DATE-TIME")
     ] = None,
+    account_id: Annotated[
+        str | None,
+        Query(max_length=40, description="fit this account's jobs and propose its own book"),
+    ] = None,
 ) -> CostFitOut:
     """Nothing is stored: post the answer's ``price_book`` to ``/activate`` as its
-    ``document`` to put it in force."""
+    ``document`` (with the ``account_id``, for an account's fit) to put it in force."""
     report = container.cost_fit.fit(
         since=since,
         until=until,
         engines=engine,
         tokens_per_second=tokens_per_second,
         version=version,
+        account_id=account_id,
     )
     return CostFitOut.of(report)

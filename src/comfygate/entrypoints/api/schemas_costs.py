@@ -64,6 +64,10 @@ class CostFitOut(BaseModel):
     since: datetime
     until: datetime
     engines: list[str] | None = Field(description="null: every engine but preview")
+    account_id: str | None = Field(
+        description="the account whose jobs and book were fitted (null: every account's"
+        " jobs, the default book); activate the proposal as its own book"
+    )
     jobs: int = Field(description="succeeded, timed jobs read from the window")
     based_on: str = Field(description="the default price book version the proposal follows")
     tokens_per_second: str = Field(description="the rate turning GPU seconds into tokens")
@@ -87,6 +91,7 @@ class CostFitOut(BaseModel):
             since=report.since,
             until=report.until,
             engines=list(report.engines) if report.engines is not None else None,
+            account_id=report.account_id,
             jobs=report.jobs,
             based_on=report.based_on,
             tokens_per_second=plain(proposal.tokens_per_second),
