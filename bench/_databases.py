@@ -1,4 +1,4 @@
-"""What the database benchmarks share: a scratch PostgreSQL database for one run."""
+"""What the database benchmarks share: a scratch database of each backend for one run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import sqlalchemy as sa
 
@@ -32,3 +34,12 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{scratch}" WITH (FORCE)')
         admin.dispose()
+
+
+def each_backend(postgres_admin_url: str) -> Iterator[tuple[str, str]]:
+    """``(name, url)`` of a scratch SQLite file, then of a scratch PostgreSQL database;
+    each is gone once the next is asked for (or the loop ends)."""
+    with TemporaryDirectory() as tmp:
+        yield "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}"
+    with scratch_postgres(postgres_admin_url) as url:
+        yield "postgresql", url

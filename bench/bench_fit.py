@@ -25,13 +25,11 @@ import json
 import random
 import statistics
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 
 import sqlalchemy as sa
 
-from _databases import postgres_argument, scratch_postgres
+from _databases import each_backend, postgres_argument
 from bench_report import best_ms
 from comfygate import bootstrap
 from comfygate.adapters.db.tables_jobs import jobs, usage_events
@@ -126,11 +124,8 @@ def main() -> None:
     postgres_argument(parser)
     args = parser.parse_args()
     results = []
-    with TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        results.append(bench_backend("sqlite", url, args.jobs, args.repeat))
-    with scratch_postgres(args.postgres) as url:
-        results.append(bench_backend("postgresql", url, args.jobs, args.repeat))
+    for name, url in each_backend(args.postgres):
+        results.append(bench_backend(name, url, args.jobs, args.repeat))
     print(f"{args.jobs} succeeded jobs in 30 days; ms, best of {args.repeat}")
     print(f"{'backend':<11} {'fit':>8} {'read':>8} {'fit/read':>9} {'line':>7} "
           f"{'(fit-read)/line':>16}")  # fmt: skip

@@ -32,12 +32,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import sqlalchemy as sa
 
-from _databases import postgres_argument, scratch_postgres
+from _databases import each_backend, postgres_argument
 from comfygate import bootstrap
 from comfygate.adapters.db.base import Tokens, UtcDateTime
 from comfygate.adapters.db.prepared import Prepared
@@ -167,12 +165,8 @@ def main() -> None:
     postgres_argument(parser)
     args = parser.parse_args()
     rows = []
-    with TemporaryDirectory() as tmp:
-        rows += bench_backend(
-            "sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.seconds, args.rounds
-        )
-    with scratch_postgres(args.postgres) as url:
-        rows += bench_backend("postgresql", url, args.seconds, args.rounds)
+    for name, url in each_backend(args.postgres):
+        rows += bench_backend(name, url, args.seconds, args.rounds)
     print(f"{'backend':<11} {'clients':>7} {'hold+capture/s':>15} {'baseline/s':>11} "
           f"{'ratio':>6} {'raw baseline/s':>15} {'ratio':>6}")  # fmt: skip
     for name, clients, mine, base, raw in rows:

@@ -24,13 +24,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 
 import sqlalchemy as sa
 
-from _databases import postgres_argument, scratch_postgres
+from _databases import each_backend, postgres_argument
 from comfygate import bootstrap
 from comfygate.adapters.db.tables_jobs import jobs, usage_events
 from comfygate.config import Settings
@@ -136,11 +134,8 @@ def main() -> None:
     postgres_argument(parser)
     args = parser.parse_args()
     rows = []
-    with TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        rows += bench_backend("sqlite", url, args.events, args.repeat)
-    with scratch_postgres(args.postgres) as url:
-        rows += bench_backend("postgresql", url, args.events, args.repeat)
+    for name, url in each_backend(args.postgres):
+        rows += bench_backend(name, url, args.events, args.repeat)
     print(f"{args.events} settled jobs in 30 days, 50 accounts; ms, best of {args.repeat}")
     print(f"{'backend':<11} {'window':<13} {'report':>8} {'baseline':>9} {'ratio':>6} "
           f"{'rows':>8} {'rows/report':>12}")  # fmt: skip

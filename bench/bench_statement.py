@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
-from _databases import postgres_argument, scratch_postgres
+from _databases import each_backend, postgres_argument
 from comfygate import bootstrap
 from comfygate.config import Settings
 
@@ -76,11 +74,8 @@ def main() -> None:
     postgres_argument(parser)
     args = parser.parse_args()
     rows = []
-    with TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        rows.append(bench_backend("sqlite", url, args.history, args.repeat))
-    with scratch_postgres(args.postgres) as url:
-        rows.append(bench_backend("postgresql", url, args.history, args.repeat))
+    for name, url in each_backend(args.postgres):
+        rows.append(bench_backend(name, url, args.history, args.repeat))
     print(f"history: {args.history} transactions; a page: {PAGE}; ms, best of {args.repeat}")
     print(f"{'backend':<11} {'short':>7} {'long':>7} {'ratio':>6} "
           f"{'long, middle':>13} {'ratio':>6}")  # fmt: skip
