@@ -13,7 +13,7 @@ import pytest
 from comfygate import bootstrap
 from comfygate.domain import analytics as da
 from comfygate.domain.pricing_document import price_book_to_document
-from tests.e2e.browser import chromium, page
+from tests.e2e.browser import Page, chromium, page
 from tests.jobs_support import job_rows, new_customer, png_bytes
 from tests.reports_support import Use, new_account, store_usage
 
@@ -25,6 +25,13 @@ COUNT_POSTS = (
 )
 """Counts the page's POSTs by path, in ``window.posts``."""
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
+
+
+def open_app(browser: Page, url: str, api_key: str) -> None:
+    """The user page with ``api_key`` typed in before (kept in the tab's session)."""
+    browser.open(f"{url}/app")
+    browser.run(f"sessionStorage.setItem('comfygate.app.key', {json.dumps(api_key)})")
+    browser.reload()
 
 
 def test_the_dashboard_draws_the_report(served: tuple[bootstrap.Container, str]) -> None:
@@ -77,10 +84,7 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
     photo = tmp_path / "grandma.png"
     photo.write_bytes(png_bytes((800, 600)))
     with page(BROWSER) as browser:
-        browser.open(f"{url}/app")
-        key = json.dumps(customer.api_key)
-        browser.run(f"sessionStorage.setItem('comfygate.app.key', {key})")
-        browser.reload()
+        open_app(browser, url, customer.api_key)
         browser.wait_for("document.getElementById('balance').textContent.includes('50')")
         browser.choose_file("input[type=file]", photo)
         quoted = browser.wait_for("document.getElementById('quote-tokens').textContent")
@@ -134,9 +138,7 @@ def test_the_user_page_follows_a_price_book_changed_under_it(
     photo = tmp_path / "photo.png"
     photo.write_bytes(png_bytes((800, 600)))
     with page(BROWSER) as browser:
-        browser.open(f"{url}/app")
-        browser.run(f"sessionStorage.setItem('comfygate.app.key', {json.dumps(customer.api_key)})")
-        browser.reload()
+        open_app(browser, url, customer.api_key)
         browser.choose_file("input[type=file]", photo)
         assert (
             browser.wait_for("document.getElementById('quote-tokens').textContent") == "11 tokens"
@@ -163,9 +165,7 @@ def test_a_double_click_on_a_plan_places_one_order(served: tuple[bootstrap.Conta
     assert BROWSER is not None
     customer = new_customer(container, tokens=0)
     with page(BROWSER) as browser:
-        browser.open(f"{url}/app")
-        browser.run(f"sessionStorage.setItem('comfygate.app.key', {json.dumps(customer.api_key)})")
-        browser.reload()
+        open_app(browser, url, customer.api_key)
         browser.wait_for("document.getElementById('balance').textContent.includes('0')")
         browser.run("document.getElementById('buy').click()")
         browser.wait_for("document.querySelectorAll('#plan-list button').length > 0")
