@@ -86,8 +86,8 @@ class JobEvents:
     def progress(self, job_id: str, data: Mapping[str, Any]) -> JobEvent:
         """Announce a progress event now; it is stored with the next state event."""
         with self._lock:
-            # Only the runner writes progress, after its own start event: its count is
-            # current, and a read per progress event would cost the run nothing useful.
+            # Only the runner writes progress, after its own start event, so its count
+            # is current: the store is read only for a job it has not numbered yet.
             known = self._next_seq.get(job_id)
         stored = self._store.last_event_seq(job_id) if known is None else 0
         with self._lock:
