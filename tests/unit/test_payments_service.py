@@ -648,3 +648,19 @@ def test_a_notice_that_lost_the_race_to_pay_an_order_is_a_second_payment(parts, 
     service.handle_webhook(provider="acme", body=body, headers=headers)
     unapplied = [e.details for e in audit.entries_list if e.action == "orders.notice_unapplied"]
     assert [(d["event_id"], d["why"]) for d in unapplied] == [("evt_2", "already_paid")]
+
+
+def test_another_users_key_is_a_conflict_not_their_order(parts) -> None:  # type: ignore[no-untyped-def]
+    """A second user of the account with the same key once got the first user's order
+    (which it could not then read), and no order of its own. An admin sees it."""
+    service, store, _, _ = parts
+    first = service.create_order(actor=USER, plan="topup-500", idempotency_key="checkout-1")
+    bob = Principal("acct_a", "user_b", Role.USER, "key_b")
+    with pytest.raises(IdempotencyConflictError, match="another user") as refused:
+        service.create_order(actor=bob, plan="topup-500", idempotency_key="checkout-1")
+    assert first.id not in str(refused.value)
+    admin = Principal("acct_a", "user_admin", Role.ADMIN, "key_admin")
+    assert (
+        service.create_order(actor=admin, plan="topup-500", idempotency_key="checkout-1") == first
+    )
+    assert len(store.orders) == 1

@@ -140,8 +140,14 @@ def _second_payment(paid_before: bool, paid_as: str | None, told: str | None) ->
     return "already_paid_unverified" if paid_before else None
 
 
-def _replayed(earlier: Order, plan: str, provider: str) -> Order:
-    """The order a retry finds, if it asked for the same plan from the same provider."""
+def _replayed(actor: Principal, earlier: Order, plan: str, provider: str) -> Order:
+    """The order a retry finds, if it asked for the same plan from the same provider,
+    and its caller may see it (keys are the account's; a user key sees its own orders
+    only, as with jobs)."""
+    if not _sees(actor, earlier):
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was used by another user of the account"
+        )
     if (earlier.plan, earlier.provider) != (plan, provider):
         raise IdempotencyConflictError(
             f"Idempotency-Key already used for order {earlier.id} "
@@ -209,7 +215,7 @@ class PaymentService:
         if idempotency_key is not None:
             earlier = self._store.by_key(account_id, idempotency_key)
             if earlier is not None:
-                return _replayed(earlier, plan, provider)
+                return _replayed(actor, earlier, plan, provider)
         if provider != MANUAL and provider not in self._providers:
             raise PaymentProviderNotFoundError(f"no payment provider {provider!r}")
         spec = self._plans.catalog.get(plan)
@@ -233,7 +239,7 @@ class PaymentService:
             assert idempotency_key is not None
             earlier = self._store.by_key(account_id, idempotency_key)
             assert earlier is not None
-            return _replayed(earlier, plan, provider)
+            return _replayed(actor, earlier, plan, provider)
         self._audit.record(
             actor=actor,
             action="orders.create",
