@@ -141,3 +141,24 @@ def test_an_accounts_fit_reads_its_jobs_and_proposes_its_own_book() -> None:
     proposed = report.proposed_document()
     assert proposed["accounts"] == {"acct_acme": {"discount_percent": "10"}}
     assert "of account acct_acme" in proposed["description"]
+
+
+def test_an_accounts_negotiated_prices_are_what_its_fit_starts_from_and_replaces() -> None:
+    """The account paid base 30 by an override: the fit once repriced the list base
+    and kept the override, which went on winning (the proposal changed nothing for
+    the only account it priced), and its examples showed list prices."""
+    service, _, books = fitting(person_jobs())
+    doc = default_doc() | {
+        "version": "default-2",
+        "accounts": {"acct_acme": {"discount_percent": "10",
+                                   "capabilities": {"colorize.person": {"base": "30"}}}},
+    }  # fmt: skip
+    books.activate(doc)
+    report = service.fit(account_id="acct_acme", tokens_per_second=Decimal(2))
+    proposed = report.proposed_document()
+    assert proposed["accounts"] == {"acct_acme": {"discount_percent": "10"}}  # no override
+    assert proposed["capabilities"]["colorize.person"]["base"] == "2"  # 1 s at 2 a second
+    example = report.examples[0]
+    assert (example.width, example.current_tokens) == (800, 28)  # (30 + 0.96) x 0.9
+    person = next(c for c in report.proposal.changes if c.key == "base")
+    assert person.current == 30

@@ -9,7 +9,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comfygate.domain.pricing import PriceBook, Rounding, compute_price, round_tokens
+from comfygate.domain.pricing import (
+    PriceBook,
+    Rounding,
+    book_for_account,
+    compute_price,
+    round_tokens,
+)
 from comfygate.domain.pricing_document import price_book_to_document
 from comfygate.domain.pricing_validation import parse_price_book
 
@@ -118,3 +124,49 @@ def test_documents_round_trip(doc: dict[str, Any], at: datetime) -> None:
     # the window in force depends on the local time of day only (Shanghai has no DST)
     assert book.window_at(at) == again.window_at(at)
     assert book.window_at(at + timedelta(days=1)) == book.window_at(at)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    doc=books(),
+    base=st.one_of(st.none(), amounts),
+    per_mp=st.one_of(st.none(), amounts),
+    cap_minimum=st.one_of(st.none(), st.integers(0, 50)),
+    account_minimum=st.one_of(st.none(), st.integers(0, 50)),
+    w=sizes,
+    h=sizes,
+    upscale=st.sampled_from([1, 2, 3.5]),
+    at=times,
+)
+def test_a_book_for_one_account_prices_it_as_the_book_it_came_from(
+    doc: dict[str, Any],
+    base: Decimal | None,
+    per_mp: Decimal | None,
+    cap_minimum: int | None,
+    account_minimum: int | None,
+    w: int,
+    h: int,
+    upscale: float,
+    at: datetime,
+) -> None:
+    """``book_for_account`` (a ``pricing fit --account`` proposal's start): the
+    account's overrides folded into the capabilities, the same price for any request."""
+    override: dict[str, Any] = {}
+    if base is not None:
+        override["base"] = str(base)
+    if per_mp is not None:
+        override["coefficients"] = {"megapixels": str(per_mp)}
+    if cap_minimum is not None:
+        override["minimum"] = cap_minimum
+    account = doc["accounts"]["acct_1"]
+    account["capabilities"] = {"cap.x": override} if override else {}
+    if account_minimum is not None:
+        account["minimum"] = account_minimum
+    doc["accounts"]["acct_2"] = {"discount_percent": "50"}
+    book = parse_price_book(doc)
+    own = book_for_account(book, "acct_1")
+    request = {"capability": "cap.x", "width": w, "height": h, "options": {"upscale": upscale}}
+    expected = compute_price(book, account_id="acct_1", at=at, **request).tokens
+    assert compute_price(own, account_id="acct_1", at=at, **request).tokens == expected
+    assert set(own.accounts) <= {"acct_1"}
+    assert parse_price_book(price_book_to_document(own)) == own

@@ -12,7 +12,7 @@ Pure: no I/O. Price books are built from documents by ``pricing_validation``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import (
     ROUND_CEILING,
@@ -214,6 +214,26 @@ class Terms:
     coefficients: Mapping[str, Decimal]
     minimum: int
     discount_percent: Decimal
+
+
+def book_for_account(book: PriceBook, account_id: str) -> PriceBook:
+    """``book`` as ``account_id`` is charged by it, written as a book of its own: each
+    capability with the account's overrides in it (base, coefficients, and the minimum
+    that wins), and the account's terms reduced to its discount. It prices the
+    account's requests as ``book`` does, and no other account's terms are in it."""
+    account = book.accounts.get(account_id)
+    if account is None:
+        return replace(book, accounts={})
+    capabilities = {}
+    for name, cap in book.capabilities.items():
+        base, coefficients, minimum, _ = _terms(book, cap, account_id)
+        capabilities[name] = replace(
+            cap, base=base, coefficients=dict(coefficients), minimum=minimum
+        )
+    kept = (
+        {account_id: AccountOverride(account.discount_percent)} if account.discount_percent else {}
+    )
+    return replace(book, capabilities=capabilities, accounts=kept)
 
 
 def terms_for(book: PriceBook, account_id: str | None) -> list[Terms]:

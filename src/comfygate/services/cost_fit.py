@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from comfygate.domain import cost_model as cm
 from comfygate.domain import cost_proposal as cp
 from comfygate.domain.errors import InvalidInputError, ValidationFailedError
 from comfygate.domain.instants import in_range
-from comfygate.domain.pricing import PriceBook, compute_price
+from comfygate.domain.pricing import PriceBook, book_for_account, compute_price
 from comfygate.domain.pricing_document import price_book_to_document
 from comfygate.domain.pricing_validation import validate_price_book
 from comfygate.services.clock import Clock
@@ -128,10 +128,8 @@ class CostFitting:
         # The book in force now, whatever the window: the proposal is its next version
         # (a book of the window's time would undo what was activated since).
         book = self._price_books.show(account_id=account_id, at=now).book
-        if account_id is not None:  # its own book: no other account's terms in it
-            book = replace(
-                book, accounts={k: v for k, v in book.accounts.items() if k == account_id}
-            )
+        if account_id is not None:  # as the account is charged: its overrides are its prices
+            book = book_for_account(book, account_id)
         samples = self._samples.samples(
             since=since, until=until, engines=chosen, exclude_engines=NOT_COSTS,
             limit=MAX_SAMPLES, account_id=account_id,
@@ -170,7 +168,7 @@ class CostFitting:
                 if name not in book.capabilities
             },
             proposal=proposal,
-            examples=_examples(book, proposal.book, fits, at=now),
+            examples=_examples(book, proposal.book, fits, at=now, account_id=account_id),
         )
         problems = validate_price_book(report.proposed_document())
         if problems:
@@ -179,7 +177,12 @@ class CostFitting:
 
 
 def _examples(
-    book: PriceBook, proposed: PriceBook, fits: Sequence[cm.CapabilityFit], *, at: datetime
+    book: PriceBook,
+    proposed: PriceBook,
+    fits: Sequence[cm.CapabilityFit],
+    *,
+    at: datetime,
+    account_id: str | None,
 ) -> tuple[Example, ...]:
     return tuple(
         Example(
@@ -190,10 +193,20 @@ def _examples(
                 book.capabilities[fit.capability], fit, width, height, {}
             ),
             current_tokens=compute_price(
-                book, capability=fit.capability, width=width, height=height, at=at
+                book,
+                capability=fit.capability,
+                width=width,
+                height=height,
+                at=at,
+                account_id=account_id,
             ).tokens,
             proposed_tokens=compute_price(
-                proposed, capability=fit.capability, width=width, height=height, at=at
+                proposed,
+                capability=fit.capability,
+                width=width,
+                height=height,
+                at=at,
+                account_id=account_id,
             ).tokens,
         )
         for fit in fits
