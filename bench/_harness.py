@@ -112,7 +112,7 @@ def new_customer(base: str, banner: str, *, tokens: int = 0) -> dict[str, str]:
         granted = httpx.post(
             f"{base}/v1/admin/accounts/{account['account_id']}/grants",
             json={"tokens": tokens, "source": "promotion"},
-            headers=operator,
+            headers={**operator, "Idempotency-Key": f"bench-grant-{account['account_id']}"},
         )
         assert granted.status_code in (200, 201), granted.text
     return {"Authorization": f"Bearer {account['api_key']}"}

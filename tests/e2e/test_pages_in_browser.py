@@ -98,11 +98,17 @@ def test_the_user_page_quotes_pays_and_shows_the_result(
         assert browser.run(f"[{upscale}.type, {upscale}.min, {upscale}.max]") == [
             "number", "1", "4",
         ]  # fmt: skip
+        change = f" {upscale}.dispatchEvent(new Event('change', {{bubbles: true}}))"
+        # A value out of range is the user's to mend: said, and left as typed (it once
+        # read the capabilities again and put every option back to its default).
+        browser.run(f"{upscale}.value = '10';{change}")
+        said = browser.wait_for(
+            "document.getElementById('status').className === 'error' &&"
+            " document.getElementById('status').textContent"
+        )
+        assert "between 1 and 4" in said and browser.run(f"{upscale}.value") == "10"
         for value, tokens in (("1.5", "16"), ("1", "11")):  # 10 + 0.96 (+ 5 upscaled)
-            browser.run(
-                f"{upscale}.value = '{value}';"
-                f" {upscale}.dispatchEvent(new Event('change', {{bubbles: true}}))"
-            )
+            browser.run(f"{upscale}.value = '{value}';{change}")
             browser.wait_for(
                 "!document.getElementById('quote').classList.contains('stale') &&"
                 f" document.getElementById('quote-tokens').textContent.startsWith('{tokens} ')"

@@ -68,6 +68,7 @@ def test_script_writes_no_markup_and_sends_what_the_api_needs() -> None:
         "Authorization: `Bearer ${state.key}`",
         '"Accept-Language": navigator.language',
         '"Idempotency-Key": quote.idempotencyKey',
+        '"Idempotency-Key": state.orderKey.key',  # an order clicked again after a lost answer
         '"Last-Event-ID": lastEventId',
         "sessionStorage.setItem(KEY_STORAGE",
     ):

@@ -151,7 +151,7 @@ function problemMessage(status, body) {
 const $ = (id) => document.getElementById(id);
 const state = {
   key: "", file: null, size: null, quote: null, originals: new Map(),
-  ordering: false, orderId: null, capabilities: new Map(), bookVersion: "",
+  ordering: false, orderId: null, orderKey: null, capabilities: new Map(), bookVersion: "",
 };
 const urls = { original: "", result: "" }; // object URLs this page made
 let latestQuote = 0;
@@ -436,7 +436,14 @@ async function placeOrder(plan) {
   buttons.forEach((b) => (b.disabled = true));
   try {
     clearTimeout(orderTimer);
-    const order = await getJson("/v1/orders", { method: "POST", json: { plan } });
+    // One key per plan until an order is shown: a click again after a lost answer is
+    // the same order, not a second one.
+    if (state.orderKey?.plan !== plan) {
+      state.orderKey = { plan, key: idempotencyKey(crypto.getRandomValues(new Uint8Array(16))) };
+    }
+    const headers = { "Idempotency-Key": state.orderKey.key };
+    const order = await getJson("/v1/orders", { method: "POST", json: { plan }, headers });
+    state.orderKey = null;
     state.orderId = order.id;
     showOrder(order);
   } finally {
@@ -487,9 +494,17 @@ async function loadCapabilities(reloaded = false) {
   await requote(reloaded);
 }
 
-// The chosen capability's options as controls, each at its default.
+// The chosen capability's options as controls: at the values they had (when the
+// capabilities are read again, or another kind chosen, the user's choices stay, where
+// the option still exists), else at their defaults.
 function showOptions() {
   const cap = state.capabilities.get($("job-form").elements.capability.value);
+  const before = new Map(
+    [...$("options").querySelectorAll("[data-option]")].map((input) => [
+      input.dataset.option,
+      input.type === "checkbox" ? input.checked : input.value,
+    ]),
+  );
   const controls = [];
   for (const spec of cap ? cap.options : []) {
     const drawn = optionControl(spec);
@@ -509,8 +524,10 @@ function showOptions() {
         Object.assign(input, { min: drawn.min ?? "", max: drawn.max ?? "", step: drawn.step });
       }
     }
-    if (drawn.kind === "checkbox") input.checked = drawn.value;
-    else input.value = drawn.value;
+    const kept = before.get(spec.name);
+    const keep = kept !== undefined && (drawn.kind !== "select" || drawn.values.includes(kept));
+    if (drawn.kind === "checkbox") input.checked = keep ? kept : drawn.value;
+    else input.value = keep ? kept : drawn.value;
     input.dataset.option = spec.name;
     label.append(input);
     controls.push(label);
