@@ -274,5 +274,8 @@ def test_an_order_retried_with_its_idempotency_key_is_placed_once(gw: Gateway) -
         "/v1/orders", json={"plan": "monthly"}, headers={**acme.user, "Idempotency-Key": ""}
     )
     assert empty.status_code == 422
+    too_long = {**acme.user, "Idempotency-Key": "k" * 201}
+    long_key = gw.client.post("/v1/orders", json={"plan": "monthly"}, headers=too_long)
+    assert long_key.status_code == 422 and long_key.json()["code"] == "invalid_input"
     mine = gw.client.get("/v1/orders", headers=acme.user).json()["items"]
     assert [o["id"] for o in mine] == [first.json()["id"]]

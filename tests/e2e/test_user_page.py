@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.gateway_app import Gateway
-from tests.e2e.web_support import WEB, needs_node, run_script
+from tests.e2e.web_support import WEB, assert_no_outside_url, needs_node, run_script
 from tests.jobs_support import png_bytes
 
 
@@ -54,10 +54,7 @@ def test_the_page_itself_is_not_an_asset_nor_in_the_api_schema(gw: Gateway) -> N
 
 @pytest.mark.parametrize("name", ["app.html", "app.js", "app.css"])
 def test_page_and_assets_name_no_outside_url(name: str) -> None:
-    text = WEB.joinpath(name).read_text("utf-8")
-    assert "http://" not in text and "https://" not in text
-    assert not re.search(r"[\"'(=] ?//", text)  # nor one relative to the scheme
-    assert "@import" not in text and "url(" not in text
+    assert_no_outside_url(name)
 
 
 def test_script_writes_no_markup_and_sends_what_the_api_needs() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Protocol
 
 from comfygate.domain import cost_model as cm
@@ -184,6 +185,7 @@ def _examples(
     at: datetime,
     account_id: str | None,
 ) -> tuple[Example, ...]:
+    price = partial(compute_price, at=at, account_id=account_id)
     return tuple(
         Example(
             capability=fit.capability,
@@ -192,21 +194,11 @@ def _examples(
             predicted_s=cm.predicted_seconds(
                 book.capabilities[fit.capability], fit, width, height, {}
             ),
-            current_tokens=compute_price(
-                book,
-                capability=fit.capability,
-                width=width,
-                height=height,
-                at=at,
-                account_id=account_id,
+            current_tokens=price(
+                book, capability=fit.capability, width=width, height=height
             ).tokens,
-            proposed_tokens=compute_price(
-                proposed,
-                capability=fit.capability,
-                width=width,
-                height=height,
-                at=at,
-                account_id=account_id,
+            proposed_tokens=price(
+                proposed, capability=fit.capability, width=width, height=height
             ).tokens,
         )
         for fit in fits
